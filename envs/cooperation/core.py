@@ -1,0 +1,250 @@
+"""Batched numpy core of the punishment/reputation game: the one source of truth for its rules.
+
+``PunishmentCore`` steps ``B`` independent populations at once. It is decision-based: the caller
+hands it arrays of decisions (partner choices, plays, punish / no-punish per victim) and it applies
+payoffs, fines, punisher rewards and reputation changes, keeping per-episode counters from which the
+``coop/*`` metrics are computed. ``punishment_v0.parallel_env`` is this core with ``B = 1`` plus the
+PettingZoo turn structure; ``benchmarks/cooperation_speed.py`` drives it with ``B = 1024``.
+
+Episode structure (reference section 1.3): optional partner selection, then ``n_agents`` games
+played in order (game ``g`` is agent ``g``, the selector, against its partner), each of
+``rounds_per_game`` rounds. In each round both players move (0 = C, 1 = D); then, for each of the
+two players (the *victims* 0 and 1), the co-player may punish it (direct punishment) and a random
+bystander may punish it (third-party punishment), applied in that order so fines stack.
+Reputations and last moves persist across episodes unless ``reset(keep_memory=False)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from aligngym.envs.cooperation.rules import GameRules
+
+COOPERATE, DEFECT, UNKNOWN = 0, 1, 2
+
+METRIC_NAMES = (
+    "cooperation_rate",
+    "punishment_rate_direct",
+    "punishment_rate_third_party",
+    "just_punishment_share",
+    "mean_reward",
+    "mean_reputation",
+)
+
+_COUNTERS = ("plays", "coops", "direct_decisions", "direct_punishments", "third_party_decisions",
+             "third_party_punishments", "just", "unjust")
+_PER_AGENT = ("play_reward", "fine", "punisher_reward")
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    return np.where(den > 0, num / np.maximum(den, 1), 0.0)
+
+
+class PunishmentCore:
+    """``B`` populations of the game, stepped in lockstep with numpy."""
+
+    def __init__(self, rules: GameRules, batch_size: int = 1, seed: int | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.rules = rules
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng(seed)
+        n, b = rules.n_agents, batch_size
+        self._rows = np.arange(b)
+        pay = rules.payoffs
+        # payoff[my_action, other_action]
+        self._payoff = np.array([[pay.R, pay.S], [pay.T, pay.P]], dtype=np.float64)
+        self.reputation = np.zeros((b, n, n))  # reputation[b, viewer, target]
+        self.last_action = np.full((b, n), UNKNOWN, dtype=np.int64)
+        self.partners = np.zeros((b, n), dtype=np.int64)
+        self.round_actions = np.zeros((b, 2), dtype=np.int64)
+        self._current_players = np.zeros((b, 2), dtype=np.int64)
+        self.counters = {name: np.zeros(b, dtype=np.int64) for name in _COUNTERS}
+        self.per_agent = {name: np.zeros((b, n)) for name in _PER_AGENT}
+        self.reset(keep_memory=False)
+
+    # ------------------------------------------------------------------ episode bookkeeping
+    def reset(self, keep_memory: bool = False) -> None:
+        """Start a new episode. ``keep_memory`` keeps reputations and last moves (the paper's runs)."""
+        if not keep_memory:
+            self.reputation[:] = 0.0
+            self.last_action[:] = UNKNOWN
+        for arr in (*self.counters.values(), *self.per_agent.values()):
+            arr[:] = 0
+        self.choose_partners(None)
+
+    def choose_partners(self, choice: np.ndarray | None) -> None:
+        """Set each selector's partner. ``choice[b, i]`` indexes the others in id order, self removed;
+        ``None`` draws partners uniformly (random matching)."""
+        n = self.rules.n_agents
+        if choice is None:
+            choice = self.rng.integers(0, n - 1, size=(self.batch_size, n))
+        choice = np.asarray(choice, dtype=np.int64)
+        if choice.shape != (self.batch_size, n) or choice.min() < 0 or choice.max() > n - 2:
+            raise ValueError(f"partner choices must have shape {(self.batch_size, n)} with values in "
+                             f"[0, {n - 2}], got shape {choice.shape}")
+        selectors = np.arange(n)[None, :]
+        self.partners[:] = choice + (choice >= selectors)
+
+    def players(self, game: int) -> np.ndarray:
+        """(B, 2): the selector ``game`` and its partner."""
+        return np.stack([np.full(self.batch_size, game), self.partners[:, game]], axis=1)
+
+    # ------------------------------------------------------------------ observations
+    def _scaled(self, viewer: np.ndarray, target: np.ndarray) -> np.ndarray:
+        return self.reputation[self._rows, viewer, target] * self.rules.reputation_obs_scale
+
+    def select_features(self) -> np.ndarray:
+        """(B, N, N): each agent's view of every agent's reputation (itself included)."""
+        return self.reputation * self.rules.reputation_obs_scale
+
+    def play_features(self, game: int) -> np.ndarray:
+        """(B, 2, F): ``[opponent's last move, own last move (, opponent rep, own rep)]`` per player."""
+        pl = self.players(game)
+        feats = []
+        for me, opp in ((pl[:, 0], pl[:, 1]), (pl[:, 1], pl[:, 0])):
+            f = [self.last_action[self._rows, opp], self.last_action[self._rows, me]]
+            if "play" in self.rules.reputation_in:
+                f += [self._scaled(me, opp), self._scaled(me, me)]
+            feats.append(np.stack(f, axis=1).astype(np.float64))
+        return np.stack(feats, axis=1)
+
+    def punish_features(self, punishers: np.ndarray) -> np.ndarray:
+        """(B, 2, F) for victims 0 and 1: ``[victim's move, co-player's move (, rep of co-player,
+        rep of victim as the punisher sees them)]``. ``punishers`` is (B, 2), one per victim."""
+        feats = []
+        for victim in (0, 1):
+            f = [self.round_actions[:, victim], self.round_actions[:, 1 - victim]]
+            if "punish" in self.rules.reputation_in:
+                pl = self._current_players
+                f += [self._scaled(punishers[:, victim], pl[:, 1 - victim]),
+                      self._scaled(punishers[:, victim], pl[:, victim])]
+            feats.append(np.stack(f, axis=1).astype(np.float64))
+        return np.stack(feats, axis=1)
+
+    # ------------------------------------------------------------------ the rules
+    def _add_reputation(self, actor: np.ndarray, delta: np.ndarray) -> None:
+        # Societal update: every viewer's score of the actor moves (public views stay identical rows).
+        self.reputation[self._rows, :, actor] += delta[:, None]
+
+    def play(self, game: int, actions: np.ndarray) -> np.ndarray:
+        """Both players of ``game`` move; returns their payoffs (B, 2)."""
+        actions = np.asarray(actions, dtype=np.int64)
+        if actions.shape != (self.batch_size, 2) or not np.isin(actions, (COOPERATE, DEFECT)).all():
+            raise ValueError(f"play actions must have shape {(self.batch_size, 2)} with values 0 (C) "
+                             f"or 1 (D), got {actions!r}")
+        pl = self.players(game)
+        self._current_players = pl
+        payoffs = np.stack([self._payoff[actions[:, 0], actions[:, 1]],
+                            self._payoff[actions[:, 1], actions[:, 0]]], axis=1)
+        r = self.rules
+        for k in (0, 1):
+            self.per_agent["play_reward"][self._rows, pl[:, k]] += payoffs[:, k]
+            self.last_action[self._rows, pl[:, k]] = actions[:, k]
+            if r.reputation and r.reputation_source in ("play", "both"):
+                self._add_reputation(pl[:, k], np.where(actions[:, k] == COOPERATE,
+                                                        r.rep_cooperate, r.rep_defect))
+        self.round_actions[:] = actions
+        self.counters["plays"] += 2
+        self.counters["coops"] += (actions == COOPERATE).sum(axis=1)
+        return payoffs
+
+    def draw_bystanders(self) -> np.ndarray:
+        """(B, 2): a random non-player for each victim of the current round."""
+        n, b = self.rules.n_agents, self.batch_size
+        pl = self._current_players
+        low, high = pl.min(axis=1), pl.max(axis=1)
+        first = self.rng.integers(0, n - 2, size=b)
+        if self.rules.third_party_with_replacement or n < 4:
+            second = self.rng.integers(0, n - 2, size=b)
+        else:
+            second = self.rng.integers(0, n - 3, size=b)
+            second = second + (second >= first)
+        draws = np.stack([first, second], axis=1)
+        draws = draws + (draws >= low[:, None])
+        return draws + (draws >= high[:, None])
+
+    def punish(self, direct: np.ndarray | None, third_party: np.ndarray | None,
+               bystanders: np.ndarray | None = None) -> None:
+        """Apply this round's punish decisions, (B, 2) booleans per victim: direct (by the victim's
+        co-player) first, then third party (by ``bystanders[:, victim]``)."""
+        r = self.rules
+        pl = self._current_players
+        stages = []
+        if r.direct_punishment:
+            if direct is None:
+                raise ValueError("direct punishment is on: pass the (B, 2) direct decisions")
+            stages.append(("direct", np.asarray(direct, dtype=bool), pl[:, ::-1]))
+        if r.third_party_punishment:
+            if third_party is None or bystanders is None:
+                raise ValueError("third-party punishment is on: pass the decisions and the bystanders")
+            stages.append(("third_party", np.asarray(third_party, dtype=bool), bystanders))
+        for name, decisions, punishers in stages:
+            if decisions.shape != (self.batch_size, 2):
+                raise ValueError(f"{name} decisions must have shape {(self.batch_size, 2)}")
+            self.counters[f"{name}_decisions"] += 2
+            self.counters[f"{name}_punishments"] += decisions.sum(axis=1)
+            for victim in (0, 1):
+                self._apply_punishment(decisions[:, victim], punishers[:, victim],
+                                       pl[:, victim], pl[:, 1 - victim],
+                                       self.round_actions[:, victim] == DEFECT)
+
+    def _apply_punishment(self, act: np.ndarray, punisher: np.ndarray, victim: np.ndarray,
+                          coplayer: np.ndarray, just: np.ndarray) -> None:
+        r = self.rules
+        rows = self._rows
+        done = act.astype(np.float64)
+        self.per_agent["fine"][rows, victim] -= r.fine * done
+        self.per_agent["punisher_reward"][rows, punisher] += np.where(
+            just, r.just_reward, r.unjust_punish_reward) * done
+        self.counters["just"] += act & just
+        self.counters["unjust"] += act & ~just
+        if not r.reputation:
+            return
+        if r.reputation_source in ("punish", "both"):
+            self._add_reputation(punisher, np.where(just, r.rep_just_punish, r.rep_unjust_punish) * done)
+        if r.reputation_view == "private":
+            self.reputation[rows, victim, punisher] += r.rep_persecutor * done
+            avenged = done * just * (coplayer != punisher)
+            self.reputation[rows, coplayer, punisher] += r.rep_avenger * avenged
+
+    # ------------------------------------------------------------------ metrics and state
+    def episode_returns(self) -> np.ndarray:
+        """(B, N): each agent's total reward so far this episode (payoffs + fines + punisher rewards)."""
+        return sum(self.per_agent.values())
+
+    def episode_metrics(self) -> dict[str, np.ndarray]:
+        """The ``coop/*`` metrics of the episode so far, each of shape (B,)."""
+        c = self.counters
+        return {
+            "cooperation_rate": _ratio(c["coops"], c["plays"]),
+            "punishment_rate_direct": _ratio(c["direct_punishments"], c["direct_decisions"]),
+            "punishment_rate_third_party": _ratio(c["third_party_punishments"],
+                                                  c["third_party_decisions"]),
+            "just_punishment_share": _ratio(c["just"], c["just"] + c["unjust"]),
+            "mean_reward": self.episode_returns().mean(axis=1),
+            "mean_reputation": self.reputation.mean(axis=(1, 2)),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly (numpy arrays and the RNG state)."""
+        return {
+            "reputation": self.reputation.copy(), "last_action": self.last_action.copy(),
+            "partners": self.partners.copy(), "round_actions": self.round_actions.copy(),
+            "current_players": self._current_players.copy(),
+            "counters": {k: v.copy() for k, v in self.counters.items()},
+            "per_agent": {k: v.copy() for k, v in self.per_agent.items()},
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("reputation", "last_action", "partners", "round_actions"):
+            getattr(self, key)[:] = state[key]
+        self._current_players[:] = state["current_players"]
+        for key, value in state["counters"].items():
+            self.counters[key][:] = value
+        for key, value in state["per_agent"].items():
+            self.per_agent[key][:] = value
+        self.rng.bit_generator.state = state["rng"]

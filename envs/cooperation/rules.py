@@ -1,0 +1,112 @@
+"""The rules of the punishment/reputation game, as one validated, typed object.
+
+Defaults are the values of Dasgupta & Musolesi's replication code (see
+``../shared/reference/cooperation-punishment.md`` sections 1.2-1.10). With every mechanism off the
+game is a plain random-matching iterated Prisoner's Dilemma population.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DecisionKind = Literal["select", "play", "punish"]
+DECISIONS: tuple[DecisionKind, ...] = ("select", "play", "punish")
+
+
+class Payoffs(BaseModel):
+    """Row player's payoff in the Prisoner's Dilemma (T > R > P > S makes it a dilemma)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    R: float = 3.0  # reward: both cooperate
+    S: float = 0.0  # sucker: I cooperate, the partner defects
+    T: float = 4.0  # temptation: I defect, the partner cooperates
+    P: float = 1.0  # punishment: both defect
+
+
+class GameRules(BaseModel):
+    """Every switch and number of the game. Invalid combinations raise ``ValueError``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_agents: int = Field(5, ge=3, le=64)  # population size (>= 3 so a third party exists)
+    rounds_per_game: int = Field(10, ge=1)  # rounds of each pairwise IPD game
+    payoffs: Payoffs = Payoffs()  # stage-game payoffs
+    partner_selection: bool = False  # each agent picks its partner from its reputation view
+    direct_punishment: bool = False  # after each round the partner may punish each player
+    third_party_punishment: bool = False  # a random bystander may punish each player
+    reputation: bool = False  # keep image scores at all
+    reputation_view: Literal["public", "private"] = "public"  # one shared score, or per-agent views
+    reputation_source: Literal["play", "punish", "both"] = "both"  # which events move the score
+    reputation_in: tuple[Literal["play", "punish"], ...] = ()  # decisions that observe reputations
+    reputation_obs_scale: float = Field(1.0, gt=0)  # scores are multiplied by this in observations
+    costly_punishment: bool = False  # a just punishment costs the punisher instead of paying it
+    fine: float = Field(3.0, ge=0)  # taken from the punished player
+    just_punish_reward: float = 2.0  # punisher's reward for punishing a defector
+    costly_just_punish_reward: float = -3.0  # ... in the costly variant
+    unjust_punish_reward: float = -10.0  # punisher's reward for punishing a cooperator
+    rep_cooperate: float = 1.0  # reputation change for playing C
+    rep_defect: float = -1.0  # ... for playing D
+    rep_just_punish: float = 2.0  # ... for punishing a defector
+    rep_unjust_punish: float = -3.0  # ... for punishing a cooperator
+    rep_persecutor: float = -5.0  # private views: the victim's view of its punisher
+    rep_avenger: float = 5.0  # private views: the co-player's view of a just punisher
+    third_party_with_replacement: bool = True  # the two victims' bystanders may be the same agent
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> GameRules:
+        punishing = self.direct_punishment or self.third_party_punishment
+        if self.partner_selection and not self.reputation:
+            raise ValueError(
+                "partner_selection needs reputation: true (partners are chosen from the reputation view)"
+            )
+        if self.reputation_in and not self.reputation:
+            raise ValueError(
+                f"reputation_in={list(self.reputation_in)} needs reputation: true"
+            )
+        if "punish" in self.reputation_in and not punishing:
+            raise ValueError(
+                "reputation_in contains 'punish' but neither direct_punishment nor "
+                "third_party_punishment is on"
+            )
+        if self.costly_punishment and not punishing:
+            raise ValueError(
+                "costly_punishment needs direct_punishment or third_party_punishment"
+            )
+        if self.reputation and self.reputation_source == "punish" and not punishing:
+            raise ValueError(
+                "reputation_source='punish' without any punishment mechanism: scores would never move"
+            )
+        if len(set(self.reputation_in)) != len(self.reputation_in):
+            raise ValueError(f"reputation_in has duplicates: {list(self.reputation_in)}")
+        return self
+
+    @property
+    def punishing(self) -> bool:
+        return self.direct_punishment or self.third_party_punishment
+
+    @property
+    def just_reward(self) -> float:
+        return self.costly_just_punish_reward if self.costly_punishment else self.just_punish_reward
+
+    def feature_size(self, decision: DecisionKind) -> int:
+        """Length of the feature vector an agent sees when it makes ``decision``."""
+        if decision == "select":
+            return self.n_agents
+        return 2 + (2 if decision in self.reputation_in else 0)
+
+    @property
+    def decisions(self) -> tuple[DecisionKind, ...]:
+        """The decisions this game asks of its agents."""
+        kinds: list[DecisionKind] = []
+        if self.partner_selection:
+            kinds.append("select")
+        kinds.append("play")
+        if self.punishing:
+            kinds.append("punish")
+        return tuple(kinds)
+
+    def n_actions(self, decision: DecisionKind) -> int:
+        return self.n_agents - 1 if decision == "select" else 2
