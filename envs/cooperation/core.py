@@ -137,9 +137,11 @@ class PunishmentCore:
                              f"or 1 (D), got {actions!r}")
         pl = self.players(game)
         self._current_players = pl
+        r = self.rules
+        if r.reputation and r.reputation_decay < 1.0:
+            self.reputation *= r.reputation_decay
         payoffs = np.stack([self._payoff[actions[:, 0], actions[:, 1]],
                             self._payoff[actions[:, 1], actions[:, 0]]], axis=1)
-        r = self.rules
         for k in (0, 1):
             self.per_agent["play_reward"][self._rows, pl[:, k]] += payoffs[:, k]
             self.last_action[self._rows, pl[:, k]] = actions[:, k]

@@ -246,7 +246,8 @@ class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
     def _as_action(self, name: str, raw: Any) -> int:
         arr = np.asarray(raw)
         if arr.shape != () or not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"punishment_v0: action for {name} must be an integer, got {raw!r}")
+            raise ValueError(f"punishment_v0: action for {name} in phase '{self._phase}' must be an "
+                             f"integer, got {raw!r}")
         return int(arr)
 
     def _allowed(self, decision: Decision) -> list[int]:

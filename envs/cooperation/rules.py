@@ -42,6 +42,8 @@ class GameRules(BaseModel):
     reputation_source: Literal["play", "punish", "both"] = "both"  # which events move the score
     reputation_in: tuple[Literal["play", "punish"], ...] = ()  # decisions that observe reputations
     reputation_obs_scale: float = Field(1.0, gt=0)  # scores are multiplied by this in observations
+    reputation_decay: float = Field(1.0, gt=0, le=1)  # every round scores are multiplied by this
+    # (1 = the paper's cumulative, unbounded image score; < 1 bounds it and favours recent acts)
     costly_punishment: bool = False  # a just punishment costs the punisher instead of paying it
     fine: float = Field(3.0, ge=0)  # taken from the punished player
     just_punish_reward: float = 2.0  # punisher's reward for punishing a defector

@@ -1,0 +1,120 @@
+"""The ``aligngym`` command: train, resume, evaluate and list.
+
+    aligngym train CONFIG.yaml [--set key.sub=value ...] [--smoke]
+    aligngym train --resume RUN_DIR
+    aligngym eval RUN_DIR [--episodes N]
+    aligngym list
+
+Bad input (a config error, a missing or corrupt checkpoint, a wrong flag) prints one clear message
+and exits with status 2; an interrupted training exits with 130 and says how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from aligngym.agents.config import AGENTS, ConfigError, load_config
+from aligngym.agents.train import CheckpointError
+
+
+def _configs_dir() -> Path:
+    here = Path.cwd() / "configs"
+    return here if here.is_dir() else Path(__file__).resolve().parents[1] / "configs"
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from aligngym.agents.train import resume, train
+
+    if args.resume is not None:
+        if args.config is not None or args.overrides or args.smoke:
+            raise ConfigError("--resume takes only the run folder: the run keeps its saved config")
+        run_dir = resume(Path(args.resume))
+    else:
+        if args.config is None:
+            raise ConfigError("train needs a CONFIG file (or --resume RUN_DIR); see aligngym train --help")
+        config = load_config(args.config, args.overrides, smoke=args.smoke)
+        run_dir = train(config)
+    root = run_dir.parent
+    print(f"run folder: {run_dir}")
+    print(f"watch it:   tensorboard --logdir {root}")
+    print(f"score it:   aligngym eval {run_dir}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from aligngym.agents.evaluate import evaluate
+
+    result = evaluate(Path(args.run_dir), args.episodes)
+    print(json.dumps(result, indent=2, sort_keys=True))
+    print(f"written to {Path(args.run_dir) / 'eval.json'}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    import gymnasium
+    import pettingzoo
+
+    import aligngym.envs  # noqa: F401  (registers everything)
+
+    print("PettingZoo environments (pettingzoo.make('parallel', ID)):")
+    for env_id in sorted(i for i in pettingzoo.parallel_registry if i.startswith("aligngym/")):
+        print(f"  {env_id}")
+    gym_ids = sorted(i for i in gymnasium.registry if i.startswith("aligngym/"))
+    print("Gymnasium environments (gym.make('aligngym.envs:ID')):")
+    for env_id in gym_ids or ["(none yet)"]:
+        print(f"  {env_id}")
+    print("Agents:")
+    for name in sorted(AGENTS):
+        print(f"  {name}")
+    configs = _configs_dir()
+    print(f"Configs ({configs}):")
+    for path in sorted(configs.rglob("*.yaml")):
+        print(f"  {path.relative_to(configs.parent)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aligngym", description="AlignGym: train and evaluate agents.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train an agent from a YAML config, or resume a run",
+                       description="Train from CONFIG (a YAML file) into a new run folder, or "
+                                   "continue an interrupted run with --resume RUN_DIR.")
+    p.add_argument("config", nargs="?", help="YAML config file, e.g. configs/quickstart.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value with a dotted key, e.g. --set learner.play.lr=0.01 "
+                        "(repeatable)")
+    p.add_argument("--smoke", action="store_true", help="shrink the run to a few seconds (tests)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue this run folder from its last checkpoint")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run folder's last checkpoint",
+                       description="Rebuild the agent from RUN_DIR alone, play greedy episodes and "
+                                   "write RUN_DIR/eval.json.")
+    p.add_argument("run_dir", help="a run folder under runs/")
+    p.add_argument("--episodes", type=int, default=None, help="episodes to play (default: the config's)")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("list", help="list registered environments, agents and configs")
+    p.set_defaults(func=_cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, CheckpointError) as err:
+        print(f"aligngym: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\naligngym: interrupted. Continue from the last checkpoint with "
+              "aligngym train --resume RUN_DIR", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Run configs: YAML files validated into typed pydantic models, with readable errors.
+
+Every agent module defines a ``Config`` subclass of :class:`RunConfig` (extra keys forbidden) and is
+listed in :data:`AGENTS`. :func:`load_config` reads a YAML file with ``yaml.safe_load``, applies
+``--set key.sub=value`` overrides, picks the agent's class from the ``agent`` key and validates. Any
+problem raises :class:`ConfigError` naming the file, the key, what was expected and, for a typo, the
+nearest valid key; nothing runs before the whole config is valid.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+# agent name -> module providing Config, train(config, run, checkpoint) and evaluate(...)
+AGENTS: dict[str, str] = {
+    "independent_dqn": "aligngym.agents.marl.population",
+}
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message says what to change."""
+
+
+class RunConfig(BaseModel):
+    """Fields every run has. Agent configs subclass this and add their own sections."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent: str  # which agent trains (a key of AGENTS)
+    task: str  # the environment id
+    seed: int = Field(0, ge=0)  # seeds the env, the networks and the replay sampling
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = CUDA when present
+    run_root: str = "runs"  # run folders are created under this directory
+
+    def smoke(self) -> RunConfig:
+        """A copy shrunk to run end to end in seconds (``--smoke``)."""
+        return self
+
+
+def agent_module(name: str) -> ModuleType:
+    if name not in AGENTS:
+        hint = difflib.get_close_matches(str(name), AGENTS, n=1)
+        extra = f" (did you mean '{hint[0]}'?)" if hint else ""
+        raise ConfigError(f"unknown agent '{name}'{extra}; known agents: {', '.join(sorted(AGENTS))}")
+    return importlib.import_module(AGENTS[name])
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{key}' is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key.sub=value`` -> (``key.sub``, YAML-parsed value)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key.sub=value, got '{text}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key}: cannot parse value '{raw}': {err}") from None
+    return key.strip(), value
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model class that owns the key at ``loc`` (for typo suggestions)."""
+    for key in loc:
+        field = model.model_fields.get(str(key))
+        if field is None:
+            return None
+        candidates = [field.annotation, *get_args(field.annotation)]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            return None
+        model = nested[0]
+    return model
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(map(str, loc)) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            owner = _model_at(model, loc[:-1])
+            valid = list(owner.model_fields) if owner else []
+            hint = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            msg = f"unknown key '{key}'"
+            if hint:
+                msg += f" (did you mean '{'.'.join(map(str, loc[:-1] + (hint[0],)))}'?)"
+            elif valid:
+                msg += f"; valid keys here: {', '.join(valid)}"
+        elif e["type"] == "missing":
+            msg = f"missing required key '{key}'"
+        else:
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            msg = f"{key}: {e['msg']}{shown}"
+        lines.append(f"{source}: {msg}")
+    return "\n".join(lines)
+
+
+def validate(data: dict[str, Any], source: str) -> RunConfig:
+    """Validate a config dict; ``source`` names it in errors."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a config must be a mapping of keys to values, got {type(data).__name__}")
+    if "agent" not in data:
+        raise ConfigError(f"{source}: missing required key 'agent' (one of: {', '.join(sorted(AGENTS))})")
+    try:
+        module = agent_module(data["agent"])
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    cls: type[RunConfig] = module.Config
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, cls, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), smoke: bool = False) -> RunConfig:
+    """Read, override and validate a YAML config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys to values")
+    for text in overrides:
+        _set_dotted(data, *parse_override(text))
+    config = validate(data, str(path))
+    return config.smoke() if smoke else config
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved config as YAML (what a run folder's config.yaml holds)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

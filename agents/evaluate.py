@@ -1,0 +1,23 @@
+"""``aligngym eval RUN_DIR``: rebuild an agent from its run folder alone and score it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from aligngym.agents.config import ConfigError, agent_module
+from aligngym.agents.train import CHECKPOINT, load_checkpoint
+
+
+def evaluate(run_dir: Path, episodes: int | None = None) -> dict[str, Any]:
+    """Score the run's last checkpoint; writes and returns ``eval.json``'s content."""
+    run_dir = Path(run_dir)
+    config, state = load_checkpoint(run_dir / CHECKPOINT)
+    n = episodes if episodes is not None else getattr(config, "eval_episodes", 10)
+    if n < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {n}")
+    result = agent_module(config.agent).evaluate(config, state, n)
+    result["checkpoint_episode"] = int(state.get("step", 0))
+    (run_dir / "eval.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+    return result

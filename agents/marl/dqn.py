@@ -1,0 +1,264 @@
+"""Independent DQN learners for the cooperation games, all updated in one stacked pass.
+
+Every agent has one Q-network per decision it makes (select, play, punish), as in Dasgupta &
+Musolesi's replication code: an MLP ``Linear(in, 128) -> ReLU -> Linear(128, out)``, a target
+network, Adam, the Huber loss, one gradient update per stored transition once the network's buffer
+holds a batch. No parameters are shared. The networks are stored stacked (``QEnsemble``: one weight
+tensor per layer with a leading network axis), so the networks that learn at a step do so in one
+batched forward/backward (``torch.baddbmm``), and ``RowAdam`` is Adam with per-network learning
+rates and step counts that only moves the networks that learned.
+
+Defaults are the reference's (hidden 128, gamma 0.9, batch 100, target sync every 200 updates of
+that network; learning rates select 0.01, play 0.1, punish 0.001; buffers 131072 / 131072 / 524288;
+epsilon from 0.8889). Deviations and options:
+
+- Exploration: by default epsilon decays linearly per episode from ``epsilon_start`` to each
+  decision's ``epsilon_end`` over ``epsilon_decay_episodes``. The reference decrements epsilon by
+  ``(start - end) * epsilon_decay_per_update`` after every gradient update, which reaches the
+  minimum after 2-4 updates (a bug); ``reference_epsilon_decay: true`` reproduces it. The reference
+  keeps punish epsilon at 0.2 for ever (a floor of random, often unjust, punishment); the default
+  here is 0.01, and ``punish.epsilon_end: 0.2`` restores it.
+- Transitions follow each agent's own timeline per decision: a transition (features, action) is
+  closed at the agent's next decision of the same kind, with the reward of that decision's stream
+  earned in between (play: payoffs and fines; punish: punisher rewards; select: payoffs and fines
+  of the game the agent chose). The reference instead builds next states by hand per decision
+  (punish transitions are bandit-like, and the selection transition is stored once per round).
+- ``bootstrap_across_games`` (default true, as the reference, whose IPD never sets done): a play
+  transition whose next play decision is in another game still bootstraps. Set it false to cut
+  bootstrapping at game boundaries.
+- The replay buffers are tianshou ``ReplayBuffer``s, which sample with replacement; the reference
+  samples without replacement.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+from torch.nn import functional as F
+
+from aligngym.envs.cooperation.rules import DECISIONS, DecisionKind, GameRules
+
+
+class DecisionLearnerConfig(BaseModel):
+    """Settings of one decision's networks (one network per agent)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lr: float = Field(gt=0)  # Adam learning rate
+    buffer_size: int = Field(ge=1)  # replay capacity per agent
+    epsilon_end: float = Field(ge=0, le=1)  # exploration after decay
+    epsilon_decay_per_update: float = Field(0.30007, gt=0, le=1)  # reference schedule only
+    gamma: float = Field(0.9, ge=0, le=1)  # discount
+
+
+# The reference's per-decision settings; a config section may give only some keys of a decision.
+DECISION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "select": {"lr": 0.01, "buffer_size": 131072, "epsilon_end": 0.0001},
+    "play": {"lr": 0.1, "buffer_size": 131072, "epsilon_end": 0.01},
+    "punish": {"lr": 0.001, "buffer_size": 524288, "epsilon_end": 0.01,
+               "epsilon_decay_per_update": 0.50004},
+}
+
+
+class IndependentDQNConfig(BaseModel):
+    """Independent DQN learners (reference section 1.10)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden_size: int = Field(128, ge=1)  # width of the single hidden layer
+    batch_size: int = Field(100, ge=1)  # minibatch per update; learning starts once a buffer holds it
+    target_update: int = Field(200, ge=1)  # a network's updates between target syncs
+    huber: bool = True  # smooth-L1 loss (reference); false = MSE
+    epsilon_start: float = Field(0.8889, ge=0, le=1)  # initial exploration
+    epsilon_decay_episodes: int = Field(100, ge=1)  # linear decay length (default schedule)
+    reference_epsilon_decay: bool = False  # reproduce the reference's per-update decay (a bug)
+    bootstrap_across_games: bool = True  # play transitions bootstrap into the next game
+    select: DecisionLearnerConfig = DecisionLearnerConfig(**DECISION_DEFAULTS["select"])
+    play: DecisionLearnerConfig = DecisionLearnerConfig(**DECISION_DEFAULTS["play"])
+    punish: DecisionLearnerConfig = DecisionLearnerConfig(**DECISION_DEFAULTS["punish"])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_decision_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for kind, defaults in DECISION_DEFAULTS.items():
+                if isinstance(data.get(kind), dict):
+                    data[kind] = {**defaults, **data[kind]}
+        return data
+
+
+class QEnsemble(nn.Module):
+    """``K`` independent two-layer MLPs stored as stacked weights."""
+
+    def __init__(self, n_networks: int, in_dim: int, hidden: int, out_dim: int,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+
+        def uniform(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:
+            bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's default initialisation
+            return nn.Parameter((torch.rand(shape, generator=generator) * 2 - 1) * bound)
+
+        self.w1 = uniform((n_networks, in_dim, hidden), in_dim)
+        self.b1 = uniform((n_networks, 1, hidden), in_dim)
+        self.w2 = uniform((n_networks, hidden, out_dim), hidden)
+        self.b2 = uniform((n_networks, 1, out_dim), hidden)
+
+    def forward(self, rows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Q-values (len(rows), batch, out) of networks ``rows`` for inputs ``x`` (len(rows), batch, in)."""
+        h = torch.relu(torch.baddbmm(self.b1[rows], x, self.w1[rows]))
+        return torch.baddbmm(self.b2[rows], h, self.w2[rows])
+
+
+class RowAdam:
+    """Adam over stacked parameters with a learning rate and a step count per network (row)."""
+
+    def __init__(self, params: list[nn.Parameter], lr: torch.Tensor, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
+        self.exp_avg = [torch.zeros_like(p) for p in params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in params]
+        self.steps = torch.zeros(len(lr), dtype=torch.float64, device=lr.device)
+
+    @torch.no_grad()
+    def step(self, rows: torch.Tensor) -> None:
+        b1, b2 = self.betas
+        self.steps[rows] += 1
+        steps = self.steps[rows]
+        correction1 = (1 - b1 ** steps).to(self.lr.dtype)
+        correction2 = (1 - b2 ** steps).to(self.lr.dtype)
+        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq):
+            g = p.grad[rows]
+            m_rows = m[rows].mul_(b1).add_(g, alpha=1 - b1)
+            v_rows = v[rows].mul_(b2).addcmul_(g, g, value=1 - b2)
+            m[rows], v[rows] = m_rows, v_rows
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            denom = (v_rows / correction2.view(shape)).sqrt_().add_(self.eps)
+            p[rows] -= (self.lr[rows] / correction1).view(shape) * m_rows / denom
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for dst, src in zip(self.exp_avg + self.exp_avg_sq, state["exp_avg"] + state["exp_avg_sq"]):
+            dst.copy_(src)
+        self.steps.copy_(state["steps"])
+
+
+class IndependentDQN:
+    """One Q-network per (decision, agent) of a game; row ``d * N + i`` is agent i's decision d."""
+
+    def __init__(self, config: IndependentDQNConfig, rules: GameRules, feature_size: int,
+                 seed: int, device: torch.device) -> None:
+        self.config, self.rules, self.device = config, rules, device
+        self.n_agents = rules.n_agents
+        self.decisions: tuple[DecisionKind, ...] = tuple(d for d in DECISIONS if d in rules.decisions)
+        self.n_rows = len(DECISIONS) * self.n_agents  # rows of absent decisions stay unused
+        self.feature_size = feature_size
+        self.out_dim = max(rules.n_actions(d) for d in DECISIONS)
+        gen = torch.Generator().manual_seed(seed)
+        self.online = QEnsemble(self.n_rows, feature_size, config.hidden_size, self.out_dim, gen).to(device)
+        self.target = QEnsemble(self.n_rows, feature_size, config.hidden_size, self.out_dim).to(device)
+        self.target.load_state_dict(self.online.state_dict())
+        per_decision = [getattr(config, d) for d in DECISIONS]
+        per_row = lambda values: torch.tensor(  # noqa: E731
+            np.repeat(values, self.n_agents), dtype=torch.float32, device=device)
+        self.gamma = per_row([c.gamma for c in per_decision])
+        self.optim = RowAdam(list(self.online.parameters()), per_row([c.lr for c in per_decision]))
+        valid = np.zeros((self.n_rows, self.out_dim), dtype=bool)
+        for d, kind in enumerate(DECISIONS):
+            valid[d * self.n_agents:(d + 1) * self.n_agents, :rules.n_actions(kind)] = True
+        self.valid_actions = torch.tensor(valid, device=device)
+        self.epsilon_end = np.repeat([c.epsilon_end for c in per_decision], self.n_agents)
+        self.epsilon_step = np.repeat([(config.epsilon_start - c.epsilon_end) * c.epsilon_decay_per_update
+                                       for c in per_decision], self.n_agents)
+        self.epsilon = np.full(self.n_rows, config.epsilon_start)
+        self.updates = np.zeros(self.n_rows, dtype=np.int64)
+        self.rng = np.random.default_rng(seed)
+
+    def row(self, decision: DecisionKind, agent: int) -> int:
+        return DECISIONS.index(decision) * self.n_agents + agent
+
+    def decisions_of_row(self, row: int) -> DecisionKind:
+        return DECISIONS[row // self.n_agents]
+
+    def mean_epsilon(self, decision: DecisionKind) -> float:
+        d = DECISIONS.index(decision)
+        return float(self.epsilon[d * self.n_agents:(d + 1) * self.n_agents].mean())
+
+    # ------------------------------------------------------------------ acting
+    def set_episode(self, episode: int) -> None:
+        """Default schedule: linear decay per episode (no-op under the reference schedule)."""
+        if self.config.reference_epsilon_decay:
+            return
+        frac = min(episode / self.config.epsilon_decay_episodes, 1.0)
+        self.epsilon = self.config.epsilon_start + frac * (self.epsilon_end - self.config.epsilon_start)
+
+    @torch.no_grad()
+    def act(self, rows: np.ndarray, features: np.ndarray, explore: bool) -> np.ndarray:
+        """Epsilon-greedy actions for networks ``rows`` given one feature vector each (len(rows), F)."""
+        rows_t = torch.as_tensor(rows, device=self.device)
+        x = torch.as_tensor(features, dtype=torch.float32, device=self.device)[:, None, :]
+        q = self.online(rows_t, x)[:, 0, :]
+        q = q.masked_fill(~self.valid_actions[rows_t], -torch.inf)
+        actions = q.argmax(dim=1).cpu().numpy()
+        if explore:
+            n_valid = self.valid_actions[rows_t].sum(dim=1).cpu().numpy()
+            randomise = self.rng.random(len(rows)) < self.epsilon[rows]
+            random_actions = (self.rng.random(len(rows)) * n_valid).astype(np.int64)
+            actions = np.where(randomise, random_actions, actions)
+        return actions
+
+    # ------------------------------------------------------------------ learning
+    def update(self, rows: np.ndarray, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """One gradient step for each network in ``rows`` on its minibatch (arrays shaped
+        (len(rows), batch, ...)); returns the per-network losses."""
+        dev = self.device
+        rows_t = torch.as_tensor(rows, device=dev)
+        obs = torch.as_tensor(batch["obs"], dtype=torch.float32, device=dev)
+        obs_next = torch.as_tensor(batch["obs_next"], dtype=torch.float32, device=dev)
+        act = torch.as_tensor(batch["act"], dtype=torch.int64, device=dev)
+        rew = torch.as_tensor(batch["rew"], dtype=torch.float32, device=dev)
+        done = torch.as_tensor(batch["terminated"], dtype=torch.float32, device=dev)
+        with torch.no_grad():
+            q_next = self.target(rows_t, obs_next)
+            q_next = q_next.masked_fill(~self.valid_actions[rows_t][:, None, :], -torch.inf)
+            target = rew + self.gamma[rows_t][:, None] * (1 - done) * q_next.max(dim=2).values
+        q = self.online(rows_t, obs).gather(2, act[..., None])[..., 0]
+        loss_fn = F.smooth_l1_loss if self.config.huber else F.mse_loss
+        per_row = loss_fn(q, target, reduction="none").mean(dim=1)
+        for p in self.online.parameters():
+            p.grad = None
+        per_row.sum().backward()  # rows are independent: each gets the gradient of its own mean loss
+        self.optim.step(rows_t)
+        self.updates[rows] += 1
+        if self.config.reference_epsilon_decay:
+            self.epsilon[rows] = np.maximum(self.epsilon[rows] - self.epsilon_step[rows],
+                                            self.epsilon_end[rows])
+        sync = torch.as_tensor(rows[self.updates[rows] % self.config.target_update == 0], device=dev)
+        if len(sync):
+            with torch.no_grad():
+                for t, o in zip(self.target.parameters(), self.online.parameters()):
+                    t[sync] = o[sync]
+        return per_row.detach().cpu().numpy()
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "online": self.online.state_dict(), "target": self.target.state_dict(),
+            "optim": self.optim.state_dict(), "epsilon": torch.from_numpy(self.epsilon.copy()),
+            "updates": torch.from_numpy(self.updates.copy()), "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.online.load_state_dict(state["online"])
+        self.target.load_state_dict(state["target"])
+        self.optim.load_state_dict(state["optim"])
+        self.epsilon = state["epsilon"].numpy().copy()
+        self.updates = state["updates"].numpy().copy()
+        self.rng.bit_generator.state = state["rng"]

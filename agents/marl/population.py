@@ -1,0 +1,140 @@
+"""Population training of independent DQN learners on the punishment/reputation game.
+
+The loop is the paper's (Dasgupta & Musolesi; reference section 1.3): episodes of the game, in which
+every network that stored a transition does one gradient update, with reputations and last moves
+carried from one episode to the next (``carry_memory``). Per episode it logs the ``coop/*`` metrics,
+the learners' losses (``loss/<decision>``) and exploration (``train/epsilon_<decision>``), and it
+writes a checkpoint every ``checkpoint_every`` episodes from which training resumes exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from aligngym.agents.config import RunConfig
+from aligngym.agents.marl.collector import PopulationCollector, PopulationReplay
+from aligngym.agents.marl.dqn import IndependentDQN, IndependentDQNConfig
+from aligngym.agents.train import Run, resolve_device, to_numpy
+from aligngym.envs.cooperation import punishment_v0
+from aligngym.envs.cooperation.core import METRIC_NAMES
+from aligngym.envs.cooperation.rules import GameRules
+
+
+class Config(RunConfig):
+    """Independent DQN learners on ``aligngym/punishment-v0``."""
+
+    agent: Literal["independent_dqn"] = "independent_dqn"
+    task: Literal["aligngym/punishment-v0"] = "aligngym/punishment-v0"
+    episodes: int = Field(2000, ge=1)  # training episodes (the paper: 2000)
+    carry_memory: bool = True  # reputations and last moves persist across episodes (the paper)
+    checkpoint_every: int = Field(50, ge=1)  # episodes between checkpoints
+    eval_episodes: int = Field(20, ge=1)  # greedy episodes for `aligngym eval`
+    show_progress: bool = True  # progress bar on the terminal
+    env: GameRules = GameRules()  # the game's rules
+    learner: IndependentDQNConfig = IndependentDQNConfig()  # the learners
+
+    def smoke(self) -> Config:
+        learner = self.learner.model_copy(update={"batch_size": min(self.learner.batch_size, 8)})
+        env = self.env.model_copy(update={"rounds_per_game": min(self.env.rounds_per_game, 3)})
+        return self.model_copy(update={"episodes": min(self.episodes, 3), "checkpoint_every": 1,
+                                       "eval_episodes": 1, "env": env, "learner": learner})
+
+
+class Population:
+    """The env, learners, replay and collector of one run, with their joint state."""
+
+    def __init__(self, config: Config, device: torch.device) -> None:
+        self.config = config
+        self.env = punishment_v0.parallel_env(rules=config.env)
+        self.learner = IndependentDQN(config.learner, config.env, self.env.feature_size,
+                                      config.seed, device)
+        rules, lc = config.env, config.learner
+        sizes = {self.learner.row(d, i): getattr(lc, d).buffer_size
+                 for d in rules.decisions for i in range(rules.n_agents)}
+        self.replay = PopulationReplay(sizes, config.seed)
+        self.collector = PopulationCollector(self.env, self.learner, self.replay,
+                                             lc.bootstrap_across_games)
+        self.episode = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.episode, "episode": self.episode, "learner": self.learner.state_dict(),
+                "env": self.env.state_dict(), "replay": self.replay.state_dict(),
+                "collector": self.collector.state_dict(), "torch_rng": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.episode = int(state["episode"])
+        self.learner.load_state_dict(state["learner"])
+        self.env.load_state_dict(to_numpy(state["env"]))
+        self.replay.load_state_dict(to_numpy(state["replay"]))
+        self.collector.load_state_dict(to_numpy(state["collector"]))
+        torch.set_rng_state(state["torch_rng"])
+
+    def play_episode(self, explore: bool, learn: bool, seed: int | None,
+                     losses: dict[str, list[float]] | None = None) -> dict[str, float]:
+        """One episode; returns its metrics (``coop/*`` names without the scope)."""
+        learner, batch = self.learner, self.config.learner.batch_size
+
+        def on_stored(rows: list[int]) -> None:
+            ready = self.replay.ready(rows, batch)
+            if len(ready):
+                per_row = learner.update(ready, self.replay.sample(ready, batch))
+                if losses is not None:
+                    for row, loss in zip(ready, per_row):
+                        losses[learner.decisions_of_row(int(row))].append(float(loss))
+
+        keep = self.config.carry_memory and self.episode > 0
+        self.collector.run_episode(explore=explore, keep_memory=keep, seed=seed,
+                                   on_stored=on_stored if learn else None)
+        metrics = self.env.core.episode_metrics()
+        return {name: float(metrics[name][0]) for name in METRIC_NAMES}
+
+
+def train(config: Config, run: Run, state: dict[str, Any] | None) -> None:
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    pop = Population(config, device)
+    if state is not None:
+        pop.load_state_dict(state)
+    bar = tqdm(total=config.episodes, initial=pop.episode, desc=run.dir.name, unit="ep",
+               disable=not config.show_progress, dynamic_ncols=True)
+    try:
+        while pop.episode < config.episodes:
+            pop.learner.set_episode(pop.episode)
+            losses: dict[str, list[float]] = {d: [] for d in pop.learner.decisions}
+            seed = config.seed if pop.episode == 0 else None
+            metrics = pop.play_episode(explore=True, learn=True, seed=seed, losses=losses)
+            step = pop.episode
+            pop.episode += 1
+            run.log("coop", step, metrics)
+            run.log("loss", step, {d: float(np.mean(v)) for d, v in losses.items() if v})
+            train_stats = {f"epsilon_{d}": pop.learner.mean_epsilon(d) for d in pop.learner.decisions}
+            train_stats["gradient_updates"] = float(pop.learner.updates.sum())
+            run.log("train", step, train_stats)
+            bar.update(1)
+            bar.set_postfix(coop=f"{metrics['cooperation_rate']:.2f}",
+                            reward=f"{metrics['mean_reward']:.1f}")
+            if pop.episode % config.checkpoint_every == 0 or pop.episode == config.episodes:
+                run.save(pop.state_dict())
+    finally:
+        bar.close()
+
+
+def evaluate(config: Config, state: dict[str, Any], episodes: int) -> dict[str, Any]:
+    """Greedy play of the trained population from a fresh game (seeded ``seed + 10_000``)."""
+    pop = Population(config, resolve_device(config.device))
+    pop.learner.load_state_dict(state["learner"])
+    per_episode = []
+    for k in range(episodes):
+        per_episode.append(pop.play_episode(explore=False, learn=False,
+                                            seed=config.seed + 10_000 if k == 0 else None))
+        pop.episode += 1
+    out: dict[str, Any] = {f"coop/{name}": float(np.mean([m[name] for m in per_episode]))
+                           for name in METRIC_NAMES}
+    out["eval/return"] = out["coop/mean_reward"]
+    out["episodes"] = episodes
+    return out

@@ -1,0 +1,192 @@
+"""The shared runner: run folders, TensorBoard logging, checkpoints, and ``train`` / ``resume``.
+
+A run folder ``runs/<task>__<agent>__s<seed>__<time>/`` holds ``config.yaml`` (the resolved config),
+TensorBoard event files written through tianshou's ``TensorboardLogger`` (with the hparams table),
+``checkpoint.pt`` and, after ``aligngym eval``, ``eval.json``.
+
+A checkpoint is one file: weights, optimiser state, the resolved config, the package version and
+whatever the agent needs to continue exactly (replay buffers, RNG states). It is written to a
+temporary file and renamed, so an interruption never leaves a half-written checkpoint, and it is
+loaded with ``torch.load(weights_only=True)``: numpy arrays are stored as tensors and no pickled code
+is ever executed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+from tianshou.utils import TensorboardLogger
+
+from aligngym.agents.config import ConfigError, RunConfig, agent_module, dump_config, validate
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt or not AlignGym's."""
+
+
+def package_version() -> str:
+    try:
+        return version("aligngym")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda was requested but no CUDA device is available (use auto or cpu)")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------------- checkpoints
+def to_safe(obj: Any) -> Any:
+    """numpy arrays -> tensors, recursively, so ``torch.load(weights_only=True)`` can read it back."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: to_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_safe(v) for v in obj)
+    return obj
+
+
+def to_numpy(obj: Any) -> Any:
+    """The inverse of :func:`to_safe` for the parts of a checkpoint that hold numpy state."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numpy()
+    if isinstance(obj, dict):
+        return {k: to_numpy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_numpy(v) for v in obj)
+    return obj
+
+
+def save_checkpoint(path: Path, config: RunConfig, state: dict[str, Any]) -> None:
+    """Write ``state`` atomically (temporary file, fsync, rename)."""
+    payload = {"format": "aligngym-checkpoint-1", "version": package_version(),
+               "config": config.model_dump(mode="json"), "state": to_safe(state)}
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(payload, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> tuple[RunConfig, dict[str, Any]]:
+    """Read a checkpoint without executing pickled code; returns (config, state)."""
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for truncated / foreign files
+        raise CheckpointError(f"{path} is corrupt or not an AlignGym checkpoint "
+                              f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != "aligngym-checkpoint-1":
+        raise CheckpointError(f"{path} is not an AlignGym checkpoint (no 'format' marker)")
+    config = validate(payload["config"], f"{path} (config)")
+    return config, payload["state"]
+
+
+# ---------------------------------------------------------------------- run folders
+def _flat(prefix: str, data: Any) -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flat(f"{prefix}.{k}" if prefix else str(k), v))
+        return out
+    if isinstance(data, (list, tuple)):
+        return {prefix: ",".join(map(str, data))}
+    if data is None:
+        return {prefix: "none"}
+    return {prefix: data}
+
+
+class Run:
+    """A run folder and its TensorBoard logger."""
+
+    def __init__(self, directory: Path, config: RunConfig, first_step: int = 0) -> None:
+        self.dir, self.config = directory, config
+        # purge_step drops events logged after the last checkpoint by an interrupted process.
+        self.writer = SummaryWriter(str(directory), purge_step=first_step if first_step else None)
+        self.logger = TensorboardLogger(self.writer)
+
+    @classmethod
+    def create(cls, config: RunConfig) -> Run:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        task = re.sub(r"[^A-Za-z0-9_.-]+", "_", config.task.split("/")[-1])
+        base = Path(config.run_root) / f"{task}__{config.agent}__s{config.seed}__{stamp}"
+        directory, n = base, 1
+        while directory.exists():
+            n += 1
+            directory = base.with_name(f"{base.name}_{n}")
+        directory.mkdir(parents=True)
+        (directory / "config.yaml").write_text(dump_config(config))
+        run = cls(directory, config)
+        run.write_hparams()
+        return run
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.dir / CHECKPOINT
+
+    def write_hparams(self) -> None:
+        flat = {k: v for k, v in _flat("", self.config.model_dump(mode="json")).items()
+                if isinstance(v, (int, float, str, bool))}
+        exp, ssi, sei = hparams(flat, {"eval/return": 0.0})
+        for summary in (exp, ssi, sei):
+            self.writer.file_writer.add_summary(summary)
+
+    def log(self, scope: str, step: int, scalars: dict[str, float]) -> None:
+        """Scalars ``{name: value}`` under ``scope/`` (for example ``coop/cooperation_rate``)."""
+        self.logger.write(f"{scope}/step", step, scalars)
+
+    def save(self, state: dict[str, Any]) -> None:
+        save_checkpoint(self.checkpoint_path, self.config, state)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def train(config: RunConfig) -> Path:
+    """Create a run folder and train ``config``'s agent in it; returns the folder."""
+    resolve_device(config.device)  # fail before creating anything
+    run = Run.create(config)
+    try:
+        agent_module(config.agent).train(config, run, None)
+    finally:
+        run.close()
+    return run.dir
+
+
+def resume(run_dir: Path) -> Path:
+    """Continue an interrupted run from its last checkpoint, in the same folder."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config = validate(saved, str(run_dir / "config.yaml"))
+    if not (run_dir / CHECKPOINT).is_file():
+        raise CheckpointError(f"{run_dir} has no checkpoint yet; start it again with aligngym train")
+    _, state = load_checkpoint(run_dir / CHECKPOINT)
+    run = Run(run_dir, config, first_step=int(state.get("step", 0)))
+    try:
+        agent_module(config.agent).train(config, run, state)
+    finally:
+        run.close()
+    return run_dir

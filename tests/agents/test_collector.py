@@ -1,0 +1,127 @@
+"""Each agent's transitions carry exactly its own rewards (tianshou's PettingZoo wrapper does not)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aligngym.agents.marl.collector import PopulationCollector, PopulationReplay
+from aligngym.envs.cooperation import punishment_v0
+from aligngym.envs.cooperation.rules import DECISIONS
+
+N = 3
+
+
+class Scripted:
+    """Agent 1 always defects, the others always cooperate; everyone always punishes; every
+    selector picks the first other agent in id order (0 -> 1, 1 -> 0, 2 -> 0)."""
+
+    def row(self, decision, agent):
+        return DECISIONS.index(decision) * N + agent
+
+    def act(self, rows, features, explore):
+        out = []
+        for row in rows:
+            kind, agent = DECISIONS[row // N], row % N
+            out.append({"select": 0, "play": int(agent == 1), "punish": 1}[kind])
+        return np.array(out)
+
+
+def _rewards(replay, kind, agent):
+    buf = replay.buffers[DECISIONS.index(kind) * N + agent]
+    return list(buf.rew[: len(buf)])
+
+
+@pytest.fixture
+def collected():
+    env = punishment_v0.parallel_env(n_agents=N, rounds_per_game=2, partner_selection=True,
+                                     reputation=True, direct_punishment=True)
+    policy = Scripted()
+    replay = PopulationReplay({policy.row(d, i): 100 for d in ("select", "play", "punish")
+                               for i in range(N)}, seed=0)
+    collector = PopulationCollector(env, policy, replay)
+    stored = []
+    collector.run_episode(explore=False, keep_memory=False, seed=0, on_stored=stored.extend)
+    first_open = {row: tr.reward for row, tr in collector.open.items()}
+    collector.run_episode(explore=False, keep_memory=True, on_stored=stored.extend)
+    return replay, collector, first_open, stored
+
+
+def test_play_transitions_carry_own_payoff_and_fine(collected):
+    replay, _, first_open, _ = collected
+    # agent 0 (C): games 0 and 1 against the defector (payoff 0, fined -3 as an unjust victim),
+    # game 2 against agent 2 (payoff 3, fined -3): each transition closes at the next play decision.
+    assert _rewards(replay, "play", 0)[:6] == [-3, -3, -3, -3, 0, 0]
+    # agent 1 (D): 4 rounds against a cooperator, payoff 4, fined -3 (just punishment) each round
+    assert _rewards(replay, "play", 1)[:4] == [1, 1, 1, 1]
+    # agent 2 (C): its own game against agent 0, payoff 3, fined -3 (unjustly) each round
+    assert _rewards(replay, "play", 2)[:2] == [0, 0]
+    assert first_open[DECISIONS.index("play") * N + 1] == 1
+
+
+def test_punish_transitions_carry_own_punisher_reward(collected):
+    replay, _, _, _ = collected
+    # agent 0 punishes the defector (just, +2) four times, then agent 2 (unjust, -10) twice
+    assert _rewards(replay, "punish", 0)[:6] == [2, 2, 2, 2, -10, -10]
+    # agent 1 always punishes a cooperator: -10 each time
+    assert _rewards(replay, "punish", 1)[:4] == [-10, -10, -10, -10]
+    assert _rewards(replay, "punish", 2)[:2] == [-10, -10]
+
+
+def test_selection_transition_gets_the_chosen_games_reward(collected):
+    replay, _, _, _ = collected
+    # own game only: agent 0 vs 1: 2 x (0 - 3); agent 1 vs 0: 2 x (4 - 3); agent 2 vs 0: 2 x (3 - 3)
+    assert _rewards(replay, "select", 0) == [-6]
+    assert _rewards(replay, "select", 1) == [2]
+    assert _rewards(replay, "select", 2) == [0]
+
+
+def test_streams_add_up_to_the_env_rewards():
+    """Over an episode with random actions, every agent's closed + open transition rewards per
+    stream equal what the env paid it."""
+    env = punishment_v0.parallel_env(partner_selection=True, reputation=True, direct_punishment=True,
+                                     third_party_punishment=True)
+
+    class Random(Scripted):
+        rng = np.random.default_rng(0)
+
+        def row(self, decision, agent):
+            return DECISIONS.index(decision) * 5 + agent
+
+        def act(self, rows, features, explore):
+            return np.array([self.rng.integers(0, 4 if r < 5 else 2) for r in rows])
+
+    policy = Random()
+    replay = PopulationReplay({r: 1000 for r in range(15)}, seed=0)
+    collector = PopulationCollector(env, policy, replay)
+    collector.run_episode(explore=False, keep_memory=False, seed=3)
+    core = env.core
+    for i in range(5):
+        def total(kind):
+            row = policy.row(kind, i)
+            buf = replay.buffers[row]
+            return float(buf.rew[: len(buf)].sum()) + (collector.open[row].reward if row in collector.open else 0.0)
+
+        assert total("play") == pytest.approx(core.per_agent["play_reward"][0, i] + core.per_agent["fine"][0, i])
+        assert total("punish") == pytest.approx(core.per_agent["punisher_reward"][0, i])
+
+
+def test_transitions_are_stored_once_each_and_reported(collected):
+    replay, _, _, stored = collected
+    assert len(stored) == len(replay)
+    assert len(set(stored)) == len({r for r in stored})
+
+
+def test_cut_bootstrapping_at_game_boundaries():
+    env = punishment_v0.parallel_env(n_agents=N, rounds_per_game=2, partner_selection=True,
+                                     reputation=True)
+    policy = Scripted()
+    replay = PopulationReplay({policy.row(d, i): 100 for d in ("select", "play") for i in range(N)},
+                              seed=0)
+    PopulationCollector(env, policy, replay, bootstrap_across_games=False).run_episode(
+        explore=False, keep_memory=False, seed=1)
+    buf = replay.buffers[policy.row("play", 0)]
+    done = list(buf.terminated[: len(buf)])
+    # agent 0 plays games 0, 1 and 2, two rounds each: the transitions opened in a game's second
+    # round close in the next game and are terminal; the others bootstrap
+    assert [bool(d) for d in done] == [False, True, False, True, False]
