@@ -13,7 +13,7 @@ import difflib
 import importlib
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -32,6 +32,7 @@ class RunConfig(BaseModel):
     """Fields every run has. Agent configs subclass this and add their own sections."""
 
     model_config = ConfigDict(extra="forbid")
+    hparam_metrics: ClassVar[tuple[str, ...]] = ("eval/return",)  # columns of TensorBoard's hparams table
 
     agent: str  # which agent trains (a key of AGENTS)
     task: str  # the environment id

@@ -148,7 +148,7 @@ class Run:
     def write_hparams(self) -> None:
         flat = {k: v for k, v in _flat("", self.config.model_dump(mode="json")).items()
                 if isinstance(v, (int, float, str, bool))}
-        exp, ssi, sei = hparams(flat, {"eval/return": 0.0})
+        exp, ssi, sei = hparams(flat, {name: 0.0 for name in self.config.hparam_metrics})
         for summary in (exp, ssi, sei):
             self.writer.file_writer.add_summary(summary)
 

@@ -9,7 +9,7 @@ writes a checkpoint every ``checkpoint_every`` episodes from which training resu
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -27,6 +27,8 @@ from aligngym.envs.cooperation.rules import GameRules
 
 class Config(RunConfig):
     """Independent DQN learners on ``aligngym/punishment-v0``."""
+
+    hparam_metrics: ClassVar[tuple[str, ...]] = ("coop/cooperation_rate", "coop/mean_reward")
 
     agent: Literal["independent_dqn"] = "independent_dqn"
     task: Literal["aligngym/punishment-v0"] = "aligngym/punishment-v0"

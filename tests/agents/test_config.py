@@ -1,0 +1,117 @@
+"""Configs: validated before anything runs, with errors that name the file, the key and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aligngym.agents.cli import main
+from aligngym.agents.config import ConfigError, dump_config, load_config, parse_override
+
+QUICKSTART = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
+
+
+def _write(tmp_path: Path, data) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def _quick() -> dict:
+    return yaml.safe_load(QUICKSTART.read_text())
+
+
+def test_quickstart_is_valid_and_round_trips():
+    config = load_config(QUICKSTART)
+    assert config.env.partner_selection and config.env.direct_punishment
+    assert load_config(QUICKSTART, smoke=True).episodes <= 3
+    again = yaml.safe_load(dump_config(config))
+    assert again == config.model_dump(mode="json")
+
+
+@pytest.mark.parametrize(("path", "key", "suggestion"), [
+    (("episods",), "episods", "did you mean 'episodes'"),
+    (("learner", "play", "lrr"), "learner.play.lrr", "did you mean 'learner.play.lr'"),
+    (("env", "direct_punishmnet"), "env.direct_punishmnet", "did you mean 'env.direct_punishment'"),
+])
+def test_unknown_key_names_file_key_and_nearest_valid_key(tmp_path, path, key, suggestion):
+    data = _quick()
+    node = data
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = 1
+    cfg = _write(tmp_path, data)
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    msg = str(err.value)
+    assert str(cfg) in msg and f"unknown key '{key}'" in msg and suggestion in msg
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("episodes", "many", "valid integer"),
+    ("episodes", 0, "greater than or equal to 1"),
+    ("device", "tpu", "'auto', 'cpu' or 'cuda'"),
+    ("seed", -1, "greater than or equal to 0"),
+])
+def test_wrong_type_or_range_names_key_and_expectation(tmp_path, key, value, expected):
+    data = _quick()
+    data[key] = value
+    with pytest.raises(ConfigError, match=expected) as err:
+        load_config(_write(tmp_path, data))
+    assert f"{key}:" in str(err.value)
+
+
+def test_nested_range_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"learner\.batch_size: Input should be greater than or equal to 1"):
+        load_config(QUICKSTART, ["learner.batch_size=0"])
+
+
+def test_nonsense_game_is_rejected_before_running(tmp_path):
+    with pytest.raises(ConfigError, match="partner_selection needs reputation"):
+        load_config(QUICKSTART, ["env.reputation=false", "env.reputation_in=[]"])
+
+
+def test_unknown_agent_suggests(tmp_path):
+    data = _quick()
+    data["agent"] = "independant_dqn"
+    with pytest.raises(ConfigError, match="did you mean 'independent_dqn'"):
+        load_config(_write(tmp_path, data))
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("agent: [unclosed", "not valid YAML"),
+    ("", "empty"),
+    ("- a\n- b\n", "mapping"),
+    ("task: x\n", "missing required key 'agent'"),
+])
+def test_bad_files(tmp_path, text, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_config(_write(tmp_path, text))
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("no/such/file.yaml")
+
+
+def test_overrides_are_typed_and_nested():
+    config = load_config(QUICKSTART, ["learner.play.lr=0.05", "env.reputation_in=[play, punish]",
+                                      "seed=7", "device=cpu"])
+    assert config.learner.play.lr == 0.05 and config.learner.play.buffer_size == 131072
+    assert config.env.reputation_in == ("play", "punish") and config.seed == 7
+    assert parse_override("a.b=true") == ("a.b", True)
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        parse_override("noequals")
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        load_config(QUICKSTART, ["seed.x=1"])
+
+
+def test_cli_reports_config_errors_with_exit_code_2(tmp_path, capsys):
+    data = _quick()
+    data["episods"] = 3
+    code = main(["train", str(_write(tmp_path, data)), "--set", f"run_root={tmp_path}/runs"])
+    err = capsys.readouterr().err
+    assert code == 2 and "did you mean 'episodes'" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists(), "nothing may be created for an invalid config"

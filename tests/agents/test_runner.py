@@ -1,0 +1,180 @@
+"""The runner end to end: run folders, TensorBoard, checkpoints, determinism, resume, eval, list."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from aligngym.agents.cli import main
+from aligngym.agents.config import ConfigError, load_config
+from aligngym.agents.marl.population import Population
+from aligngym.agents.train import (CheckpointError, load_checkpoint, resolve_device, resume,
+                                   save_checkpoint, train)
+
+QUICKSTART = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
+METRICS = ("coop/cooperation_rate", "coop/punishment_rate_direct", "coop/punishment_rate_third_party",
+           "coop/just_punishment_share", "coop/mean_reward", "coop/mean_reputation")
+
+
+def _config(tmp_path: Path, *extra: str, smoke: bool = True):
+    return load_config(QUICKSTART, [f"run_root={tmp_path}", "show_progress=false", "device=cpu",
+                                    *extra], smoke=smoke)
+
+
+SMALL = ("env.rounds_per_game=3", "learner.batch_size=8", "episodes=4", "checkpoint_every=2")
+
+
+def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    ea = EventAccumulator(str(run_dir))
+    ea.Reload()
+    return {tag: [(e.step, e.value) for e in ea.Scalars(tag)] for tag in ea.Tags()["scalars"]}
+
+
+def test_cli_train_writes_a_complete_run_folder(tmp_path, capsys):
+    code = main(["train", str(QUICKSTART), "--smoke", "--set", f"run_root={tmp_path}",
+                 "--set", "show_progress=false"])
+    out = capsys.readouterr().out
+    assert code == 0
+    (run_dir,) = list(tmp_path.iterdir())
+    assert run_dir.name.startswith("punishment-v0__independent_dqn__s0__")
+    assert f"run folder: {run_dir}" in out and f"tensorboard --logdir {tmp_path}" in out
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved == load_config(QUICKSTART, [f"run_root={tmp_path}", "show_progress=false"],
+                                smoke=True).model_dump(mode="json")
+    scalars = _scalars(run_dir)
+    for tag in METRICS:
+        assert [s for s, _ in scalars[tag]] == [0, 1, 2], tag
+    assert scalars["train/gradient_updates"][-1][1] > 0, "the smoke run must reach real updates"
+    ea = EventAccumulator(str(run_dir))
+    ea.Reload()
+    hparams = ea.PluginTagToContent("hparams")
+    assert b"learner.play.lr" in hparams["_hparams_/session_start_info"], "hparams table missing"
+    assert b"coop/cooperation_rate" in hparams["_hparams_/experiment"]
+    config, state = load_checkpoint(run_dir / "checkpoint.pt")
+    assert config.model_dump(mode="json") == saved and int(state["episode"]) == 3
+
+
+def test_same_seed_same_metrics_different_seed_different(tmp_path):
+    runs = [train(_config(tmp_path / name, f"seed={seed}")) for name, seed in
+            (("a", 3), ("b", 3), ("c", 4))]
+    a, b, c = (_scalars(r) for r in runs)
+    for tag in (*METRICS, "loss/play", "loss/punish"):
+        assert a[tag] == b[tag], tag
+    assert any(a[t] != c[t] for t in METRICS)
+
+
+def test_interrupted_training_resumes_exactly(tmp_path, monkeypatch):
+    reference = train(_config(tmp_path / "ref", *SMALL, smoke=False))
+    real = Population.play_episode
+    calls = {"n": 0}
+
+    def interrupt_in_fourth_episode(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Population, "play_episode", interrupt_in_fourth_episode)
+    config = _config(tmp_path / "cut", *SMALL, smoke=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(config)
+    monkeypatch.setattr(Population, "play_episode", real)
+    (run_dir,) = list((tmp_path / "cut").iterdir())
+    assert int(load_checkpoint(run_dir / "checkpoint.pt")[1]["episode"]) == 2
+    resume(run_dir)
+    _, ref_state = load_checkpoint(reference / "checkpoint.pt")
+    _, state = load_checkpoint(run_dir / "checkpoint.pt")
+    assert int(state["episode"]) == 4
+    for key, tensor in ref_state["learner"]["online"].items():
+        assert torch.equal(tensor, state["learner"]["online"][key]), key
+    ref, got = _scalars(reference), _scalars(run_dir)
+    for tag in METRICS:
+        assert ref[tag] == got[tag], tag
+
+
+def test_eval_rebuilds_from_the_run_folder(tmp_path, capsys):
+    run_dir = train(_config(tmp_path))
+    assert main(["eval", str(run_dir), "--episodes", "2"]) == 0
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert result["episodes"] == 2 and 0.0 <= result["coop/cooperation_rate"] <= 1.0
+    assert result["checkpoint_episode"] == 3 and "eval/return" in result
+    assert main(["eval", str(tmp_path / "nothing")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_checkpoints_never_execute_pickled_code(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"format": "aligngym-checkpoint-1", "config": {}, "state": Evil()}, path)
+    with pytest.raises(CheckpointError, match="corrupt or not an AlignGym checkpoint"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    path.write_bytes(pickle.dumps({"x": 1}))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_truncated_checkpoint_is_reported_and_atomic_write_keeps_the_old_one(tmp_path, monkeypatch):
+    run_dir = train(_config(tmp_path))
+    ckpt = run_dir / "checkpoint.pt"
+    good = ckpt.read_bytes()
+    config, state = load_checkpoint(ckpt)
+
+    def broken_save(obj, fh):
+        fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        save_checkpoint(ckpt, config, state)
+    assert ckpt.read_bytes() == good, "a failed write must leave the previous checkpoint intact"
+    monkeypatch.undo()
+    ckpt.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(ckpt)
+
+
+def test_resume_errors(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    run_dir = train(_config(tmp_path))
+    (run_dir / "checkpoint.pt").unlink()
+    assert main(["train", "--resume", str(run_dir)]) == 2
+    assert "no checkpoint yet" in capsys.readouterr().err
+    assert main(["train", str(QUICKSTART), "--resume", str(run_dir)]) == 2
+
+
+def test_list_shows_envs_agents_and_configs(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "aligngym/punishment-v0" in out and "independent_dqn" in out and "quickstart.yaml" in out
+
+
+def test_help_for_every_command(capsys):
+    for argv in (["--help"], ["train", "--help"], ["eval", "--help"], ["list", "--help"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 0
+    assert "--resume" in capsys.readouterr().out
+
+
+def test_device_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        assert resolve_device("cuda").type == "cuda"
+    else:
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            resolve_device("cuda")
+
