@@ -16,7 +16,9 @@ PETTINGZOO_ENVS: dict[str, str] = {
 }
 
 # Gymnasium id -> "module:attr" entry point.
-GYMNASIUM_ENVS: dict[str, str] = {}
+GYMNASIUM_ENVS: dict[str, str] = {
+    "aligngym/PunishmentIPD-v0": "aligngym.envs.cooperation.focal:PunishmentIPDEnv",
+}
 
 
 def _register() -> None:

@@ -60,6 +60,14 @@ PHASES = ("idle", *DECISIONS)
 COMPONENTS = ("play", "fine", "punisher", "selection")
 
 
+def integer_action(raw: Any) -> int | None:
+    """``raw`` as an int if it is one integer (Python or numpy scalar, 0-d array), else None."""
+    arr = np.asarray(raw)
+    if arr.shape != () or not np.issubdtype(arr.dtype, np.integer):
+        return None
+    return int(arr)
+
+
 @dataclass(frozen=True)
 class Decision:
     """One pending decision: who decides, what, and (for punish) which victim by which mechanism."""
@@ -244,11 +252,11 @@ class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
         return obs, rew, terms, truncs, infos
 
     def _as_action(self, name: str, raw: Any) -> int:
-        arr = np.asarray(raw)
-        if arr.shape != () or not np.issubdtype(arr.dtype, np.integer):
+        action = integer_action(raw)
+        if action is None:
             raise ValueError(f"punishment_v0: action for {name} in phase '{self._phase}' must be an "
                              f"integer, got {raw!r}")
-        return int(arr)
+        return action
 
     def _allowed(self, decision: Decision) -> list[int]:
         return list(range(self.rules.n_actions(decision.kind)))

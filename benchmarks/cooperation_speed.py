@@ -1,0 +1,101 @@
+"""Speed of the punishment/reputation game and its learners, measured in one run.
+
+    python benchmarks/cooperation_speed.py [--seconds 3] [--batch 1024]
+
+Prints rounds per second (one round = both players move, then every punish decision) of the full
+condition (selection + reputation + direct + third-party punishment, 5 agents) through
+1. the PettingZoo parallel API, with random legal actions drawn from the action masks, and
+2. the batched numpy core with B populations at once, with random decisions,
+and their ratio; then independent-DQN gradient updates per second (batch 100, hidden 128): one
+stacked update of the networks that learn after a typical step (2 play or 4 punish networks) and of
+all 15 networks at once. Compare ratios, not absolute times: these machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import numpy as np
+import torch
+
+from aligngym.agents.marl.dqn import IndependentDQN, IndependentDQNConfig
+from aligngym.envs.cooperation import punishment_v0
+from aligngym.envs.cooperation.core import PunishmentCore
+from aligngym.envs.cooperation.rules import GameRules
+
+FULL = GameRules(partner_selection=True, reputation=True, direct_punishment=True,
+                 third_party_punishment=True, reputation_in=("play",))
+
+
+def pettingzoo_rounds_per_second(seconds: float) -> float:
+    env = punishment_v0.parallel_env(rules=FULL)
+    rng = np.random.default_rng(0)
+    obs, _ = env.reset(seed=0)
+    rounds, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        actions = {}
+        for agent in env.agents:
+            mask = obs[agent]["action_mask"]
+            actions[agent] = int(rng.choice(np.flatnonzero(mask)))
+        obs, _, _, trunc, infos = env.step(actions)
+        if infos["player_0"]["phase"] == "play" and env.agents:
+            rounds += 1
+        if not env.agents:
+            obs, _ = env.reset()
+    return rounds / (time.perf_counter() - start)
+
+
+def core_rounds_per_second(seconds: float, batch: int) -> float:
+    core = PunishmentCore(FULL, batch_size=batch, seed=0)
+    rng = np.random.default_rng(0)
+    n = FULL.n_agents
+    rounds, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        core.reset(keep_memory=True)
+        core.choose_partners(rng.integers(0, n - 1, size=(batch, n)))
+        for game in range(n):
+            for _ in range(FULL.rounds_per_game):
+                core.play(game, rng.integers(0, 2, size=(batch, 2)))
+                bystanders = core.draw_bystanders()
+                core.punish(rng.random((batch, 2)) < 0.5, rng.random((batch, 2)) < 0.5, bystanders)
+                rounds += batch
+    return rounds / (time.perf_counter() - start)
+
+
+def dqn_updates_per_second(seconds: float, n_rows: int) -> float:
+    """Network-updates per second when ``n_rows`` networks learn in one stacked step."""
+    learner = IndependentDQN(IndependentDQNConfig(), FULL, feature_size=5, seed=0,
+                             device=torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    rows = np.arange(n_rows) if n_rows == 15 else np.arange(5, 5 + n_rows)
+    batch = {"obs": rng.normal(size=(n_rows, 100, 5)), "obs_next": rng.normal(size=(n_rows, 100, 5)),
+             "act": rng.integers(0, 2, size=(n_rows, 100)), "rew": rng.normal(size=(n_rows, 100)),
+             "terminated": np.zeros((n_rows, 100))}
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        learner.update(rows, batch)
+        steps += 1
+    return steps * n_rows / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    parser.add_argument("--batch", type=int, default=1024, help="populations in the batched core")
+    args = parser.parse_args()
+    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, torch threads "
+          f"{torch.get_num_threads()}, python {platform.python_version()}")
+    pz = pettingzoo_rounds_per_second(args.seconds)
+    core = core_rounds_per_second(args.seconds, args.batch)
+    print(f"PettingZoo parallel API (B=1):   {pz:12,.0f} rounds/s")
+    print(f"batched core (B={args.batch}):        {core:12,.0f} rounds/s")
+    print(f"ratio batched / PettingZoo:      {core / pz:12.1f} x")
+    for n_rows in (2, 4, 15):
+        rate = dqn_updates_per_second(args.seconds, n_rows)
+        print(f"DQN network-updates/s, {n_rows:2d} networks per stacked step: {rate:10,.0f}")
+
+
+if __name__ == "__main__":
+    main()

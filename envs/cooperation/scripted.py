@@ -1,0 +1,101 @@
+"""Scripted partners for the punishment/reputation game (background populations, Melting Pot style).
+
+Each bot answers every decision from the same features a learner sees (see ``punishment_v0``):
+
+==================  ======================================  ==============================
+bot                 plays                                   punishes
+==================  ======================================  ==============================
+always_cooperate    C                                       never
+always_defect       D                                       never
+tit_for_tat         the opponent's last move (C at first)   defectors
+reformed_defector   D until it is first fined, then C       never
+==================  ======================================  ==============================
+
+Every bot picks as partner the agent it sees with the highest reputation (lowest id on ties).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from aligngym.envs.cooperation.core import COOPERATE, DEFECT, UNKNOWN
+
+
+class ScriptedBot:
+    """Base: highest-reputation partner choice, no punishment."""
+
+    name = "scripted"
+
+    def __init__(self, agent: int) -> None:
+        self.agent = agent
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything (a new game)."""
+
+    def act(self, decision: str, features: np.ndarray) -> int:
+        if decision == "select":
+            others = np.delete(features, self.agent)
+            return int(np.argmax(others))
+        if decision == "play":
+            return self.play(features)
+        return self.punish(features)
+
+    def play(self, features: np.ndarray) -> int:
+        raise NotImplementedError
+
+    def punish(self, features: np.ndarray) -> int:
+        return 0
+
+    def observe(self, reward_components: dict[str, float]) -> None:
+        """Called after every step with this agent's reward components."""
+
+
+class AlwaysCooperate(ScriptedBot):
+    name = "always_cooperate"
+
+    def play(self, features: np.ndarray) -> int:
+        return COOPERATE
+
+
+class AlwaysDefect(ScriptedBot):
+    name = "always_defect"
+
+    def play(self, features: np.ndarray) -> int:
+        return DEFECT
+
+
+class TitForTat(ScriptedBot):
+    name = "tit_for_tat"
+
+    def play(self, features: np.ndarray) -> int:
+        opponent_last = int(features[0])
+        return COOPERATE if opponent_last == UNKNOWN else opponent_last
+
+    def punish(self, features: np.ndarray) -> int:
+        return int(features[0] == DEFECT)
+
+
+class ReformedDefector(ScriptedBot):
+    name = "reformed_defector"
+
+    def reset(self) -> None:
+        self.reformed = False
+
+    def play(self, features: np.ndarray) -> int:
+        return COOPERATE if self.reformed else DEFECT
+
+    def observe(self, reward_components: dict[str, float]) -> None:
+        if reward_components["fine"] < 0:
+            self.reformed = True
+
+
+BOTS: dict[str, type[ScriptedBot]] = {
+    cls.name: cls for cls in (AlwaysCooperate, AlwaysDefect, TitForTat, ReformedDefector)
+}
+
+
+def make_bot(name: str, agent: int) -> ScriptedBot:
+    if name not in BOTS:
+        raise ValueError(f"unknown scripted partner '{name}'; choose from {sorted(BOTS)}")
+    return BOTS[name](agent)
