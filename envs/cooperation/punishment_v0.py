@@ -35,11 +35,18 @@ reset options          ``{"keep_memory": True}`` keeps reputations and last move
                        previous episode (the paper's continuing runs); default False
 Render modes           ``ansi`` (text), ``rgb_array`` (agents as tiles: colour = last move,
                        bar = reputation, white frame = current players)
+Reputation             an image score per agent (C +1, D -1, just punishment +2, unjust -3),
+                       public (one score) or private (per-agent views; a victim's view of its
+                       punisher -5, a co-player's view of a just punisher +5); cumulative by
+                       default (``reputation_decay`` < 1 multiplies all scores by it every round);
+                       observed times ``reputation_obs_scale``
 =====================  =========================================================================
 
 Differences from the reference code: one PettingZoo step per phase, so an agent that is chosen
 by several selectors plays its games one after another (as in the reference); everything else,
 including the order DP-then-TPP and bystanders drawn with replacement, follows the reference.
+Additions the reference lacks: the no-mechanism baseline, ``reputation_decay`` and
+``reputation_obs_scale`` (the paper feeds the raw cumulative score to its networks).
 """
 
 from __future__ import annotations
