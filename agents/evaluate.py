@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from torch.utils.tensorboard import SummaryWriter
+
 from aligngym.agents.config import ConfigError, agent_module
 from aligngym.agents.train import CHECKPOINT, load_checkpoint
 
@@ -18,6 +20,11 @@ def evaluate(run_dir: Path, episodes: int | None = None) -> dict[str, Any]:
     if n < 1:
         raise ConfigError(f"--episodes must be >= 1, got {n}")
     result = agent_module(config.agent).evaluate(config, state, n)
-    result["checkpoint_episode"] = int(state.get("step", 0))
+    step = int(state.get("step", 0))
+    result["checkpoint_step"] = step
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+    with SummaryWriter(str(run_dir)) as writer:  # beside the training curves, at the checkpoint's step
+        for key, value in result.items():
+            if key.startswith("eval/"):
+                writer.add_scalar(key, value, global_step=step)
     return result

@@ -28,7 +28,8 @@ from aligngym.envs.cooperation.rules import GameRules
 class Config(RunConfig):
     """Independent DQN learners on ``aligngym/punishment-v0``."""
 
-    hparam_metrics: ClassVar[tuple[str, ...]] = ("coop/cooperation_rate", "coop/mean_reward")
+    hparam_metrics: ClassVar[tuple[str, ...]] = ("coop/cooperation_rate", "coop/mean_reward",
+                                                 "eval/cooperation_rate")
 
     agent: Literal["independent_dqn"] = "independent_dqn"
     task: Literal["aligngym/punishment-v0"] = "aligngym/punishment-v0"
@@ -135,8 +136,8 @@ def evaluate(config: Config, state: dict[str, Any], episodes: int) -> dict[str, 
         per_episode.append(pop.play_episode(explore=False, learn=False,
                                             seed=config.seed + 10_000 if k == 0 else None))
         pop.episode += 1
-    out: dict[str, Any] = {f"coop/{name}": float(np.mean([m[name] for m in per_episode]))
+    out: dict[str, Any] = {f"eval/{name}": float(np.mean([m[name] for m in per_episode]))
                            for name in METRIC_NAMES}
-    out["eval/return"] = out["coop/mean_reward"]
+    out["eval/return"] = out["eval/mean_reward"]
     out["episodes"] = episodes
     return out

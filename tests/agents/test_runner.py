@@ -102,8 +102,9 @@ def test_eval_rebuilds_from_the_run_folder(tmp_path, capsys):
     run_dir = train(_config(tmp_path))
     assert main(["eval", str(run_dir), "--episodes", "2"]) == 0
     result = json.loads((run_dir / "eval.json").read_text())
-    assert result["episodes"] == 2 and 0.0 <= result["coop/cooperation_rate"] <= 1.0
-    assert result["checkpoint_episode"] == 3 and "eval/return" in result
+    assert result["episodes"] == 2 and 0.0 <= result["eval/cooperation_rate"] <= 1.0
+    assert result["checkpoint_step"] == 3 and "eval/return" in result
+    assert _scalars(run_dir)["eval/cooperation_rate"] == [(3, pytest.approx(result["eval/cooperation_rate"]))]
     assert main(["eval", str(tmp_path / "nothing")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
 
