@@ -173,25 +173,30 @@ class PunishmentCore:
         """Apply this round's punish decisions, (B, 2) booleans per victim: direct (by the victim's
         co-player) first, then third party (by ``bystanders[:, victim]``)."""
         r = self.rules
-        pl = self._current_players
-        stages = []
-        if r.direct_punishment:
-            if direct is None:
-                raise ValueError("direct punishment is on: pass the (B, 2) direct decisions")
-            stages.append(("direct", np.asarray(direct, dtype=bool), pl[:, ::-1]))
-        if r.third_party_punishment:
-            if third_party is None or bystanders is None:
-                raise ValueError("third-party punishment is on: pass the decisions and the bystanders")
-            stages.append(("third_party", np.asarray(third_party, dtype=bool), bystanders))
-        for name, decisions, punishers in stages:
+        if r.direct_punishment and direct is None:
+            raise ValueError("direct punishment is on: pass the (B, 2) direct decisions")
+        if r.third_party_punishment and (third_party is None or bystanders is None):
+            raise ValueError("third-party punishment is on: pass the decisions and the bystanders")
+        for mechanism, decisions in (("direct", direct), ("third_party", third_party)):
+            if not getattr(r, f"{mechanism}_punishment"):
+                continue
+            decisions = np.asarray(decisions, dtype=bool)
             if decisions.shape != (self.batch_size, 2):
-                raise ValueError(f"{name} decisions must have shape {(self.batch_size, 2)}")
-            self.counters[f"{name}_decisions"] += 2
-            self.counters[f"{name}_punishments"] += decisions.sum(axis=1)
+                raise ValueError(f"{mechanism} decisions must have shape {(self.batch_size, 2)}")
             for victim in (0, 1):
-                self._apply_punishment(decisions[:, victim], punishers[:, victim],
-                                       pl[:, victim], pl[:, 1 - victim],
-                                       self.round_actions[:, victim] == DEFECT)
+                self.punish_one(mechanism, victim, decisions[:, victim], bystanders)
+
+    def punish_one(self, mechanism: str, victim: int, decision: np.ndarray,
+                   bystanders: np.ndarray | None = None) -> None:
+        """Apply one punish decision (B,) about player ``victim`` (0 or 1) of the current round:
+        ``mechanism`` "direct" (the co-player judges) or "third_party" (``bystanders[:, victim]``)."""
+        pl = self._current_players
+        punisher = pl[:, 1 - victim] if mechanism == "direct" else bystanders[:, victim]
+        decision = np.asarray(decision, dtype=bool)
+        self.counters[f"{mechanism}_decisions"] += 1
+        self.counters[f"{mechanism}_punishments"] += decision
+        self._apply_punishment(decision, punisher, pl[:, victim], pl[:, 1 - victim],
+                               self.round_actions[:, victim] == DEFECT)
 
     def _apply_punishment(self, act: np.ndarray, punisher: np.ndarray, victim: np.ndarray,
                           coplayer: np.ndarray, just: np.ndarray) -> None:

@@ -116,6 +116,7 @@ class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
         self._queue: list[Decision] = []
         self._current: dict[int, Decision] = {}
         self._answers: list[tuple[Decision, int]] = []
+        self._order: list[Decision] = []
         self._phase, self._game, self._round = "idle", 0, 0
         self._bystanders = np.zeros((1, 2), dtype=np.int64)
 
@@ -147,6 +148,7 @@ class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
                 self._queue += [Decision(int(self._bystanders[0, k]), "punish", feats[k], k,
                                          "third_party") for k in (0, 1)]
         self._answers = []
+        self._order = list(self._queue)
         self._take_next_decisions()
 
     def _take_next_decisions(self) -> None:
@@ -176,12 +178,12 @@ class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
             pay = core.play(g, acts)[0]
             rewards[pl, 0] += pay
             rewards[g, 3] += pay[0]
-            return
-        decided = {"direct": np.zeros((1, 2), bool), "third_party": np.zeros((1, 2), bool)}
-        for d, a in self._answers:
-            decided[d.mechanism][0, d.victim] = bool(a)
+
+    def _apply_punishments(self, answers: list[tuple[Decision, int]], rewards: np.ndarray) -> None:
+        core, g = self.core, self._game
         before = {k: core.per_agent[k][0].copy() for k in ("fine", "punisher_reward")}
-        core.punish(decided["direct"], decided["third_party"], self._bystanders)
+        for d, a in answers:
+            core.punish_one(d.mechanism, d.victim, np.array([bool(a)]), self._bystanders)
         fine = core.per_agent["fine"][0] - before["fine"]
         rewards[:, 1] += fine
         rewards[:, 2] += core.per_agent["punisher_reward"][0] - before["punisher_reward"]
@@ -222,6 +224,7 @@ class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
         unknown = [a for a in actions if a not in self.agents]
         if unknown:
             raise ValueError(f"punishment_v0: unknown agent(s) {unknown}; live agents are {self.agents}")
+        answers = []
         for name in self.agents:
             i = int(name.rsplit("_", 1)[1])
             decision = self._current.get(i)
@@ -239,10 +242,16 @@ class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
                 raise ValueError(f"punishment_v0: illegal action {action} for {name} in phase "
                                  f"'{self._phase}' ({decision.kind}); allowed actions "
                                  f"{self._allowed(decision)}")
-            self._answers.append((decision, action))
+            answers.append((decision, action))
+        # keep the queue's order (direct before third party, victim 0 before victim 1)
+        by_id = {id(d): (d, a) for d, a in answers}
+        answers = [by_id[id(d)] for d in self._order if id(d) in by_id]
+        self._answers.extend(answers)
 
         rewards = np.zeros((self.rules.n_agents, len(COMPONENTS)))
         running = True
+        if self._phase == "punish":  # each punish step pays its own punisher rewards and fines
+            self._apply_punishments(answers, rewards)
         if self._queue:
             self._take_next_decisions()
         else:

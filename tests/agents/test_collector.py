@@ -125,3 +125,33 @@ def test_cut_bootstrapping_at_game_boundaries():
     # agent 0 plays games 0, 1 and 2, two rounds each: the transitions opened in a game's second
     # round close in the next game and are terminal; the others bootstrap
     assert [bool(d) for d in done] == [False, True, False, True, False]
+
+
+def test_each_punish_transition_carries_its_own_judgements_outcome():
+    """Also when one bystander judges both victims (two punish steps in one round)."""
+    env = punishment_v0.parallel_env(direct_punishment=True, third_party_punishment=True)
+
+    class Random(Scripted):
+        rng = np.random.default_rng(1)
+
+        def row(self, decision, agent):
+            return DECISIONS.index(decision) * 5 + agent
+
+        def act(self, rows, features, explore):
+            return self.rng.integers(0, 2, size=len(rows))
+
+    policy = Random()
+    replay = PopulationReplay({policy.row(d, i): 5000 for d in ("play", "punish") for i in range(5)},
+                              seed=0)
+    collector = PopulationCollector(env, policy, replay)
+    for episode in range(3):
+        collector.run_episode(explore=False, keep_memory=episode > 0, seed=2 if episode == 0 else None)
+    checked = 0
+    for i in range(5):
+        buf = replay.buffers[policy.row("punish", i)]
+        n = len(buf)
+        victim_defected = buf.obs[:n, 0] == 1
+        expected = np.where(buf.act[:n] == 1, np.where(victim_defected, 2.0, -10.0), 0.0)
+        np.testing.assert_array_equal(buf.rew[:n], expected)
+        checked += n
+    assert checked > 300
