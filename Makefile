@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/aligngym train configs/quickstart.yaml
 
 test: $(TEST_STAMP)
-	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest
+	$(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/cooperation_speed.py

@@ -28,18 +28,31 @@ def _configs_dir() -> Path:
 def _cmd_train(args: argparse.Namespace) -> int:
     from aligngym.agents.train import resume, train
 
-    if args.resume is not None:
-        if args.config is not None or args.overrides or args.smoke:
-            raise ConfigError("--resume takes only the run folder: the run keeps its saved config")
-        run_dir = resume(Path(args.resume))
-    else:
-        if args.config is None:
-            raise ConfigError("train needs a CONFIG file (or --resume RUN_DIR); see aligngym train --help")
-        config = load_config(args.config, args.overrides, smoke=args.smoke)
-        run_dir = train(config)
-    root = run_dir.parent
-    print(f"run folder: {run_dir}")
-    print(f"watch it:   tensorboard --logdir {root}")
+    started: list[Path] = []
+
+    def announce(run_dir: Path) -> None:
+        started.append(run_dir)
+        print(f"run folder: {run_dir}", flush=True)
+
+    try:
+        if args.resume is not None:
+            if args.config is not None or args.overrides or args.smoke:
+                raise ConfigError("--resume takes only the run folder: the run keeps its saved config "
+                                  "(edit its config.yaml to raise episodes)")
+            announce(Path(args.resume))
+            run_dir = resume(Path(args.resume))
+        else:
+            if args.config is None:
+                raise ConfigError("train needs a CONFIG file (or --resume RUN_DIR); "
+                                  "see aligngym train --help")
+            config = load_config(args.config, args.overrides, smoke=args.smoke)
+            run_dir = train(config, on_start=announce)
+    except KeyboardInterrupt:
+        where = started[0] if started else "RUN_DIR"
+        print(f"\naligngym: interrupted. Continue from the last checkpoint with "
+              f"aligngym train --resume {where}", file=sys.stderr)
+        return 130
+    print(f"watch it:   tensorboard --logdir {run_dir.parent}")
     print(f"score it:   aligngym eval {run_dir}")
     return 0
 
@@ -47,7 +60,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from aligngym.agents.evaluate import evaluate
 
-    result = evaluate(Path(args.run_dir), args.episodes)
+    result = evaluate(Path(args.run_dir), args.episodes, args.device)
     print(json.dumps(result, indent=2, sort_keys=True))
     print(f"written to {Path(args.run_dir) / 'eval.json'}")
     return 0
@@ -96,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "write RUN_DIR/eval.json.")
     p.add_argument("run_dir", help="a run folder under runs/")
     p.add_argument("--episodes", type=int, default=None, help="episodes to play (default: the config's)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                   help="override the run's device (e.g. evaluate a CUDA run on a CPU machine)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("list", help="list registered environments, agents and configs")
@@ -110,10 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError) as err:
         print(f"aligngym: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\naligngym: interrupted. Continue from the last checkpoint with "
-              "aligngym train --resume RUN_DIR", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

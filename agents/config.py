@@ -45,8 +45,8 @@ class RunConfig(BaseModel):
         return self
 
 
-def agent_module(name: str) -> ModuleType:
-    if name not in AGENTS:
+def agent_module(name: Any) -> ModuleType:
+    if not isinstance(name, str) or name not in AGENTS:
         hint = difflib.get_close_matches(str(name), AGENTS, n=1)
         extra = f" (did you mean '{hint[0]}'?)" if hint else ""
         raise ConfigError(f"unknown agent '{name}'{extra}; known agents: {', '.join(sorted(AGENTS))}")

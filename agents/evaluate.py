@@ -12,10 +12,12 @@ from aligngym.agents.config import ConfigError, agent_module
 from aligngym.agents.train import CHECKPOINT, load_checkpoint
 
 
-def evaluate(run_dir: Path, episodes: int | None = None) -> dict[str, Any]:
+def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = None) -> dict[str, Any]:
     """Score the run's last checkpoint; writes and returns ``eval.json``'s content."""
     run_dir = Path(run_dir)
     config, state = load_checkpoint(run_dir / CHECKPOINT)
+    if device is not None:
+        config = config.model_copy(update={"device": device})
     n = episodes if episodes is not None else getattr(config, "eval_episodes", 10)
     if n < 1:
         raise ConfigError(f"--episodes must be >= 1, got {n}")

@@ -16,18 +16,19 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 from tianshou.utils import TensorboardLogger
 
-from aligngym.agents.config import ConfigError, RunConfig, agent_module, dump_config, validate
+from aligngym.agents.config import (ConfigError, RunConfig, agent_module, dump_config, load_config,
+                                    validate)
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -94,11 +95,13 @@ def load_checkpoint(path: Path) -> tuple[RunConfig, dict[str, Any]]:
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for truncated / foreign files
+    except Exception as err:  # torch raises many types for truncated / foreign / unsafe files
         raise CheckpointError(f"{path} is corrupt or not an AlignGym checkpoint "
-                              f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+                              f"({type(err).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != "aligngym-checkpoint-1":
         raise CheckpointError(f"{path} is not an AlignGym checkpoint (no 'format' marker)")
+    if not isinstance(payload.get("config"), dict) or not isinstance(payload.get("state"), dict):
+        raise CheckpointError(f"{path} is incomplete: it lacks its config or its state")
     config = validate(payload["config"], f"{path} (config)")
     return config, payload["state"]
 
@@ -163,10 +166,17 @@ class Run:
         self.writer.close()
 
 
-def train(config: RunConfig) -> Path:
-    """Create a run folder and train ``config``'s agent in it; returns the folder."""
+# Keys that may differ between a run's config.yaml and its checkpoint when resuming.
+RESUMABLE_KEYS = ("episodes", "checkpoint_every", "eval_episodes", "show_progress", "device", "run_root")
+
+
+def train(config: RunConfig, on_start: Callable[[Path], None] | None = None) -> Path:
+    """Create a run folder and train ``config``'s agent in it; returns the folder.
+    ``on_start(run_dir)`` is called once the folder exists."""
     resolve_device(config.device)  # fail before creating anything
     run = Run.create(config)
+    if on_start is not None:
+        on_start(run.dir)
     try:
         agent_module(config.agent).train(config, run, None)
     finally:
@@ -175,15 +185,22 @@ def train(config: RunConfig) -> Path:
 
 
 def resume(run_dir: Path) -> Path:
-    """Continue an interrupted run from its last checkpoint, in the same folder."""
+    """Continue an interrupted run from its last checkpoint, in the same folder. Its config.yaml
+    may raise ``episodes`` (or change the other RESUMABLE_KEYS); any other change is refused."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    config = validate(saved, str(run_dir / "config.yaml"))
+    config = load_config(run_dir / "config.yaml")
     if not (run_dir / CHECKPOINT).is_file():
         raise CheckpointError(f"{run_dir} has no checkpoint yet; start it again with aligngym train")
-    _, state = load_checkpoint(run_dir / CHECKPOINT)
+    saved, state = load_checkpoint(run_dir / CHECKPOINT)
+    now, then = (_flat("", c.model_dump(mode="json")) for c in (config, saved))
+    changed = sorted(k for k in now.keys() | then.keys()
+                     if now.get(k) != then.get(k) and k.split(".")[0] not in RESUMABLE_KEYS)
+    if changed:
+        raise ConfigError(f"{run_dir / 'config.yaml'} differs from the checkpoint in {', '.join(changed)}; "
+                          f"a resumed run may only change {', '.join(RESUMABLE_KEYS)}")
+    resolve_device(config.device)
     run = Run(run_dir, config, first_step=int(state.get("step", 0)))
     try:
         agent_module(config.agent).train(config, run, state)

@@ -69,7 +69,8 @@ def dqn_updates_per_second(seconds: float, n_rows: int) -> float:
     learner = IndependentDQN(IndependentDQNConfig(), FULL, feature_size=5, seed=0,
                              device=torch.device("cpu"))
     rng = np.random.default_rng(0)
-    rows = np.arange(n_rows) if n_rows == 15 else np.arange(5, 5 + n_rows)
+    # rows: 0-4 select, 5-9 play, 10-14 punish networks
+    rows = {2: np.arange(5, 7), 4: np.arange(10, 14), 15: np.arange(15)}[n_rows]
     batch = {"obs": rng.normal(size=(n_rows, 100, 5)), "obs_next": rng.normal(size=(n_rows, 100, 5)),
              "act": rng.integers(0, 2, size=(n_rows, 100)), "rew": rng.normal(size=(n_rows, 100)),
              "terminated": np.zeros((n_rows, 100))}

@@ -1,7 +1,7 @@
-"""Shared pytest setup. Numba's JIT is off in tests: compiling costs more than the tiny test inputs save."""
+"""Shared pytest setup: matplotlib (pulled in by tianshou) never opens a window."""
 
 from __future__ import annotations
 
 import os
 
-os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")

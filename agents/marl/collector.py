@@ -48,7 +48,9 @@ class PopulationReplay:
     """One tianshou ``ReplayBuffer`` per network row, with stacked sampling for batched updates."""
 
     def __init__(self, sizes: dict[int, int], seed: int) -> None:
-        self.buffers = {row: ReplayBuffer(size, random_seed=seed + row) for row, size in sizes.items()}
+        self.buffers = {row: ReplayBuffer(size, random_seed=int(np.random.SeedSequence([seed, row])
+                                                                .generate_state(1)[0]))
+                        for row, size in sizes.items()}
 
     def add(self, row: int, obs: np.ndarray, act: int, rew: float, terminated: bool,
             obs_next: np.ndarray) -> None:
@@ -87,8 +89,10 @@ class PopulationReplay:
             buf = self.buffers[int(row)]
             buf.reset()
             data = s["data"]
-            for i in range(len(data["act"])):  # rebuild storage in slot order, then restore pointers
-                buf.add(Batch(**{k: data[k][i] for k in _FIELDS}, info={}))
+            if len(data["act"]):  # one add allocates the storage; then copy the slots in place
+                buf.add(Batch(**{k: data[k][0] for k in _FIELDS}, info={}))
+                for k in _FIELDS:
+                    getattr(buf._meta, k)[: len(data[k])] = data[k]
             buf._insertion_idx, buf._size = int(s["insertion_idx"]), int(s["size"])
             buf.last_index = np.array([(buf._insertion_idx - 1) % buf.maxsize])
             buf._random_state.set_state(s["rng"])

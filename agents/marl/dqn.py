@@ -56,7 +56,8 @@ class DecisionLearnerConfig(BaseModel):
     gamma: float = Field(0.9, ge=0, le=1)  # discount
 
 
-# The reference's per-decision settings; a config section may give only some keys of a decision.
+# Per-decision defaults: the reference's, except punish epsilon_end (reference 0.2, see above).
+# A config section may give only some keys of a decision; the rest come from here.
 DECISION_DEFAULTS: dict[str, dict[str, Any]] = {
     "select": {"lr": 0.01, "buffer_size": 131072, "epsilon_end": 0.0001},
     "play": {"lr": 0.1, "buffer_size": 131072, "epsilon_end": 0.01},
@@ -161,7 +162,8 @@ class IndependentDQN:
         self.n_rows = len(DECISIONS) * self.n_agents  # rows of absent decisions stay unused
         self.feature_size = feature_size
         self.out_dim = max(rules.n_actions(d) for d in DECISIONS)
-        gen = torch.Generator().manual_seed(seed)
+        init_seed, explore_seed = np.random.SeedSequence(seed).generate_state(2)
+        gen = torch.Generator().manual_seed(int(init_seed))
         self.online = QEnsemble(self.n_rows, feature_size, config.hidden_size, self.out_dim, gen).to(device)
         self.target = QEnsemble(self.n_rows, feature_size, config.hidden_size, self.out_dim).to(device)
         self.target.load_state_dict(self.online.state_dict())
@@ -179,7 +181,7 @@ class IndependentDQN:
                                        for c in per_decision], self.n_agents)
         self.epsilon = np.full(self.n_rows, config.epsilon_start)
         self.updates = np.zeros(self.n_rows, dtype=np.int64)
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(explore_seed)
 
     def row(self, decision: DecisionKind, agent: int) -> int:
         return DECISIONS.index(decision) * self.n_agents + agent

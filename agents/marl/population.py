@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from aligngym.agents.config import RunConfig
 from aligngym.agents.marl.collector import PopulationCollector, PopulationReplay
 from aligngym.agents.marl.dqn import IndependentDQN, IndependentDQNConfig
-from aligngym.agents.train import Run, resolve_device, to_numpy
+from aligngym.agents.train import CheckpointError, Run, resolve_device, to_numpy
 from aligngym.envs.cooperation import punishment_v0
 from aligngym.envs.cooperation.core import METRIC_NAMES
 from aligngym.envs.cooperation.rules import GameRules
@@ -53,29 +53,40 @@ class Population:
 
     def __init__(self, config: Config, device: torch.device) -> None:
         self.config = config
+        # independent streams for the game, the learners, the replay sampling and evaluation games
+        env_seed, learner_seed, replay_seed, eval_seed = map(
+            int, np.random.SeedSequence(config.seed).generate_state(4))
+        self.env_seed, self.eval_seed = env_seed, eval_seed
         self.env = punishment_v0.parallel_env(rules=config.env)
         self.learner = IndependentDQN(config.learner, config.env, self.env.feature_size,
-                                      config.seed, device)
+                                      learner_seed, device)
         rules, lc = config.env, config.learner
         sizes = {self.learner.row(d, i): getattr(lc, d).buffer_size
                  for d in rules.decisions for i in range(rules.n_agents)}
-        self.replay = PopulationReplay(sizes, config.seed)
+        self.replay = PopulationReplay(sizes, replay_seed)
         self.collector = PopulationCollector(self.env, self.learner, self.replay,
                                              lc.bootstrap_across_games)
         self.episode = 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.episode, "episode": self.episode, "learner": self.learner.state_dict(),
+        return {"step": self.episode, "learner": self.learner.state_dict(),
                 "env": self.env.state_dict(), "replay": self.replay.state_dict(),
-                "collector": self.collector.state_dict(), "torch_rng": torch.get_rng_state()}
+                "collector": self.collector.state_dict()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.episode = int(state["episode"])
-        self.learner.load_state_dict(state["learner"])
-        self.env.load_state_dict(to_numpy(state["env"]))
-        self.replay.load_state_dict(to_numpy(state["replay"]))
-        self.collector.load_state_dict(to_numpy(state["collector"]))
-        torch.set_rng_state(state["torch_rng"])
+    def load_state_dict(self, state: dict[str, Any], learner_only: bool = False) -> None:
+        """Restore from a checkpoint's state; a state that does not fit this config is reported
+        as a ``CheckpointError``."""
+        try:
+            self.learner.load_state_dict(state["learner"])
+            if learner_only:
+                return
+            self.episode = int(state["step"])
+            self.env.load_state_dict(to_numpy(state["env"]))
+            self.replay.load_state_dict(to_numpy(state["replay"]))
+            self.collector.load_state_dict(to_numpy(state["collector"]))
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"the checkpoint does not fit this config or is incomplete "
+                                  f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
 
     def play_episode(self, explore: bool, learn: bool, seed: int | None,
                      losses: dict[str, list[float]] | None = None) -> dict[str, float]:
@@ -99,7 +110,6 @@ class Population:
 
 def train(config: Config, run: Run, state: dict[str, Any] | None) -> None:
     device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
     pop = Population(config, device)
     if state is not None:
         pop.load_state_dict(state)
@@ -109,7 +119,7 @@ def train(config: Config, run: Run, state: dict[str, Any] | None) -> None:
         while pop.episode < config.episodes:
             pop.learner.set_episode(pop.episode)
             losses: dict[str, list[float]] = {d: [] for d in pop.learner.decisions}
-            seed = config.seed if pop.episode == 0 else None
+            seed = pop.env_seed if pop.episode == 0 else None
             metrics = pop.play_episode(explore=True, learn=True, seed=seed, losses=losses)
             step = pop.episode
             pop.episode += 1
@@ -128,13 +138,13 @@ def train(config: Config, run: Run, state: dict[str, Any] | None) -> None:
 
 
 def evaluate(config: Config, state: dict[str, Any], episodes: int) -> dict[str, Any]:
-    """Greedy play of the trained population from a fresh game (seeded ``seed + 10_000``)."""
+    """Greedy play of the trained population from a fresh game (its own seed stream)."""
     pop = Population(config, resolve_device(config.device))
-    pop.learner.load_state_dict(state["learner"])
+    pop.load_state_dict(state, learner_only=True)
     per_episode = []
     for k in range(episodes):
         per_episode.append(pop.play_episode(explore=False, learn=False,
-                                            seed=config.seed + 10_000 if k == 0 else None))
+                                            seed=pop.eval_seed if k == 0 else None))
         pop.episode += 1
     out: dict[str, Any] = {f"eval/{name}": float(np.mean([m[name] for m in per_episode]))
                            for name in METRIC_NAMES}

@@ -12,7 +12,7 @@ Action             ``Discrete(2)``: in a play decision 0 = cooperate, 1 = defect
                    decision 0 = abstain, 1 = punish
 Reward             everything ``player_0`` earned from this decision to its next one: payoffs,
                    fines, punisher rewards (``info["reward_components"]`` splits it)
-Termination        never; truncated after the game's last round
+Termination        never; truncated after the episode's last round (all N games)
 info               ``decision`` ("play" / "punish" / None at the end), ``reward_components``
 Arguments          ``background``: one bot name for all partners, or a list of N - 1 names
                    (default ``tit_for_tat``); ``render_mode`` ansi / rgb_array; every rule of
@@ -48,8 +48,8 @@ class PunishmentIPDEnv(gym.Env):
         if len(names) != n - 1:
             raise ValueError(f"background needs one bot name or {n - 1} names, got {len(names)}")
         self.bots: dict[str, ScriptedBot] = {
-            f"player_{i}": make_bot(name, i) for i, name in enumerate(names, start=1)}
-        self.focal_selector = TitForTat(0)  # only its partner choice (highest reputation) is used
+            f"player_{i}": make_bot(name, i, n) for i, name in enumerate(names, start=1)}
+        self.focal_selector = TitForTat(0, n)  # only its partner choice (highest reputation) is used
         self.observation_space = spaces.Box(-np.inf, np.inf, self.game.observation_space(FOCAL)[
             "observation"].shape, np.float32)
         self.action_space = spaces.Discrete(2)
@@ -92,8 +92,9 @@ class PunishmentIPDEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self._obs, self._infos = self.game.reset(seed=seed, options=options)
-        for bot in self.bots.values():
-            bot.reset()
+        if not (options or {}).get("keep_memory", False):
+            for bot in self.bots.values():
+                bot.reset()
         earned = self._advance(None)
         return self._obs[FOCAL]["observation"], self._info(earned)
 

@@ -42,9 +42,11 @@ Reputation             an image score per agent (C +1, D -1, just punishment +2,
                        observed times ``reputation_obs_scale``
 =====================  =========================================================================
 
-Differences from the reference code: one PettingZoo step per phase, so an agent that is chosen
-by several selectors plays its games one after another (as in the reference); everything else,
-including the order DP-then-TPP and bystanders drawn with replacement, follows the reference.
+Differences from the reference code: the PettingZoo reward is the sum of all components, where the
+reference trains its punish networks on the punisher reward alone (``reward_components`` keeps them
+apart, and AlignGym's learners use them so); an agent chosen by several selectors plays its games one
+after another, as in the reference; the order DP-then-TPP and bystanders drawn with replacement
+follow the reference.
 Additions the reference lacks: the no-mechanism baseline, ``reputation_decay`` and
 ``reputation_obs_scale`` (the paper feeds the raw cumulative score to its networks).
 """

@@ -26,16 +26,16 @@ class ScriptedBot:
 
     name = "scripted"
 
-    def __init__(self, agent: int) -> None:
-        self.agent = agent
+    def __init__(self, agent: int, n_agents: int) -> None:
+        self.agent, self.n_agents = agent, n_agents
         self.reset()
 
     def reset(self) -> None:
-        """Forget everything (a new game)."""
+        """Forget everything (a fresh game; not called when the game's memory carries over)."""
 
     def act(self, decision: str, features: np.ndarray) -> int:
-        if decision == "select":
-            others = np.delete(features, self.agent)
+        if decision == "select":  # features: reputations of all agents, then zero padding
+            others = np.delete(features[:self.n_agents], self.agent)
             return int(np.argmax(others))
         if decision == "play":
             return self.play(features)
@@ -95,7 +95,7 @@ BOTS: dict[str, type[ScriptedBot]] = {
 }
 
 
-def make_bot(name: str, agent: int) -> ScriptedBot:
+def make_bot(name: str, agent: int, n_agents: int) -> ScriptedBot:
     if name not in BOTS:
         raise ValueError(f"unknown scripted partner '{name}'; choose from {sorted(BOTS)}")
-    return BOTS[name](agent)
+    return BOTS[name](agent, n_agents)

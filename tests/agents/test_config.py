@@ -115,3 +115,10 @@ def test_cli_reports_config_errors_with_exit_code_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "did you mean 'episodes'" in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists(), "nothing may be created for an invalid config"
+
+
+def test_agent_must_be_a_name(tmp_path):
+    data = _quick()
+    data["agent"] = ["independent_dqn"]
+    with pytest.raises(ConfigError, match="unknown agent"):
+        load_config(_write(tmp_path, data))

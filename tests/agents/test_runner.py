@@ -57,7 +57,7 @@ def test_cli_train_writes_a_complete_run_folder(tmp_path, capsys):
     assert b"learner.play.lr" in hparams["_hparams_/session_start_info"], "hparams table missing"
     assert b"coop/cooperation_rate" in hparams["_hparams_/experiment"]
     config, state = load_checkpoint(run_dir / "checkpoint.pt")
-    assert config.model_dump(mode="json") == saved and int(state["episode"]) == 3
+    assert config.model_dump(mode="json") == saved and int(state["step"]) == 3
 
 
 def test_same_seed_same_metrics_different_seed_different(tmp_path):
@@ -86,11 +86,11 @@ def test_interrupted_training_resumes_exactly(tmp_path, monkeypatch):
         train(config)
     monkeypatch.setattr(Population, "play_episode", real)
     (run_dir,) = list((tmp_path / "cut").iterdir())
-    assert int(load_checkpoint(run_dir / "checkpoint.pt")[1]["episode"]) == 2
+    assert int(load_checkpoint(run_dir / "checkpoint.pt")[1]["step"]) == 2
     resume(run_dir)
     _, ref_state = load_checkpoint(reference / "checkpoint.pt")
     _, state = load_checkpoint(run_dir / "checkpoint.pt")
-    assert int(state["episode"]) == 4
+    assert int(state["step"]) == 4
     for key, tensor in ref_state["learner"]["online"].items():
         assert torch.equal(tensor, state["learner"]["online"][key]), key
     ref, got = _scalars(reference), _scalars(run_dir)
@@ -109,6 +109,7 @@ def test_eval_rebuilds_from_the_run_folder(tmp_path, capsys):
     assert "no checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_checkpoints_never_execute_pickled_code(tmp_path):
     marker = tmp_path / "pwned"
 
@@ -179,3 +180,56 @@ def test_device_resolution():
         with pytest.raises(ConfigError, match="no CUDA device"):
             resolve_device("cuda")
 
+
+
+def test_resume_refuses_a_changed_game_but_accepts_more_episodes(tmp_path, capsys):
+    run_dir = train(_config(tmp_path))
+    cfg_path = run_dir / "config.yaml"
+    original = cfg_path.read_text()
+    data = yaml.safe_load(original)
+    data["env"]["n_agents"] = 6
+    data["learner"]["hidden_size"] = 64
+    cfg_path.write_text(yaml.safe_dump(data))
+    assert main(["train", "--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "env.n_agents" in err and "learner.hidden_size" in err and "Traceback" not in err
+    cfg_path.write_text("agent: [unclosed")
+    assert main(["train", "--resume", str(run_dir)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+    data = yaml.safe_load(original)
+    data["episodes"] = 5
+    cfg_path.write_text(yaml.safe_dump(data))
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    assert int(load_checkpoint(run_dir / "checkpoint.pt")[1]["step"]) == 5
+
+
+def test_interrupt_says_how_to_resume_this_run(tmp_path, capsys, monkeypatch):
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Population, "play_episode", interrupted)
+    code = main(["train", str(QUICKSTART), "--smoke", "--set", f"run_root={tmp_path}",
+                 "--set", "show_progress=false"])
+    (run_dir,) = list(tmp_path.iterdir())
+    assert code == 130
+    assert f"aligngym train --resume {run_dir}" in capsys.readouterr().err
+
+
+def test_incomplete_or_mismatched_checkpoints_are_reported(tmp_path, capsys):
+    run_dir = train(_config(tmp_path))
+    ckpt = run_dir / "checkpoint.pt"
+    config, state = load_checkpoint(ckpt)
+    del state["learner"]
+    save_checkpoint(ckpt, config, state)
+    assert main(["eval", str(run_dir)]) == 2
+    assert "does not fit this config or is incomplete" in capsys.readouterr().err
+    torch.save({"format": "aligngym-checkpoint-1"}, ckpt)
+    with pytest.raises(CheckpointError, match="lacks its config or its state"):
+        load_checkpoint(ckpt)
+
+
+def test_eval_device_override(tmp_path):
+    run_dir = train(_config(tmp_path))
+    assert main(["eval", str(run_dir), "--episodes", "1", "--device", "cpu"]) == 0
+    with pytest.raises(SystemExit):
+        main(["eval", str(run_dir), "--device", "tpu"])

@@ -31,6 +31,8 @@ def _play_out(env, policy, seed=0):
 
 
 @pytest.mark.parametrize("rules", [{}, {"direct_punishment": True, "third_party_punishment": True},
+                                   {"n_agents": 3, "partner_selection": True, "reputation": True,
+                                    "background": "always_defect"},
                                    {"partner_selection": True, "reputation": True,
                                     "direct_punishment": True}])
 def test_check_env(rules):
@@ -91,14 +93,16 @@ def test_bad_actions_and_arguments():
 
 
 def test_scripted_bots():
-    tft = make_bot("tit_for_tat", 2)
+    tft = make_bot("tit_for_tat", 2, 4)
     assert tft.act("play", np.array([UNKNOWN, UNKNOWN])) == COOPERATE
     assert tft.act("play", np.array([DEFECT, COOPERATE])) == DEFECT
     assert tft.act("punish", np.array([DEFECT, COOPERATE])) == 1
     assert tft.act("punish", np.array([COOPERATE, DEFECT])) == 0
     # select: highest reputation among the others, indexed with self removed
     assert tft.act("select", np.array([1.0, 5.0, 9.0, 2.0])) == 1  # agent 1 (agent 2 is itself)
-    reformed = make_bot("reformed_defector", 1)
+    # three agents: the features are zero-padded to 4; the padding is never chosen
+    assert make_bot("tit_for_tat", 0, 3).act("select", np.array([0.0, -5.0, -2.0, 0.0])) == 1
+    reformed = make_bot("reformed_defector", 1, 4)
     assert reformed.act("play", np.array([0, 0])) == DEFECT
     reformed.observe({"play": 4.0, "fine": 0.0, "punisher": 0.0, "selection": 0.0})
     assert reformed.act("play", np.array([0, 0])) == DEFECT
@@ -106,8 +110,8 @@ def test_scripted_bots():
     assert reformed.act("play", np.array([0, 0])) == COOPERATE
     reformed.reset()
     assert reformed.act("play", np.array([0, 0])) == DEFECT
-    assert make_bot("always_defect", 0).act("play", np.array([0, 0])) == DEFECT
-    assert make_bot("always_cooperate", 0).act("punish", np.array([1, 0])) == 0
+    assert make_bot("always_defect", 0, 4).act("play", np.array([0, 0])) == DEFECT
+    assert make_bot("always_cooperate", 0, 4).act("punish", np.array([1, 0])) == 0
     assert set(BOTS) == {"always_cooperate", "always_defect", "tit_for_tat", "reformed_defector"}
 
 
