@@ -174,7 +174,8 @@ class IndependentDQN:
         self.optim = RowAdam(list(self.online.parameters()), per_row([c.lr for c in per_decision]))
         valid = np.zeros((self.n_rows, self.out_dim), dtype=bool)
         for d, kind in enumerate(DECISIONS):
-            valid[d * self.n_agents:(d + 1) * self.n_agents, :rules.n_actions(kind)] = True
+            for agent in range(self.n_agents):
+                valid[d * self.n_agents + agent, :rules.n_choices(kind, agent)] = True
         self.valid_actions = torch.tensor(valid, device=device)
         self.epsilon_end = np.repeat([c.epsilon_end for c in per_decision], self.n_agents)
         self.epsilon_step = np.repeat([(config.epsilon_start - c.epsilon_end) * c.epsilon_decay_per_update

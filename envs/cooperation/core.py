@@ -24,18 +24,45 @@ from aligngym.envs.cooperation.rules import GameRules
 
 COOPERATE, DEFECT, UNKNOWN = 0, 1, 2
 
+# Per-episode metrics (``coop/<name>`` in TensorBoard); see ``episode_metrics`` for definitions.
 METRIC_NAMES = (
     "cooperation_rate",
     "punishment_rate_direct",
     "punishment_rate_third_party",
     "just_punishment_share",
+    "antisocial_punishment_rate",
+    "deterrence_rate",
+    "partner_cooperator_rate",
+    "partner_punisher_rate",
     "mean_reward",
+    "mean_play_reward",
+    "mean_fine",
+    "mean_punisher_reward",
+    "efficiency",
+    "equality",
+    "coop_after_partner_c",
+    "coop_after_partner_d",
+    "in_degree_gini",
     "mean_reputation",
 )
 
 _COUNTERS = ("plays", "coops", "direct_decisions", "direct_punishments", "third_party_decisions",
-             "third_party_punishments", "just", "unjust")
+             "third_party_punishments", "just", "unjust", "judged_cooperators", "judged_defectors")
 _PER_AGENT = ("play_reward", "fine", "punisher_reward")
+_PER_AGENT_COUNTS = ("agent_plays", "agent_coops")
+_TRACKED = ("plays_after", "coops_after", "punishments", "last_punish", "previous_coop_fraction",
+            "previous_last_punish")
+
+
+def gini(values: np.ndarray) -> np.ndarray:
+    """Gini coefficient along the last axis, in the mean-absolute-difference form normalised by
+    the mean *absolute* value, so that negative values (fines) are handled: equal to the usual Gini
+    for non-negative values, in [0, 1] always, 0 when all values are equal (or all zero)."""
+    values = np.asarray(values, dtype=np.float64)
+    n = values.shape[-1]
+    diff = np.abs(values[..., :, None] - values[..., None, :]).sum(axis=(-2, -1))
+    denom = 2 * n * np.abs(values).sum(axis=-1)
+    return np.where(denom > 0, diff / np.where(denom > 0, denom, 1), 0.0)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -63,30 +90,50 @@ class PunishmentCore:
         self._current_players = np.zeros((b, 2), dtype=np.int64)
         self.counters = {name: np.zeros(b, dtype=np.int64) for name in _COUNTERS}
         self.per_agent = {name: np.zeros((b, n)) for name in _PER_AGENT}
+        self.agent_counts = {name: np.zeros((b, n), dtype=np.int64) for name in _PER_AGENT_COUNTS}
+        # plays / cooperations by the opponent's last move (C, D, unknown) at the time of play
+        self.plays_after = np.zeros((b, 3), dtype=np.int64)
+        self.coops_after = np.zeros((b, 3), dtype=np.int64)
+        self.punishments = np.zeros((b, n, n), dtype=np.int64)  # [b, punisher, victim], this episode
+        self.last_punish = np.full((b, n), -1, dtype=np.int64)  # each agent's last judgement
+        # what partners looked like when they were chosen: last episode's cooperation, last judgement
+        self.previous_coop_fraction = np.full((b, n), np.nan)
+        self.previous_last_punish = np.full((b, n), -1, dtype=np.int64)
+        self._adjacency = rules.adjacency
+        self._neighbours = rules.neighbours
+        self._choices = rules.adjacency.sum(axis=1)
         self.reset(keep_memory=False)
 
     # ------------------------------------------------------------------ episode bookkeeping
     def reset(self, keep_memory: bool = False) -> None:
         """Start a new episode. ``keep_memory`` keeps reputations and last moves (the paper's runs)."""
+        played = self.agent_counts["agent_plays"]
+        self.previous_coop_fraction = np.where(
+            played > 0, self.agent_counts["agent_coops"] / np.maximum(played, 1), np.nan)
+        self.previous_last_punish = self.last_punish.copy()
         if not keep_memory:
             self.reputation[:] = 0.0
             self.last_action[:] = UNKNOWN
-        for arr in (*self.counters.values(), *self.per_agent.values()):
+            self.last_punish[:] = -1
+            self.previous_coop_fraction[:] = np.nan
+            self.previous_last_punish[:] = -1
+        for arr in (*self.counters.values(), *self.per_agent.values(), *self.agent_counts.values(),
+                    self.plays_after, self.coops_after, self.punishments):
             arr[:] = 0
         self.choose_partners(None)
 
     def choose_partners(self, choice: np.ndarray | None) -> None:
-        """Set each selector's partner. ``choice[b, i]`` indexes the others in id order, self removed;
-        ``None`` draws partners uniformly (random matching)."""
+        """Set each selector's partner. ``choice[b, i]`` indexes agent i's possible partners in id
+        order (everyone else, or its neighbours in the caveman topology); ``None`` draws partners
+        uniformly among them (random matching)."""
         n = self.rules.n_agents
         if choice is None:
-            choice = self.rng.integers(0, n - 1, size=(self.batch_size, n))
+            choice = (self.rng.random((self.batch_size, n)) * self._choices).astype(np.int64)
         choice = np.asarray(choice, dtype=np.int64)
-        if choice.shape != (self.batch_size, n) or choice.min() < 0 or choice.max() > n - 2:
-            raise ValueError(f"partner choices must have shape {(self.batch_size, n)} with values in "
-                             f"[0, {n - 2}], got shape {choice.shape}")
-        selectors = np.arange(n)[None, :]
-        self.partners[:] = choice + (choice >= selectors)
+        if choice.shape != (self.batch_size, n) or (choice < 0).any() or (choice >= self._choices).any():
+            raise ValueError(f"partner choices must have shape {(self.batch_size, n)} with agent i's "
+                             f"value in [0, {list(self._choices - 1)}[i]], got {choice!r}")
+        self.partners[:] = self._neighbours[np.arange(n)[None, :], choice]
 
     def players(self, game: int) -> np.ndarray:
         """(B, 2): the selector ``game`` and its partner."""
@@ -97,8 +144,14 @@ class PunishmentCore:
         return self.reputation[self._rows, viewer, target] * self.rules.reputation_obs_scale
 
     def select_features(self) -> np.ndarray:
-        """(B, N, N): each agent's view of every agent's reputation (itself included)."""
-        return self.reputation * self.rules.reputation_obs_scale
+        """(B, N, 1 + D): each agent's view of its own reputation, then of each possible partner's
+        in choice order (zero-padded to D, the largest number of possible partners)."""
+        n = self.rules.n_agents
+        agents = np.arange(n)
+        own = self.reputation[:, agents, agents][..., None]
+        table = np.where(self._neighbours >= 0, self._neighbours, 0)
+        partners = self.reputation[:, agents[:, None], table] * (self._neighbours >= 0)
+        return np.concatenate([own, partners], axis=2) * self.rules.reputation_obs_scale
 
     def play_features(self, game: int) -> np.ndarray:
         """(B, 2, F): ``[opponent's last move, own last move (, opponent rep, own rep)]`` per player."""
@@ -143,30 +196,38 @@ class PunishmentCore:
         payoffs = np.stack([self._payoff[actions[:, 0], actions[:, 1]],
                             self._payoff[actions[:, 1], actions[:, 0]]], axis=1)
         for k in (0, 1):
+            opponent_last = self.last_action[self._rows, pl[:, 1 - k]]
+            np.add.at(self.plays_after, (self._rows, opponent_last), 1)
+            np.add.at(self.coops_after, (self._rows, opponent_last), actions[:, k] == COOPERATE)
+        for k in (0, 1):
             self.per_agent["play_reward"][self._rows, pl[:, k]] += payoffs[:, k]
-            self.last_action[self._rows, pl[:, k]] = actions[:, k]
+            self.agent_counts["agent_plays"][self._rows, pl[:, k]] += 1
+            self.agent_counts["agent_coops"][self._rows, pl[:, k]] += actions[:, k] == COOPERATE
             if r.reputation and r.reputation_source in ("play", "both"):
                 self._add_reputation(pl[:, k], np.where(actions[:, k] == COOPERATE,
                                                         r.rep_cooperate, r.rep_defect))
+        for k in (0, 1):  # after both moves: each saw the other's previous move
+            self.last_action[self._rows, pl[:, k]] = actions[:, k]
         self.round_actions[:] = actions
         self.counters["plays"] += 2
         self.counters["coops"] += (actions == COOPERATE).sum(axis=1)
         return payoffs
 
     def draw_bystanders(self) -> np.ndarray:
-        """(B, 2): a random non-player for each victim of the current round."""
-        n, b = self.rules.n_agents, self.batch_size
+        """(B, 2): a random third party for each victim of the current round, drawn from the
+        players' neighbourhoods (everyone else in the complete topology), never a player."""
         pl = self._current_players
-        low, high = pl.min(axis=1), pl.max(axis=1)
-        first = self.rng.integers(0, n - 2, size=b)
-        if self.rules.third_party_with_replacement or n < 4:
-            second = self.rng.integers(0, n - 2, size=b)
-        else:
-            second = self.rng.integers(0, n - 3, size=b)
-            second = second + (second >= first)
-        draws = np.stack([first, second], axis=1)
-        draws = draws + (draws >= low[:, None])
-        return draws + (draws >= high[:, None])
+        candidates = self._adjacency[pl[:, 0]] | self._adjacency[pl[:, 1]]
+        candidates[self._rows, pl[:, 0]] = candidates[self._rows, pl[:, 1]] = False
+        keys = np.where(candidates, self.rng.random(candidates.shape), -1.0)
+        first = keys.argmax(axis=1)
+        if self.rules.third_party_with_replacement:
+            keys = np.where(candidates, self.rng.random(candidates.shape), -1.0)
+            second = keys.argmax(axis=1)
+        else:  # the second-highest key; the same agent only when it is the sole candidate
+            keys[self._rows, first] = -0.5
+            second = np.where(candidates.sum(axis=1) > 1, keys.argmax(axis=1), first)
+        return np.stack([first, second], axis=1)
 
     def punish(self, direct: np.ndarray | None, third_party: np.ndarray | None,
                bystanders: np.ndarray | None = None) -> None:
@@ -208,6 +269,10 @@ class PunishmentCore:
             just, r.just_reward, r.unjust_punish_reward) * done
         self.counters["just"] += act & just
         self.counters["unjust"] += act & ~just
+        self.counters["judged_defectors"] += just
+        self.counters["judged_cooperators"] += ~just
+        self.last_punish[rows, punisher] = act
+        np.add.at(self.punishments, (rows, punisher, victim), act)
         if not r.reputation:
             return
         if r.reputation_source in ("punish", "both"):
@@ -222,16 +287,49 @@ class PunishmentCore:
         """(B, N): each agent's total reward so far this episode (payoffs + fines + punisher rewards)."""
         return sum(self.per_agent.values())
 
+    def selections(self) -> np.ndarray:
+        """(B, N, N): ``[b, chooser, chosen]`` = 1 for this episode's partner choices."""
+        out = np.zeros((self.batch_size, self.rules.n_agents, self.rules.n_agents), dtype=np.int64)
+        out[self._rows[:, None], np.arange(self.rules.n_agents)[None, :], self.partners] = 1
+        return out
+
     def episode_metrics(self) -> dict[str, np.ndarray]:
-        """The ``coop/*`` metrics of the episode so far, each of shape (B,)."""
+        """The metrics of the episode so far, each of shape (B,); rates are 0 when undefined.
+
+        cooperation_rate: C / plays. punishment_rate_direct / _third_party: punishments / decisions
+        of that mechanism. just_punishment_share: punishments of defectors / all punishments.
+        antisocial_punishment_rate: P(punish | the judged player cooperated). deterrence_rate:
+        P(punish | the judged player defected). partner_cooperator_rate: share of partner choices
+        whose partner cooperated in most of its plays last episode; partner_punisher_rate: share
+        whose partner punished at its last judgement before this episode. mean_reward (total) and
+        its components mean_play_reward, mean_fine, mean_punisher_reward, per agent. efficiency:
+        total reward of all agents per round. equality: 1 - gini(returns). coop_after_partner_c /
+        _d: P(C | the opponent's last move was C / D). in_degree_gini: gini of how often each agent
+        was chosen (ostracism). mean_reputation: mean score over all views."""
         c = self.counters
+        returns = self.episode_returns()
+        n = self.rules.n_agents
+        cooperator = np.take_along_axis(self.previous_coop_fraction, self.partners, axis=1) > 0.5
+        punisher = np.take_along_axis(self.previous_last_punish, self.partners, axis=1) == 1
         return {
             "cooperation_rate": _ratio(c["coops"], c["plays"]),
             "punishment_rate_direct": _ratio(c["direct_punishments"], c["direct_decisions"]),
             "punishment_rate_third_party": _ratio(c["third_party_punishments"],
                                                   c["third_party_decisions"]),
             "just_punishment_share": _ratio(c["just"], c["just"] + c["unjust"]),
-            "mean_reward": self.episode_returns().mean(axis=1),
+            "antisocial_punishment_rate": _ratio(c["unjust"], c["judged_cooperators"]),
+            "deterrence_rate": _ratio(c["just"], c["judged_defectors"]),
+            "partner_cooperator_rate": cooperator.mean(axis=1),
+            "partner_punisher_rate": punisher.mean(axis=1),
+            "mean_reward": returns.mean(axis=1),
+            "mean_play_reward": self.per_agent["play_reward"].mean(axis=1),
+            "mean_fine": self.per_agent["fine"].mean(axis=1),
+            "mean_punisher_reward": self.per_agent["punisher_reward"].mean(axis=1),
+            "efficiency": _ratio(returns.sum(axis=1), c["plays"] // 2),
+            "equality": 1.0 - gini(returns),
+            "coop_after_partner_c": _ratio(self.coops_after[:, COOPERATE], self.plays_after[:, COOPERATE]),
+            "coop_after_partner_d": _ratio(self.coops_after[:, DEFECT], self.plays_after[:, DEFECT]),
+            "in_degree_gini": gini(np.stack([(self.partners == j).sum(axis=1) for j in range(n)], axis=1)),
             "mean_reputation": self.reputation.mean(axis=(1, 2)),
         }
 
@@ -243,6 +341,8 @@ class PunishmentCore:
             "current_players": self._current_players.copy(),
             "counters": {k: v.copy() for k, v in self.counters.items()},
             "per_agent": {k: v.copy() for k, v in self.per_agent.items()},
+            "agent_counts": {k: v.copy() for k, v in self.agent_counts.items()},
+            **{k: getattr(self, k).copy() for k in _TRACKED},
             "rng": self.rng.bit_generator.state,
         }
 
@@ -254,4 +354,8 @@ class PunishmentCore:
             self.counters[key][:] = value
         for key, value in state["per_agent"].items():
             self.per_agent[key][:] = value
+        for key, value in state["agent_counts"].items():
+            self.agent_counts[key][:] = value
+        for key in _TRACKED:
+            setattr(self, key, np.array(state[key], dtype=getattr(self, key).dtype))
         self.rng.bit_generator.state = state["rng"]

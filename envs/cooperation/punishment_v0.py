@@ -8,14 +8,16 @@ and PettingZoo's turn structure on top.
 
 =====================  =========================================================================
 Agents                 ``player_0 .. player_{N-1}`` (N = ``n_agents``, default 5)
-Action space           ``Discrete(max(N - 1, 2))`` for every agent, masked by phase:
-                       select: index into the other agents in id order (self removed);
+Action space           ``Discrete(max(D, 2))`` for every agent (D = most possible partners: N - 1,
+                       or the largest degree in the caveman topology), masked by phase:
+                       select: index into the agent's possible partners in id order;
                        play: 0 = cooperate, 1 = defect; punish: 0 = abstain, 1 = punish;
                        an agent without a decision this step must pass the no-op 0 (or nothing)
 Observation            ``Dict(observation=Box(4 + F), action_mask=Box(int8, A))``: a one-hot of the
                        agent's phase (idle, select, play, punish), then its decision's features
-                       zero-padded to F = max(N, 4):
-                       select: every agent's reputation as this agent sees it (length N);
+                       zero-padded to F = max(1 + D, 4):
+                       select: own reputation, then each possible partner's, as this agent sees
+                       them (length 1 + D; the reference feeds all N scores in id order);
                        play: [opponent's last move, own last move] (0 C, 1 D, 2 unknown)
                        (+ [opponent rep, own rep] if "play" in ``reputation_in``);
                        punish: [victim's move, co-player's move] (+ [co-player rep, victim rep]
@@ -35,6 +37,9 @@ reset options          ``{"keep_memory": True}`` keeps reputations and last move
                        previous episode (the paper's continuing runs); default False
 Render modes           ``ansi`` (text), ``rgb_array`` (agents as tiles: colour = last move,
                        bar = reputation, white frame = current players)
+Topology               ``complete`` (anyone meets anyone) or ``caveman`` (``caveman_groups``
+                       cliques joined in a ring, networkx's connected caveman graph): partners and
+                       third parties come from the players' neighbourhoods
 Reputation             an image score per agent (C +1, D -1, just punishment +2, unjust -3),
                        public (one score) or private (per-agent views; a victim's view of its
                        punisher -5, a co-player's view of a just punisher +5); cumulative by
@@ -106,8 +111,8 @@ class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
         n = self.rules.n_agents
         self.possible_agents = [f"player_{i}" for i in range(n)]
         self.agents: list[str] = []
-        self.n_actions = max(n - 1, 2)
-        self.feature_size = max(n, 4)
+        self.n_actions = max(self.rules.n_actions(d) for d in DECISIONS)
+        self.feature_size = max(self.rules.feature_size(d) for d in DECISIONS)
         self.core = PunishmentCore(self.rules, batch_size=1)
         obs_space = spaces.Dict({
             "observation": spaces.Box(-np.inf, np.inf, (len(PHASES) + self.feature_size,), np.float32),
@@ -277,7 +282,7 @@ class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
         return action
 
     def _allowed(self, decision: Decision) -> list[int]:
-        return list(range(self.rules.n_actions(decision.kind)))
+        return list(range(self.rules.n_choices(decision.kind, decision.agent)))
 
     def _observations(self) -> dict[str, dict[str, np.ndarray]]:
         out = {}
@@ -290,7 +295,7 @@ class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
             else:
                 vec[PHASES.index(decision.kind)] = 1.0
                 vec[len(PHASES):len(PHASES) + decision.features.size] = decision.features
-                mask[:self.rules.n_actions(decision.kind)] = 1
+                mask[:self.rules.n_choices(decision.kind, i)] = 1
             out[name] = {"observation": vec, "action_mask": mask}
         return out
 

@@ -7,12 +7,34 @@ game is a plain random-matching iterated Prisoner's Dilemma population.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DecisionKind = Literal["select", "play", "punish"]
 DECISIONS: tuple[DecisionKind, ...] = ("select", "play", "punish")
+
+
+@lru_cache(maxsize=64)
+def _topology(topology: str, n: int, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    adj = ~np.eye(n, dtype=bool)
+    if topology == "caveman":
+        size = n // groups
+        group = np.arange(n) // size
+        adj &= group[:, None] == group[None, :]
+        for start in range(0, n, size):
+            adj[start, start + 1] = adj[start + 1, start] = False
+            adj[start, (start - 1) % n] = adj[(start - 1) % n, start] = True
+    degree = adj.sum(axis=1)
+    table = np.full((n, int(degree.max())), -1, dtype=np.int64)
+    for i, row in enumerate(adj):
+        ids = np.flatnonzero(row)
+        table[i, :len(ids)] = ids
+    adj.setflags(write=False)
+    table.setflags(write=False)
+    return adj, table
 
 
 class Payoffs(BaseModel):
@@ -56,6 +78,8 @@ class GameRules(BaseModel):
     rep_persecutor: float = -5.0  # private views: the victim's view of its punisher
     rep_avenger: float = 5.0  # private views: the co-player's view of a just punisher
     third_party_with_replacement: bool = True  # the two victims' bystanders may be the same agent
+    topology: Literal["complete", "caveman"] = "complete"  # who can meet whom
+    caveman_groups: int = Field(5, ge=2)  # caveman: communities of n_agents / caveman_groups agents
 
     @model_validator(mode="after")
     def _check_combination(self) -> GameRules:
@@ -81,6 +105,11 @@ class GameRules(BaseModel):
             raise ValueError(
                 "reputation_source='punish' without any punishment mechanism: scores would never move"
             )
+        if self.topology == "caveman" and (self.n_agents % self.caveman_groups
+                                           or self.n_agents // self.caveman_groups < 3):
+            raise ValueError(f"topology 'caveman' needs n_agents divisible by caveman_groups into "
+                             f"communities of at least 3 (got {self.n_agents} agents, "
+                             f"{self.caveman_groups} groups)")
         if len(set(self.reputation_in)) != len(self.reputation_in):
             raise ValueError(f"reputation_in has duplicates: {list(self.reputation_in)}")
         return self
@@ -93,10 +122,29 @@ class GameRules(BaseModel):
     def just_reward(self) -> float:
         return self.costly_just_punish_reward if self.costly_punishment else self.just_punish_reward
 
+    @property
+    def adjacency(self) -> np.ndarray:
+        """(N, N) bool, read-only: who may be partners (and bystanders of each other's games).
+
+        complete: everyone else. caveman: networkx's ``connected_caveman_graph(groups, size)``
+        (cliques, each with one edge rewired to the previous clique), as in the paper's network
+        experiments."""
+        return _topology(self.topology, self.n_agents, self.caveman_groups)[0]
+
+    @property
+    def neighbours(self) -> np.ndarray:
+        """(N, D) read-only: each agent's possible partners in id order, padded with -1 (D = max
+        degree)."""
+        return _topology(self.topology, self.n_agents, self.caveman_groups)[1]
+
+    def n_choices(self, decision: DecisionKind, agent: int) -> int:
+        """How many actions ``agent`` has in ``decision`` (select: its number of possible partners)."""
+        return int(self.adjacency[agent].sum()) if decision == "select" else 2
+
     def feature_size(self, decision: DecisionKind) -> int:
         """Length of the feature vector an agent sees when it makes ``decision``."""
-        if decision == "select":
-            return self.n_agents
+        if decision == "select":  # own reputation, then each possible partner's
+            return 1 + self.neighbours.shape[1]
         return 2 + (2 if decision in self.reputation_in else 0)
 
     @property
@@ -111,4 +159,5 @@ class GameRules(BaseModel):
         return tuple(kinds)
 
     def n_actions(self, decision: DecisionKind) -> int:
-        return self.n_agents - 1 if decision == "select" else 2
+        """Size of the decision's action set (select: the largest number of possible partners)."""
+        return self.neighbours.shape[1] if decision == "select" else 2

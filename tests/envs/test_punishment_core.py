@@ -214,7 +214,9 @@ def test_private_reputation_persecutor_and_avenger():
     want[0, 4] += -5.0  # persecutor: victim 0's view of 4; unjust, so no avenger
     assert np.array_equal(core.reputation[0], want)
     # features use the deciding agent's own view
-    assert core.select_features()[0].tolist() == want.tolist()
+    # select features: own score first, then each other agent's in id order (this agent's view)
+    expected = [[want[i, i]] + [want[i, j] for j in range(len(want)) if j != i] for i in range(len(want))]
+    assert core.select_features()[0].tolist() == expected
     assert core.play_features(0)[0].tolist() == [[D, C, want[0, 1], want[0, 0]],
                                                  [C, D, want[1, 0], want[1, 1]]]
     # punishers: 1 judges victim 0, 4 judges victim 1: [victim, co-player, rep co-player, rep victim]
@@ -228,7 +230,9 @@ def test_reputation_scale_in_features():
                      reputation_in=("play", "punish"), reputation_obs_scale=0.1)
     core.choose_partners(np.array([choice_for(3, [1, 2, 0])]))
     core.play(0, np.array([[C, D]]))
-    assert np.allclose(core.select_features()[0], 0.1 * core.reputation[0])
+    rep = core.reputation[0]
+    scaled = [[rep[i, i]] + [rep[i, j] for j in range(len(rep)) if j != i] for i in range(len(rep))]
+    assert np.allclose(core.select_features()[0], 0.1 * np.array(scaled))
     assert np.allclose(core.play_features(0)[0], [[1, 0, -0.1, 0.1], [0, 1, 0.1, -0.1]])
     assert np.allclose(core.punish_features(np.array([[1, 0]]))[0],
                        [[0, 1, -0.1, 0.1], [1, 0, 0.1, -0.1]])
@@ -276,15 +280,21 @@ def test_episode_metrics():
 
 def test_metrics_are_zero_at_episode_start_and_after_reset():
     core = make_core(batch_size=2, n_agents=4, direct_punishment=True, third_party_punishment=True)
-    for m in core.episode_metrics().values():
-        assert np.all(m == 0) and np.all(np.isfinite(m))
+    for name, m in core.episode_metrics().items():
+        # nothing happened yet: rates are 0, and equal (zero) returns mean perfect equality; the
+        # partner metrics describe the choices made at reset, not play
+        if name in ("in_degree_gini", "partner_cooperator_rate", "partner_punisher_rate"):
+            continue
+        assert np.all(m == (1.0 if name == "equality" else 0.0)) and np.all(np.isfinite(m)), name
     core = scripted_population_core()
     core.reset(keep_memory=True)
     m = core.episode_metrics()
     for key in METRIC_NAMES:
         if key == "mean_reputation":
             assert m[key].tolist() == [0.25, 1.0]  # memory kept
-        else:
+        elif key == "equality":
+            assert np.all(m[key] == 1.0)
+        elif key not in ("in_degree_gini", "partner_cooperator_rate", "partner_punisher_rate"):
             assert np.all(m[key] == 0), key
     core.reset(keep_memory=False)
     assert np.all(core.episode_metrics()["mean_reputation"] == 0)
