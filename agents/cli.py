@@ -3,6 +3,7 @@
     aligngym train CONFIG.yaml [--set key.sub=value ...] [--smoke]
     aligngym train --resume RUN_DIR
     aligngym eval RUN_DIR [--episodes N]
+    aligngym study cooperation [--seeds N] [--episodes E] [--conditions ...]
     aligngym list
 
 Bad input (a config error, a missing or corrupt checkpoint, a wrong flag) prints one clear message
@@ -89,6 +90,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    from aligngym.agents.marl.study import run_study
+
+    report = run_study(Path(args.out), args.seeds, args.episodes, args.conditions, args.workers,
+                       args.tail)
+    print(f"study report: {report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aligngym", description="AlignGym: train and evaluate agents.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +122,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
                    help="override the run's device (e.g. evaluate a CUDA run on a CPU machine)")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("study", help="run a study: every condition of a paper over many seeds",
+                       description="Run every condition config of SUITE (configs/<suite>/) for N "
+                                   "seeds in parallel worker processes and write OUT/study.md with "
+                                   "a table (mean and 95%% interval per metric per condition), the "
+                                   "paper's claims checked, and curve plots. Rerunning the same "
+                                   "command reuses finished runs and resumes interrupted ones.")
+    p.add_argument("suite", choices=("cooperation",), help="which study")
+    p.add_argument("--seeds", type=int, default=5, help="seeds per condition (default 5)")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="episodes per run (default: each config's, the paper's 2000)")
+    p.add_argument("--conditions", nargs="+", default=None, metavar="NAME",
+                   help="only these conditions (file names in configs/cooperation/)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    p.add_argument("--tail", type=int, default=100,
+                   help="final value of a run = mean over its last TAIL episodes (default 100)")
+    p.add_argument("--out", default="runs/study", help="output folder (default runs/study)")
+    p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("list", help="list registered environments, agents and configs")
     p.set_defaults(func=_cmd_list)

@@ -159,6 +159,12 @@ class Run:
         """Scalars ``{name: value}`` under ``scope/`` (for example ``coop/cooperation_rate``)."""
         self.logger.write(f"{scope}/step", step, scalars)
 
+    def figure(self, tag: str, fig: Any, step: int, png: str | None = None) -> None:
+        """A matplotlib figure to TensorBoard (images tab) and, with ``png``, to the run folder."""
+        if png is not None:
+            fig.savefig(self.dir / png)
+        self.writer.add_figure(tag, fig, global_step=step, close=True)
+
     def save(self, state: dict[str, Any]) -> None:
         save_checkpoint(self.checkpoint_path, self.config, state)
 
@@ -184,13 +190,17 @@ def train(config: RunConfig, on_start: Callable[[Path], None] | None = None) -> 
     return run.dir
 
 
-def resume(run_dir: Path) -> Path:
+def resume(run_dir: Path, episodes: int | None = None) -> Path:
     """Continue an interrupted run from its last checkpoint, in the same folder. Its config.yaml
-    may raise ``episodes`` (or change the other RESUMABLE_KEYS); any other change is refused."""
+    may raise ``episodes`` (or change the other RESUMABLE_KEYS); any other change is refused.
+    ``episodes`` sets a new length (written to config.yaml)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
     config = load_config(run_dir / "config.yaml")
+    if episodes is not None:
+        config = validate({**config.model_dump(mode="json"), "episodes": episodes}, str(run_dir))
+        (run_dir / "config.yaml").write_text(dump_config(config))
     if not (run_dir / CHECKPOINT).is_file():
         raise CheckpointError(f"{run_dir} has no checkpoint yet; start it again with aligngym train")
     saved, state = load_checkpoint(run_dir / CHECKPOINT)

@@ -9,14 +9,17 @@ writes a checkpoint every ``checkpoint_every`` episodes from which training resu
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from pydantic import Field
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tqdm.auto import tqdm
 
 from aligngym.agents.config import RunConfig
+from aligngym.agents.marl.plots import curves, heatmap
 from aligngym.agents.marl.collector import PopulationCollector, PopulationReplay
 from aligngym.agents.marl.dqn import IndependentDQN, IndependentDQNConfig
 from aligngym.agents.train import CheckpointError, Run, resolve_device, to_numpy
@@ -36,6 +39,7 @@ class Config(RunConfig):
     episodes: int = Field(2000, ge=1)  # training episodes (the paper: 2000)
     carry_memory: bool = True  # reputations and last moves persist across episodes (the paper)
     checkpoint_every: int = Field(50, ge=1)  # episodes between checkpoints
+    plot_every: int = Field(100, ge=1)  # episodes per window of the selection / punishment heatmaps
     eval_episodes: int = Field(20, ge=1)  # greedy episodes for `aligngym eval`
     show_progress: bool = True  # progress bar on the terminal
     env: GameRules = GameRules()  # the game's rules
@@ -45,7 +49,8 @@ class Config(RunConfig):
         learner = self.learner.model_copy(update={"batch_size": min(self.learner.batch_size, 8)})
         env = self.env.model_copy(update={"rounds_per_game": min(self.env.rounds_per_game, 3)})
         return self.model_copy(update={"episodes": min(self.episodes, 3), "checkpoint_every": 1,
-                                       "eval_episodes": 1, "env": env, "learner": learner})
+                                       "plot_every": 2, "eval_episodes": 1, "env": env,
+                                       "learner": learner})
 
 
 class Population:
@@ -113,6 +118,9 @@ def train(config: Config, run: Run, state: dict[str, Any] | None) -> None:
     pop = Population(config, device)
     if state is not None:
         pop.load_state_dict(state)
+    n = config.env.n_agents
+    chosen = np.zeros((n, n), dtype=np.int64)  # this plot window's chooser x chosen counts
+    punished = np.zeros((n, n), dtype=np.int64)  # ... and punisher x victim counts
     bar = tqdm(total=config.episodes, initial=pop.episode, desc=run.dir.name, unit="ep",
                disable=not config.show_progress, dynamic_ncols=True)
     try:
@@ -123,11 +131,17 @@ def train(config: Config, run: Run, state: dict[str, Any] | None) -> None:
             metrics = pop.play_episode(explore=True, learn=True, seed=seed, losses=losses)
             step = pop.episode
             pop.episode += 1
-            run.log("coop", step, metrics)
+            returns = pop.env.core.episode_returns()[0]
+            run.log("coop", step, {**metrics, **{f"return_player_{i}": float(r) for i, r in enumerate(returns)}})
             run.log("loss", step, {d: float(np.mean(v)) for d, v in losses.items() if v})
             train_stats = {f"epsilon_{d}": pop.learner.mean_epsilon(d) for d in pop.learner.decisions}
             train_stats["gradient_updates"] = float(pop.learner.updates.sum())
             run.log("train", step, train_stats)
+            chosen += pop.env.core.selections()[0]
+            punished += pop.env.core.punishments[0]
+            if pop.episode % config.plot_every == 0 or pop.episode == config.episodes:
+                _plot_window(run, config, step, chosen, punished)
+                chosen[:] = punished[:] = 0
             bar.update(1)
             bar.set_postfix(coop=f"{metrics['cooperation_rate']:.2f}",
                             reward=f"{metrics['mean_reward']:.1f}")
@@ -135,6 +149,39 @@ def train(config: Config, run: Run, state: dict[str, Any] | None) -> None:
                 run.save(pop.state_dict())
     finally:
         bar.close()
+    run.writer.flush()
+    history = read_scalars(run.dir, ("coop/cooperation_rate", "coop/punishment_rate_direct",
+                                     "coop/punishment_rate_third_party", "coop/just_punishment_share"))
+    fig = curves({k.split("/")[1]: v for k, v in history.items() if len(v)},
+                 "training curves", "rate", window=max(min(config.episodes // 20, 100), 1),
+                 ylim=(-0.05, 1.05))
+    run.figure("coop/curves", fig, config.episodes - 1, png="curves.png")
+
+
+def _plot_window(run: Run, config: Config, step: int, chosen: np.ndarray, punished: np.ndarray) -> None:
+    """Heatmaps of the window that ends at ``step`` (also kept as PNG: the latest window)."""
+    first = step + 1 - ((step % config.plot_every) + 1)
+    window = f"episodes {first}-{step}"
+    if config.env.partner_selection:
+        run.figure("coop/selection_heatmap", heatmap(chosen, f"partner choices, {window}",
+                                                     "chooser", "chosen"), step,
+                   png="selection_heatmap.png")
+    if config.env.punishing:
+        run.figure("coop/punishment_matrix", heatmap(punished, f"punishments, {window}",
+                                                     "punisher", "victim"), step,
+                   png="punishment_matrix.png")
+
+
+def read_scalars(run_dir: Path, tags: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Logged scalar curves of a run folder, ordered by step (missing tags give empty arrays)."""
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    present = set(acc.Tags()["scalars"])
+    out = {}
+    for tag in tags:
+        events = sorted(acc.Scalars(tag), key=lambda e: e.step) if tag in present else []
+        out[tag] = np.array([e.value for e in events])
+    return out
 
 
 def evaluate(config: Config, state: dict[str, Any], episodes: int) -> dict[str, Any]:
