@@ -2,7 +2,7 @@
 
     aligngym train CONFIG.yaml [--set key.sub=value ...] [--smoke]
     aligngym train --resume RUN_DIR
-    aligngym eval RUN_DIR [--episodes N]
+    aligngym eval RUN_DIR [--episodes N] [--background BOT --focal K]
     aligngym study cooperation [--seeds N] [--episodes E] [--conditions ...]
     aligngym list
 
@@ -61,9 +61,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from aligngym.agents.evaluate import evaluate
 
-    result = evaluate(Path(args.run_dir), args.episodes, args.device)
+    result = evaluate(Path(args.run_dir), args.episodes, args.device, background=args.background,
+                      focal=args.focal)
+    written = result.pop("written_to")
     print(json.dumps(result, indent=2, sort_keys=True))
-    print(f"written to {Path(args.run_dir) / 'eval.json'}")
+    print(f"written to {written}")
     return 0
 
 
@@ -121,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=None, help="episodes to play (default: the config's)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
                    help="override the run's device (e.g. evaluate a CUDA run on a CPU machine)")
+    p.add_argument("--background", default=None, metavar="BOT",
+                   help="cooperation games: scripted partners (always_cooperate, always_defect, "
+                        "tit_for_tat, reformed_defector) replace all but the first --focal agents")
+    p.add_argument("--focal", type=int, default=None,
+                   help="cooperation games: how many trained agents stay (default 1 with --background)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("study", help="run a study: every condition of a paper over many seeds",

@@ -12,8 +12,11 @@ from aligngym.agents.config import ConfigError, agent_module
 from aligngym.agents.train import CHECKPOINT, load_checkpoint
 
 
-def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = None) -> dict[str, Any]:
-    """Score the run's last checkpoint; writes and returns ``eval.json``'s content."""
+def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = None,
+             **options: Any) -> dict[str, Any]:
+    """Score the run's last checkpoint; writes and returns ``eval.json``'s content. ``options``
+    (e.g. ``background`` and ``focal`` for the cooperation games) go to the agent's evaluate; the
+    result then goes to ``eval_<option values>.json`` and is not logged to TensorBoard."""
     run_dir = Path(run_dir)
     config, state = load_checkpoint(run_dir / CHECKPOINT)
     if device is not None:
@@ -21,12 +24,16 @@ def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = No
     n = episodes if episodes is not None else getattr(config, "eval_episodes", 10)
     if n < 1:
         raise ConfigError(f"--episodes must be >= 1, got {n}")
-    result = agent_module(config.agent).evaluate(config, state, n)
+    options = {k: v for k, v in options.items() if v is not None}
+    result = agent_module(config.agent).evaluate(config, state, n, **options)
     step = int(state.get("step", 0))
     result["checkpoint_step"] = step
-    (run_dir / "eval.json").write_text(json.dumps(result, indent=2, sort_keys=True))
-    with SummaryWriter(str(run_dir)) as writer:  # beside the training curves, at the checkpoint's step
-        for key, value in result.items():
-            if key.startswith("eval/"):
-                writer.add_scalar(key, value, global_step=step)
+    name = "_".join(["eval", *(f"{k}-{v}" for k, v in sorted(options.items()))]) + ".json"
+    (run_dir / name).write_text(json.dumps(result, indent=2, sort_keys=True))
+    result["written_to"] = str(run_dir / name)
+    if not options:
+        with SummaryWriter(str(run_dir)) as writer:  # beside the training curves, at its step
+            for key, value in result.items():
+                if key.startswith("eval/"):
+                    writer.add_scalar(key, value, global_step=step)
     return result

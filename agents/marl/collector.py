@@ -31,6 +31,9 @@ _FIELDS = ("obs", "act", "rew", "terminated", "truncated", "done", "obs_next")
 
 
 class Policy(Protocol):
+    """Maps (decision, agent) to a network row and acts for rows; may also define
+    ``observe(infos)``, called after every step (scripted partners use it)."""
+
     def row(self, decision: DecisionKind, agent: int) -> int: ...
 
     def act(self, rows: np.ndarray, features: np.ndarray, explore: bool) -> np.ndarray: ...
@@ -118,9 +121,13 @@ class PopulationCollector:
         env = self.env
         obs, infos = env.reset(seed=seed, options={"keep_memory": keep_memory})
         if not keep_memory:  # a fresh game: open transitions end here
-            for row in list(self.open):
+            ended = list(self.open)
+            for row in ended:
                 self._close(row, self.open[row].features, terminated=True)
+            if on_stored is not None and ended:
+                on_stored(ended)
         n_phase = len(PHASES)
+        observe = getattr(self.policy, "observe", None)
         while env.agents:
             acting = [(i, name, infos[name]["decision"]) for i, name in enumerate(env.possible_agents)
                       if infos[name]["decision"] is not None]
@@ -136,6 +143,8 @@ class PopulationCollector:
                     stored.append(int(row))
                 self.open[int(row)] = _Open(f.copy(), int(a), game)
             obs, _, _, _, infos = env.step({name: int(a) for (_, name, _), a in zip(acting, actions)})
+            if observe is not None:
+                observe(infos)
             for i, name in enumerate(env.possible_agents):
                 comps = infos[name]["reward_components"]
                 for kind, keys in REWARD_STREAMS.items():

@@ -18,14 +18,15 @@ from pydantic import Field
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tqdm.auto import tqdm
 
-from aligngym.agents.config import RunConfig
+from aligngym.agents.config import ConfigError, RunConfig
 from aligngym.agents.marl.plots import curves, heatmap
 from aligngym.agents.marl.collector import PopulationCollector, PopulationReplay
 from aligngym.agents.marl.dqn import IndependentDQN, IndependentDQNConfig
 from aligngym.agents.train import CheckpointError, Run, resolve_device, to_numpy
 from aligngym.envs.cooperation import punishment_v0
 from aligngym.envs.cooperation.core import METRIC_NAMES
-from aligngym.envs.cooperation.rules import GameRules
+from aligngym.envs.cooperation.rules import DecisionKind, GameRules
+from aligngym.envs.cooperation.scripted import BOTS, make_bot
 
 
 class Config(RunConfig):
@@ -184,17 +185,67 @@ def read_scalars(run_dir: Path, tags: tuple[str, ...]) -> dict[str, np.ndarray]:
     return out
 
 
-def evaluate(config: Config, state: dict[str, Any], episodes: int) -> dict[str, Any]:
-    """Greedy play of the trained population from a fresh game (its own seed stream)."""
+class BackgroundPolicy:
+    """The trained networks play agents ``0 .. focal-1``; scripted bots play the others."""
+
+    def __init__(self, learner: IndependentDQN, rules: GameRules, focal: int, background: str) -> None:
+        self.learner, self.focal = learner, focal
+        self.bots = {i: make_bot(background, i, rules.n_choices("select", i))
+                     for i in range(focal, rules.n_agents)}
+
+    def row(self, decision: DecisionKind, agent: int) -> int:
+        return self.learner.row(decision, agent)
+
+    def act(self, rows: np.ndarray, features: np.ndarray, explore: bool) -> np.ndarray:
+        actions = self.learner.act(rows, features, explore)
+        for k, row in enumerate(rows):
+            agent = int(row) % self.learner.n_agents
+            if agent in self.bots:
+                actions[k] = self.bots[agent].act(self.learner.decisions_of_row(int(row)), features[k])
+        return actions
+
+    def observe(self, infos: dict[str, dict[str, Any]]) -> None:
+        for agent, bot in self.bots.items():
+            bot.observe(infos[f"player_{agent}"]["reward_components"])
+
+
+def evaluate(config: Config, state: dict[str, Any], episodes: int, background: str | None = None,
+             focal: int | None = None) -> dict[str, Any]:
+    """Greedy play of the trained population from a fresh game (its own seed stream). With
+    ``background``, only agents ``0 .. focal-1`` are the trained networks and the rest are scripted
+    bots of that kind (Melting Pot's focal / background populations)."""
+    n = config.env.n_agents
+    if background is not None:
+        if background not in BOTS:
+            raise ConfigError(f"unknown --background '{background}'; choose from {', '.join(sorted(BOTS))}")
+        focal = 1 if focal is None else focal
+        if not 1 <= focal < n:
+            raise ConfigError(f"--focal must be between 1 and {n - 1} (agents that stay trained), got {focal}")
+    elif focal is not None:
+        raise ConfigError("--focal needs --background (who plays the other agents)")
     pop = Population(config, resolve_device(config.device))
     pop.load_state_dict(state, learner_only=True)
-    per_episode = []
+    if background is not None:
+        pop.collector.policy = BackgroundPolicy(pop.learner, config.env, focal, background)
+    per_episode, focal_returns, background_returns, focal_plays, focal_coops = [], [], [], 0, 0
     for k in range(episodes):
         per_episode.append(pop.play_episode(explore=False, learn=False,
                                             seed=pop.eval_seed if k == 0 else None))
         pop.episode += 1
+        if background is not None:
+            core = pop.env.core
+            returns = core.episode_returns()[0]
+            focal_returns.append(returns[:focal].mean())
+            background_returns.append(returns[focal:].mean())
+            focal_plays += int(core.agent_counts["agent_plays"][0, :focal].sum())
+            focal_coops += int(core.agent_counts["agent_coops"][0, :focal].sum())
     out: dict[str, Any] = {f"eval/{name}": float(np.mean([m[name] for m in per_episode]))
                            for name in METRIC_NAMES}
     out["eval/return"] = out["eval/mean_reward"]
+    if background is not None:
+        out.update({"eval/focal_return": float(np.mean(focal_returns)),
+                    "eval/background_return": float(np.mean(background_returns)),
+                    "eval/focal_cooperation_rate": focal_coops / max(focal_plays, 1),
+                    "background": background, "focal": focal})
     out["episodes"] = episodes
     return out

@@ -28,7 +28,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from aligngym.envs.cooperation.punishment_v0 import COMPONENTS, integer_action, raw_env
+from aligngym.envs.cooperation.punishment_v0 import COMPONENTS, PHASES, integer_action, raw_env
 from aligngym.envs.cooperation.rules import GameRules
 from aligngym.envs.cooperation.scripted import ScriptedBot, TitForTat, make_bot
 
@@ -48,8 +48,9 @@ class PunishmentIPDEnv(gym.Env):
         if len(names) != n - 1:
             raise ValueError(f"background needs one bot name or {n - 1} names, got {len(names)}")
         self.bots: dict[str, ScriptedBot] = {
-            f"player_{i}": make_bot(name, i, n) for i, name in enumerate(names, start=1)}
-        self.focal_selector = TitForTat(0, n)  # only its partner choice (highest reputation) is used
+            f"player_{i}": make_bot(name, i, rules.n_choices("select", i))
+            for i, name in enumerate(names, start=1)}
+        self.focal_selector = TitForTat(0, rules.n_choices("select", 0))  # only its partner choice (highest reputation) is used
         self.observation_space = spaces.Box(-np.inf, np.inf, self.game.observation_space(FOCAL)[
             "observation"].shape, np.float32)
         self.action_space = spaces.Discrete(2)
@@ -83,7 +84,7 @@ class PunishmentIPDEnv(gym.Env):
         return earned
 
     def _features(self, agent: str) -> np.ndarray:
-        return self._obs[agent]["observation"][4:]
+        return self._obs[agent]["observation"][len(PHASES):]
 
     def _info(self, earned: np.ndarray) -> dict[str, Any]:
         return {"decision": self._decision(FOCAL) if self.game.agents else None,

@@ -11,7 +11,8 @@ tit_for_tat         the opponent's last move (C at first)   defectors
 reformed_defector   D until it is first fined, then C       never
 ==================  ======================================  ==============================
 
-Every bot picks as partner the agent it sees with the highest reputation (lowest id on ties).
+Every bot picks as partner the possible partner it sees with the highest reputation (the first in
+id order on ties).
 """
 
 from __future__ import annotations
@@ -26,17 +27,16 @@ class ScriptedBot:
 
     name = "scripted"
 
-    def __init__(self, agent: int, n_agents: int) -> None:
-        self.agent, self.n_agents = agent, n_agents
+    def __init__(self, agent: int, n_choices: int) -> None:
+        self.agent, self.n_choices = agent, n_choices  # n_choices: its number of possible partners
         self.reset()
 
     def reset(self) -> None:
         """Forget everything (a fresh game; not called when the game's memory carries over)."""
 
     def act(self, decision: str, features: np.ndarray) -> int:
-        if decision == "select":  # features: reputations of all agents, then zero padding
-            others = np.delete(features[:self.n_agents], self.agent)
-            return int(np.argmax(others))
+        if decision == "select":  # features: own reputation, each possible partner's, zero padding
+            return int(np.argmax(features[1:1 + self.n_choices]))
         if decision == "play":
             return self.play(features)
         return self.punish(features)
@@ -95,7 +95,8 @@ BOTS: dict[str, type[ScriptedBot]] = {
 }
 
 
-def make_bot(name: str, agent: int, n_agents: int) -> ScriptedBot:
+def make_bot(name: str, agent: int, n_choices: int) -> ScriptedBot:
+    """Bot ``name`` playing ``agent``, which has ``n_choices`` possible partners."""
     if name not in BOTS:
         raise ValueError(f"unknown scripted partner '{name}'; choose from {sorted(BOTS)}")
-    return BOTS[name](agent, n_agents)
+    return BOTS[name](agent, n_choices)

@@ -233,3 +233,16 @@ def test_eval_device_override(tmp_path):
     assert main(["eval", str(run_dir), "--episodes", "1", "--device", "cpu"]) == 0
     with pytest.raises(SystemExit):
         main(["eval", str(run_dir), "--device", "tpu"])
+
+
+def test_eval_against_scripted_background(tmp_path, capsys):
+    run_dir = train(_config(tmp_path))
+    assert main(["eval", str(run_dir), "--episodes", "2", "--background", "always_defect",
+                 "--focal", "2"]) == 0
+    result = json.loads((run_dir / "eval_background-always_defect_focal-2.json").read_text())
+    assert result["focal"] == 2 and 0.0 <= result["eval/focal_cooperation_rate"] <= 1.0
+    assert {"eval/focal_return", "eval/background_return"} <= set(result)
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--background", "always_defect", "--focal", "5"]) == 2
+    assert "--focal must be between 1 and 4" in capsys.readouterr().err
+    assert main(["eval", str(run_dir), "--focal", "2"]) == 2

@@ -93,15 +93,16 @@ def test_bad_actions_and_arguments():
 
 
 def test_scripted_bots():
-    tft = make_bot("tit_for_tat", 2, 4)
+    tft = make_bot("tit_for_tat", 2, 3)
     assert tft.act("play", np.array([UNKNOWN, UNKNOWN])) == COOPERATE
     assert tft.act("play", np.array([DEFECT, COOPERATE])) == DEFECT
     assert tft.act("punish", np.array([DEFECT, COOPERATE])) == 1
     assert tft.act("punish", np.array([COOPERATE, DEFECT])) == 0
     # select: highest reputation among the others, indexed with self removed
-    assert tft.act("select", np.array([1.0, 5.0, 9.0, 2.0])) == 1  # agent 1 (agent 2 is itself)
-    # three agents: the features are zero-padded to 4; the padding is never chosen
-    assert make_bot("tit_for_tat", 0, 3).act("select", np.array([0.0, -5.0, -2.0, 0.0])) == 1
+    # select features: own reputation, then each possible partner's: the best partner is index 1
+    assert tft.act("select", np.array([9.0, 1.0, 5.0, 2.0])) == 1
+    # two possible partners, features zero-padded: the padding is never chosen
+    assert make_bot("tit_for_tat", 0, 2).act("select", np.array([0.0, -5.0, -2.0, 0.0])) == 1
     reformed = make_bot("reformed_defector", 1, 4)
     assert reformed.act("play", np.array([0, 0])) == DEFECT
     reformed.observe({"play": 4.0, "fine": 0.0, "punisher": 0.0, "selection": 0.0})

@@ -1,0 +1,87 @@
+"""The cooperation study: statistics, claims, the report, resumption."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aligngym.agents.cli import main
+from aligngym.agents.config import ConfigError
+from aligngym.agents.marl.study import (available_conditions, check_claims, convergence_episode,
+                                        mean_ci, run_study)
+
+PAPER_CONDITIONS = {"none", "reputation", "dp", "tpp", "tpdp", "dp_s", "tpp_s", "tpdp_s",
+                    "costly_dp", "costly_tpp", "costly_tpdp", "costly_dp_s", "costly_tpp_s",
+                    "costly_tpdp_s", "caveman_tpdp_s"}
+
+
+def test_every_condition_has_a_config():
+    assert PAPER_CONDITIONS <= set(available_conditions())
+
+
+def test_mean_ci_by_hand():
+    mean, half = mean_ci(np.array([1.0, 2.0, 3.0]))
+    # sd = 1, n = 3, t(0.975, 2) = 4.303: half-width = 4.303 / sqrt(3)
+    assert mean == 2.0 and half == pytest.approx(4.303 / np.sqrt(3))
+    assert mean_ci(np.array([5.0])) == (5.0, 0.0)
+
+
+def test_convergence_episode_by_hand():
+    curve = np.array([0.0] * 10 + [1.0] * 30)
+    # rolling mean over 4 episodes first reaches >= 0.9 at index 13 (4 ones) and stays
+    assert convergence_episode(curve, threshold=0.9, window=4) == 13
+    assert np.isnan(convergence_episode(np.array([1.0] * 10 + [0.0]), 0.9, 4))
+    assert convergence_episode(np.ones(5), 0.9, 4) == 0
+    dip = np.array([1.0] * 10 + [0.0] + [1.0] * 20)  # the dip pulls the rolling mean down for 4 steps
+    assert convergence_episode(dip, 0.9, 4) == 14
+
+
+def test_claims_are_checked_against_the_numbers():
+    finals = {
+        "dp": {"cooperation_rate": np.array([0.5, 0.6]), "mean_reward": np.array([30.0, 32.0]),
+               "deterrence_rate": np.array([0.8, 0.8]), "antisocial_punishment_rate": np.array([0.1, 0.1])},
+        "tpp": {"cooperation_rate": np.array([0.9, 0.8]), "mean_reward": np.array([20.0, 21.0]),
+                "deterrence_rate": np.array([0.5, 0.5]), "antisocial_punishment_rate": np.array([0.0, 0.0])},
+        "costly_dp": {"cooperation_rate": np.array([0.4, 0.4]), "mean_reward": np.array([10.0, 12.0]),
+                      "deterrence_rate": np.array([0.2, 0.3]),
+                      "antisocial_punishment_rate": np.array([0.05, 0.07])},
+    }
+    lines = check_claims(finals, {c: np.array([np.nan, np.nan]) for c in finals})
+    text = "\n".join(lines)
+    assert "TPP gives higher equilibrium cooperation than DP: holds: tpp 0.85 vs dp 0.55" in text
+    assert "DP gives higher total reward than TPP: holds: dp 31 vs tpp 20.5" in text
+    assert "costly_dp: unjust punishment P(punish | cooperator) = 0.06" in text
+    assert "0.25 vs 0.8 in dp -> appears" in text
+    finals["tpp"]["cooperation_rate"] = np.array([0.1, 0.2])
+    assert "does not hold" in check_claims(finals, {})[0]
+
+
+def test_study_writes_its_report_and_resumes(tmp_path):
+    out = tmp_path / "study"
+    report = run_study(out, seeds=2, episodes=3, conditions=["dp", "tpp"], workers=2, tail=2)
+    text = report.read_text()
+    assert "| cooperation rate |" in text and "| metric | dp | tpp |" in text
+    assert "P(punish &#124; cooperator)" in text  # '|' escaped inside a table cell
+    assert "TPP gives higher equilibrium cooperation than DP:" in text
+    for metric in ("cooperation_rate", "mean_reward"):
+        assert (out / f"curve_{metric}.png").stat().st_size > 1000
+    runs = sorted(out.glob("runs/*/s*/*"))
+    assert len(runs) == 4
+    # the same command again reuses every run; more episodes resume them in place
+    run_study(out, seeds=2, episodes=3, conditions=["dp", "tpp"], workers=1, tail=2)
+    assert sorted(out.glob("runs/*/s*/*")) == runs
+    run_study(out, seeds=2, episodes=4, conditions=["dp"], workers=1, tail=2)
+    assert sorted(out.glob("runs/*/s*/*")) == runs
+    assert "dp: 2 seeds x 4 episodes" in (out / "study.md").read_text()
+
+
+def test_study_bad_input(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="unknown condition"):
+        run_study(tmp_path, 1, 2, ["dpp"], 1)
+    with pytest.raises(ConfigError, match="--seeds"):
+        run_study(tmp_path, 0, 2, ["dp"], 1)
+    assert main(["study", "cooperation", "--conditions", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown condition" in capsys.readouterr().err
+    assert not any(Path(tmp_path).iterdir())
