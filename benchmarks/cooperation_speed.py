@@ -8,7 +8,10 @@ condition (selection + reputation + direct + third-party punishment, 5 agents) t
 2. the batched numpy core with B populations at once, with random decisions,
 and their ratio; then independent-DQN gradient updates per second (batch 100, hidden 128): one
 stacked update of the networks that learn after a typical step (2 play or 4 punish networks) and of
-all 15 networks at once. Compare ratios, not absolute times: these machines are shared and noisy.
+all 15 networks at once, against the same 15 networks updated one at a time (the ratio is the
+learner's batching gain); finally one seed of the full condition end to end (the quickstart config)
+with stacked updates and with one-network-at-a-time updates, for ``--episodes`` episodes each.
+Compare ratios, not absolute times: these machines are shared and noisy.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +29,7 @@ from aligngym.envs.cooperation import punishment_v0
 from aligngym.envs.cooperation.core import PunishmentCore
 from aligngym.envs.cooperation.rules import GameRules
 
+QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 FULL = GameRules(partner_selection=True, reputation=True, direct_punishment=True,
                  third_party_punishment=True, reputation_in=("play",))
 
@@ -64,10 +69,19 @@ def core_rounds_per_second(seconds: float, batch: int) -> float:
     return rounds / (time.perf_counter() - start)
 
 
-def dqn_updates_per_second(seconds: float, n_rows: int) -> float:
-    """Network-updates per second when ``n_rows`` networks learn in one stacked step."""
+def one_at_a_time(update):
+    """An ``IndependentDQN.update`` that updates the networks one after another (no batching)."""
+    def unbatched(self, rows, batch):
+        return np.concatenate([update(self, rows[k:k + 1], {key: v[k:k + 1] for key, v in batch.items()})
+                               for k in range(len(rows))])
+    return unbatched
+
+
+def dqn_updates_per_second(seconds: float, n_rows: int, batched: bool = True) -> float:
+    """Network-updates per second when ``n_rows`` networks learn at a step."""
     learner = IndependentDQN(IndependentDQNConfig(), FULL, feature_size=5, seed=0,
                              device=torch.device("cpu"))
+    update = IndependentDQN.update if batched else one_at_a_time(IndependentDQN.update)
     rng = np.random.default_rng(0)
     # rows: 0-4 select, 5-9 play, 10-14 punish networks
     rows = {2: np.arange(5, 7), 4: np.arange(10, 14), 15: np.arange(15)}[n_rows]
@@ -76,15 +90,38 @@ def dqn_updates_per_second(seconds: float, n_rows: int) -> float:
              "terminated": np.zeros((n_rows, 100))}
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        learner.update(rows, batch)
+        update(learner, rows, batch)
         steps += 1
     return steps * n_rows / (time.perf_counter() - start)
+
+
+def seconds_per_episode(episodes: int, batched: bool) -> float:
+    """Wall time per episode of the quickstart (full condition), learning included."""
+    from aligngym.agents.config import load_config
+    from aligngym.agents.marl import population
+
+    config = load_config(QUICKSTART, ["device=cpu", f"episodes={episodes}"])
+    original = IndependentDQN.update
+    if not batched:
+        IndependentDQN.update = one_at_a_time(original)
+    try:
+        pop = population.Population(config, torch.device("cpu"))
+        start = time.perf_counter()
+        for episode in range(episodes):
+            pop.learner.set_episode(episode)
+            pop.play_episode(explore=True, learn=True, seed=pop.env_seed if episode == 0 else None)
+            pop.episode += 1
+        return (time.perf_counter() - start) / episodes
+    finally:
+        IndependentDQN.update = original
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     parser.add_argument("--batch", type=int, default=1024, help="populations in the batched core")
+    parser.add_argument("--episodes", type=int, default=100,
+                        help="episodes of the end-to-end measurement (each way)")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, torch threads "
           f"{torch.get_num_threads()}, python {platform.python_version()}")
@@ -96,6 +133,16 @@ def main() -> None:
     for n_rows in (2, 4, 15):
         rate = dqn_updates_per_second(args.seconds, n_rows)
         print(f"DQN network-updates/s, {n_rows:2d} networks per stacked step: {rate:10,.0f}")
+    single = dqn_updates_per_second(args.seconds, 15, batched=False)
+    stacked = dqn_updates_per_second(args.seconds, 15)
+    print(f"DQN network-updates/s, 15 networks one at a time:     {single:10,.0f}")
+    print(f"ratio stacked / one at a time (15 networks):        {stacked / single:10.1f} x")
+    fast = seconds_per_episode(args.episodes, batched=True)
+    slow = seconds_per_episode(args.episodes, batched=False)
+    print(f"full condition end to end, stacked updates:        {fast * 1000:8.1f} ms/episode "
+          f"({fast * 2000 / 60:.1f} min per 2000-episode seed)")
+    print(f"full condition end to end, one network at a time:  {slow * 1000:8.1f} ms/episode")
+    print(f"ratio end to end:                                   {slow / fast:10.1f} x")
 
 
 if __name__ == "__main__":

@@ -44,9 +44,10 @@ METRIC_NAMES = (
     "coop_after_partner_d",
     "in_degree_gini",
     "mean_reputation",
+    "mean_game_length",
 )
 
-_COUNTERS = ("plays", "coops", "direct_decisions", "direct_punishments", "third_party_decisions",
+_COUNTERS = ("rounds", "plays", "coops", "direct_decisions", "direct_punishments", "third_party_decisions",
              "third_party_punishments", "just", "unjust", "judged_cooperators", "judged_defectors")
 _PER_AGENT = ("play_reward", "fine", "punisher_reward")
 _PER_AGENT_COUNTS = ("agent_plays", "agent_coops")
@@ -182,35 +183,71 @@ class PunishmentCore:
         # Societal update: every viewer's score of the actor moves (public views stay identical rows).
         self.reputation[self._rows, :, actor] += delta[:, None]
 
+    def _begin_round(self, game: int) -> np.ndarray:
+        pl = self.players(game)
+        self._current_players = pl
+        if self.rules.reputation and self.rules.reputation_decay < 1.0:
+            self.reputation *= self.rules.reputation_decay
+        return pl
+
+    def _record_move(self, player: np.ndarray, opponent: np.ndarray, action: np.ndarray,
+                     active: np.ndarray) -> None:
+        """Counters and reputation for one move per population (``active`` populations only)."""
+        r, rows = self.rules, self._rows
+        coop = (action == COOPERATE) & active
+        opponent_last = self.last_action[rows, opponent]
+        np.add.at(self.plays_after, (rows, opponent_last), active)
+        np.add.at(self.coops_after, (rows, opponent_last), coop)
+        self.agent_counts["agent_plays"][rows, player] += active
+        self.agent_counts["agent_coops"][rows, player] += coop
+        self.counters["plays"] += active
+        self.counters["coops"] += coop
+        if r.reputation and r.reputation_source in ("play", "both"):
+            self._add_reputation(player, np.where(action == COOPERATE, r.rep_cooperate, r.rep_defect)
+                                 * active)
+
     def play(self, game: int, actions: np.ndarray) -> np.ndarray:
-        """Both players of ``game`` move; returns their payoffs (B, 2)."""
+        """IPD: both players of ``game`` move; returns their payoffs (B, 2)."""
         actions = np.asarray(actions, dtype=np.int64)
         if actions.shape != (self.batch_size, 2) or not np.isin(actions, (COOPERATE, DEFECT)).all():
             raise ValueError(f"play actions must have shape {(self.batch_size, 2)} with values 0 (C) "
                              f"or 1 (D), got {actions!r}")
-        pl = self.players(game)
-        self._current_players = pl
-        r = self.rules
-        if r.reputation and r.reputation_decay < 1.0:
-            self.reputation *= r.reputation_decay
+        pl = self._begin_round(game)
         payoffs = np.stack([self._payoff[actions[:, 0], actions[:, 1]],
                             self._payoff[actions[:, 1], actions[:, 0]]], axis=1)
+        everyone = np.ones(self.batch_size, dtype=bool)
         for k in (0, 1):
-            opponent_last = self.last_action[self._rows, pl[:, 1 - k]]
-            np.add.at(self.plays_after, (self._rows, opponent_last), 1)
-            np.add.at(self.coops_after, (self._rows, opponent_last), actions[:, k] == COOPERATE)
-        for k in (0, 1):
+            self._record_move(pl[:, k], pl[:, 1 - k], actions[:, k], everyone)
             self.per_agent["play_reward"][self._rows, pl[:, k]] += payoffs[:, k]
-            self.agent_counts["agent_plays"][self._rows, pl[:, k]] += 1
-            self.agent_counts["agent_coops"][self._rows, pl[:, k]] += actions[:, k] == COOPERATE
-            if r.reputation and r.reputation_source in ("play", "both"):
-                self._add_reputation(pl[:, k], np.where(actions[:, k] == COOPERATE,
-                                                        r.rep_cooperate, r.rep_defect))
         for k in (0, 1):  # after both moves: each saw the other's previous move
             self.last_action[self._rows, pl[:, k]] = actions[:, k]
         self.round_actions[:] = actions
-        self.counters["plays"] += 2
-        self.counters["coops"] += (actions == COOPERATE).sum(axis=1)
+        self.counters["rounds"] += 1
+        return payoffs
+
+    def play_centipede(self, game: int, mover: int, action: np.ndarray,
+                       active: np.ndarray | None = None) -> np.ndarray:
+        """Centipede: player ``mover`` (0 or 1) of ``game`` continues (C: it pays
+        ``centipede_cost``, the other gets ``centipede_gift``) or stops (D: the game ends, no
+        payoff). Populations whose game already stopped pass ``active`` False. Returns (B, 2)."""
+        action = np.asarray(action, dtype=np.int64)
+        active = np.ones(self.batch_size, bool) if active is None else np.asarray(active, bool)
+        if action.shape != (self.batch_size,) or not np.isin(action, (COOPERATE, DEFECT)).all():
+            raise ValueError(f"a centipede move must have shape {(self.batch_size,)} with values 0 (C) "
+                             f"or 1 (D), got {action!r}")
+        pl = self._begin_round(game)
+        moved = pl[:, mover]
+        cont = ((action == COOPERATE) & active).astype(np.float64)
+        payoffs = np.zeros((self.batch_size, 2))
+        payoffs[:, mover] = -self.rules.centipede_cost * cont
+        payoffs[:, 1 - mover] = self.rules.centipede_gift * cont
+        self._record_move(moved, pl[:, 1 - mover], action, active)
+        for k in (0, 1):
+            self.per_agent["play_reward"][self._rows, pl[:, k]] += payoffs[:, k]
+        self.last_action[self._rows, moved] = np.where(active, action, self.last_action[self._rows, moved])
+        self.round_actions[:, mover] = action
+        self.round_actions[:, 1 - mover] = self.last_action[self._rows, pl[:, 1 - mover]]
+        self.counters["rounds"] += active
         return payoffs
 
     def draw_bystanders(self) -> np.ndarray:
@@ -305,7 +342,8 @@ class PunishmentCore:
         its components mean_play_reward, mean_fine, mean_punisher_reward, per agent. efficiency:
         total reward of all agents per round. equality: 1 - gini(returns). coop_after_partner_c /
         _d: P(C | the opponent's last move was C / D). in_degree_gini: gini of how often each agent
-        was chosen (ostracism). mean_reputation: mean score over all views."""
+        was chosen (ostracism). mean_reputation: mean score over all views. mean_game_length:
+        rounds (centipede: moves) per game."""
         c = self.counters
         returns = self.episode_returns()
         n = self.rules.n_agents
@@ -325,12 +363,13 @@ class PunishmentCore:
             "mean_play_reward": self.per_agent["play_reward"].mean(axis=1),
             "mean_fine": self.per_agent["fine"].mean(axis=1),
             "mean_punisher_reward": self.per_agent["punisher_reward"].mean(axis=1),
-            "efficiency": _ratio(returns.sum(axis=1), c["plays"] // 2),
+            "efficiency": _ratio(returns.sum(axis=1), c["rounds"]),
             "equality": 1.0 - gini(returns),
             "coop_after_partner_c": _ratio(self.coops_after[:, COOPERATE], self.plays_after[:, COOPERATE]),
             "coop_after_partner_d": _ratio(self.coops_after[:, DEFECT], self.plays_after[:, DEFECT]),
             "in_degree_gini": gini(np.stack([(self.partners == j).sum(axis=1) for j in range(n)], axis=1)),
             "mean_reputation": self.reputation.mean(axis=(1, 2)),
+            "mean_game_length": c["rounds"] / n,
         }
 
     def state_dict(self) -> dict[str, Any]:

@@ -37,6 +37,10 @@ reset options          ``{"keep_memory": True}`` keeps reputations and last move
                        previous episode (the paper's continuing runs); default False
 Render modes           ``ansi`` (text), ``rgb_array`` (agents as tiles: colour = last move,
                        bar = reputation, white frame = current players)
+Game                   ``ipd`` (default): each round both players move. ``centipede``: the players
+                       move alternately (selector first), up to ``rounds_per_game`` moves; C
+                       (continue) costs the mover ``centipede_cost`` (1) and gives the other
+                       ``centipede_gift`` (5), D stops the game; only the mover can be punished
 Topology               ``complete`` (anyone meets anyone) or ``caveman`` (``caveman_groups``
                        cliques joined in a ring, networkx's connected caveman graph): partners and
                        third parties come from the players' neighbourhoods
@@ -125,6 +129,7 @@ class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
         self._answers: list[tuple[Decision, int]] = []
         self._order: list[Decision] = []
         self._phase, self._game, self._round = "idle", 0, 0
+        self._stopped = False  # centipede: the current game was stopped
         self._bystanders = np.zeros((1, 2), dtype=np.int64)
 
     def observation_space(self, agent: str) -> spaces.Space:
@@ -141,22 +146,28 @@ class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
             self._queue = [Decision(i, "select", feats[i]) for i in range(self.rules.n_agents)]
         elif phase == "play":
             pl, feats = core.players(self._game)[0], core.play_features(self._game)[0]
-            self._queue = [Decision(int(pl[k]), "play", feats[k]) for k in (0, 1)]
+            self._queue = [Decision(int(pl[k]), "play", feats[k]) for k in self._movers()]
         else:
             pl = core.players(self._game)[0]
+            victims = self._movers()
             self._queue = []
             if self.rules.direct_punishment:
                 punishers = pl[::-1][None]
                 feats = core.punish_features(punishers)[0]
-                self._queue += [Decision(int(pl[1 - k]), "punish", feats[k], k, "direct") for k in (0, 1)]
+                self._queue += [Decision(int(pl[1 - k]), "punish", feats[k], k, "direct") for k in victims]
             if self.rules.third_party_punishment:
                 self._bystanders = core.draw_bystanders()
                 feats = core.punish_features(self._bystanders)[0]
                 self._queue += [Decision(int(self._bystanders[0, k]), "punish", feats[k], k,
-                                         "third_party") for k in (0, 1)]
+                                         "third_party") for k in victims]
         self._answers = []
         self._order = list(self._queue)
         self._take_next_decisions()
+
+    def _movers(self) -> tuple[int, ...]:
+        """Who moves this round (and may be punished): both players in the IPD; in the centipede
+        the selector on even moves, its partner on odd ones."""
+        return (0, 1) if self.rules.game == "ipd" else (self._round % 2,)
 
     def _take_next_decisions(self) -> None:
         """Move the leading decisions of distinct agents from the queue to this step."""
@@ -179,10 +190,15 @@ class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
             return
         pl = core.players(g)[0]
         if self._phase == "play":
-            acts = np.zeros((1, 2), dtype=np.int64)
-            for d, a in self._answers:
-                acts[0, 0 if d.agent == pl[0] else 1] = a
-            pay = core.play(g, acts)[0]
+            if self.rules.game == "centipede":
+                (_, action), = self._answers
+                pay = core.play_centipede(g, self._movers()[0], np.array([action]))[0]
+                self._stopped = action == 1
+            else:
+                acts = np.zeros((1, 2), dtype=np.int64)
+                for d, a in self._answers:
+                    acts[0, 0 if d.agent == pl[0] else 1] = a
+                pay = core.play(g, acts)[0]
             rewards[pl, 0] += pay
             rewards[g, 3] += pay[0]
 
@@ -203,8 +219,8 @@ class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
             return True
         if self._phase in ("play", "punish"):
             self._round += 1
-            if self._round == self.rules.rounds_per_game:
-                self._game, self._round = self._game + 1, 0
+            if self._round == self.rules.rounds_per_game or self._stopped:
+                self._game, self._round, self._stopped = self._game + 1, 0, False
             if self._game == self.rules.n_agents:
                 self._phase, self._current = "idle", {}
                 return False
@@ -219,6 +235,7 @@ class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
         self.core.reset(keep_memory=keep)
         self.agents = list(self.possible_agents)
         self._game = self._round = 0
+        self._stopped = False
         self._start_phase("select" if self.rules.partner_selection else "play")
         zero = np.zeros((self.rules.n_agents, len(COMPONENTS)))
         return self._observations(), self._infos(zero)

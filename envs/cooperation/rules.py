@@ -54,8 +54,11 @@ class GameRules(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     n_agents: int = Field(5, ge=3, le=64)  # population size (>= 3 so a third party exists)
-    rounds_per_game: int = Field(10, ge=1)  # rounds of each pairwise IPD game
-    payoffs: Payoffs = Payoffs()  # stage-game payoffs
+    game: Literal["ipd", "centipede"] = "ipd"  # the pairwise game
+    rounds_per_game: int = Field(10, ge=1)  # IPD: rounds per game; centipede: most moves per game
+    payoffs: Payoffs = Payoffs()  # IPD stage-game payoffs
+    centipede_cost: float = 1.0  # centipede: what continuing (C) costs the mover
+    centipede_gift: float = 5.0  # centipede: what continuing gives the other player
     partner_selection: bool = False  # each agent picks its partner from its reputation view
     direct_punishment: bool = False  # after each round the partner may punish each player
     third_party_punishment: bool = False  # a random bystander may punish each player

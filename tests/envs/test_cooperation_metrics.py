@@ -333,7 +333,8 @@ def test_every_metric_has_a_hand_check():
     covered_in_core_tests = {"cooperation_rate", "punishment_rate_direct",
                              "punishment_rate_third_party", "just_punishment_share", "mean_reward",
                              "mean_reputation"}
-    assert set(METRIC_NAMES) == covered_here | covered_in_core_tests
+    covered_in_centipede_tests = {"mean_game_length"}
+    assert set(METRIC_NAMES) == covered_here | covered_in_core_tests | covered_in_centipede_tests
 
 
 # ============================================================================ caveman topology
