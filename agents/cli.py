@@ -96,7 +96,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     from aligngym.agents.marl.study import run_study
 
     report = run_study(Path(args.out), args.seeds, args.episodes, args.conditions, args.workers,
-                       args.tail)
+                       args.tail, report_only=args.report_only)
     print(f"study report: {report}")
     return 0
 
@@ -146,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tail", type=int, default=100,
                    help="final value of a run = mean over its last TAIL episodes (default 100)")
     p.add_argument("--out", default="runs/study", help="output folder (default runs/study)")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: rewrite study.md from the runs already in OUT")
     p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("list", help="list registered environments, agents and configs")

@@ -46,6 +46,7 @@ TABLE_METRICS = (
     ("coop_after_partner_c", "P(C | partner's last C)"),
     ("coop_after_partner_d", "P(C | partner's last D)"),
     ("in_degree_gini", "in-degree Gini (ostracism)"),
+    ("mean_game_length", "rounds (centipede: moves) per game"),
 )
 CURVE_METRICS = ("cooperation_rate", "punishment_rate_direct", "punishment_rate_third_party",
                  "mean_reward", "antisocial_punishment_rate")
@@ -115,8 +116,9 @@ def _run_job(job: Job) -> Path:
 
 
 def run_study(out: Path, seeds: int, episodes: int | None, conditions: list[str] | None,
-              workers: int | None, tail: int = 100) -> Path:
-    """Run (or finish) the study and write ``out/study.md`` with its plots; returns the report path."""
+              workers: int | None, tail: int = 100, report_only: bool = False) -> Path:
+    """Run (or finish) the study and write ``out/study.md`` with its plots; returns the report path.
+    ``report_only`` trains nothing: the report covers the runs already in ``out`` (any length)."""
     known = available_conditions()
     chosen = conditions or known
     unknown = [c for c in chosen if c not in known]
@@ -128,6 +130,12 @@ def run_study(out: Path, seeds: int, episodes: int | None, conditions: list[str]
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
     for name in chosen:  # validate every config before starting any work
         load_config(conditions_dir() / f"{name}.yaml")
+    if report_only:
+        found = {c: sorted(d.parent for d in out.glob(f"runs/{c}/s*/*/{CHECKPOINT}")) for c in chosen}
+        found = {c: dirs for c, dirs in found.items() if dirs}
+        if not found:
+            raise ConfigError(f"no finished runs under {out / 'runs'} to report on")
+        return write_report(out, found, tail)
     jobs = [Job(c, s, episodes, out / "runs" / c / f"s{s}") for c in chosen for s in range(seeds)]
     runs: dict[str, list[Path]] = {c: [] for c in chosen}
     workers = workers or os.cpu_count() or 1
@@ -148,8 +156,10 @@ def write_report(out: Path, runs: dict[str, list[Path]], tail: int) -> Path:
         scalars = [read_scalars(d, tags) for d in sorted(run_dirs)]
         length = min(len(s["coop/cooperation_rate"]) for s in scalars)
         episodes_run[condition] = length
+        # metrics a run did not log (older runs) are left out of that condition's row
         histories[condition] = {m: np.stack([s[f"coop/{m}"][:length] for s in scalars])
-                                for m in METRIC_NAMES}
+                                for m in METRIC_NAMES
+                                if all(len(s[f"coop/{m}"]) >= length for s in scalars)}
         finals[condition] = {m: h[:, -min(tail, length):].mean(axis=1)
                              for m, h in histories[condition].items()}
         converged[condition] = np.array([convergence_episode(c) for c in
@@ -162,6 +172,9 @@ def write_report(out: Path, runs: dict[str, list[Path]], tail: int) -> Path:
     for metric, label in TABLE_METRICS:
         cells = []
         for condition in runs:
+            if metric not in finals[condition]:
+                cells.append("n/a")
+                continue
             mean, half = mean_ci(finals[condition][metric])
             cells.append(f"{mean:.3g} +- {half:.2g}")
         lines.append(f"| {label.replace('|', '&#124;')} | " + " | ".join(cells) + " |")
@@ -176,7 +189,8 @@ def write_report(out: Path, runs: dict[str, list[Path]], tail: int) -> Path:
     lines += check_claims(finals, converged)
     lines += ["", "## Curves", ""]
     for metric in CURVE_METRICS:
-        fig = curves({c: histories[c][metric] for c in runs}, metric.replace("_", " "), metric,
+        fig = curves({c: histories[c][metric] for c in runs if metric in histories[c]},
+                     metric.replace("_", " "), metric,
                      window=max(min(min(episodes_run.values()) // 20, 100), 1),
                      ylim=None if metric == "mean_reward" else (-0.05, 1.05))
         name = f"curve_{metric}.png"

@@ -76,6 +76,11 @@ def test_study_writes_its_report_and_resumes(tmp_path):
     run_study(out, seeds=2, episodes=4, conditions=["dp"], workers=1, tail=2)
     assert sorted(out.glob("runs/*/s*/*")) == runs
     assert "dp: 2 seeds x 4 episodes" in (out / "study.md").read_text()
+    # a report of what is there, training nothing
+    report = run_study(out, seeds=9, episodes=99, conditions=["dp", "tpp", "none"], workers=1,
+                       tail=2, report_only=True)
+    assert sorted(out.glob("runs/*/s*/*")) == runs
+    assert "| metric | dp | tpp |" in report.read_text()
 
 
 def test_study_bad_input(tmp_path, capsys):
@@ -85,4 +90,6 @@ def test_study_bad_input(tmp_path, capsys):
         run_study(tmp_path, 0, 2, ["dp"], 1)
     assert main(["study", "cooperation", "--conditions", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown condition" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="no finished runs"):
+        run_study(tmp_path, 1, None, ["dp"], 1, report_only=True)
     assert not any(Path(tmp_path).iterdir())
