@@ -88,7 +88,6 @@ def test_only_the_mover_is_judged():
         obs, _, _, _, infos = env.step({a: 0 for a in deciders})
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("rules", [{}, {"direct_punishment": True, "third_party_punishment": True,
                                         "partner_selection": True, "reputation": True}])
 def test_pettingzoo_api(rules):

@@ -10,8 +10,6 @@ phase (masks, actions, features) and API contract on a caveman population.
 
 from __future__ import annotations
 
-import contextlib
-import warnings
 
 import networkx as nx
 import numpy as np
@@ -49,15 +47,6 @@ def rnd(core: PunishmentCore, game: int, actions, direct=None, third=None, bysta
         core.punish(None if direct is None else np.array(direct),
                     None if third is None else np.array(third),
                     None if bystanders is None else np.array(bystanders))
-
-
-@contextlib.contextmanager
-def quiet_pettingzoo():
-    """Silence only the two warnings PettingZoo's checkers raise for every Dict observation."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Observation is not a NumPy array")
-        warnings.filterwarnings("ignore", message="Observation space for each agent probably")
-        yield
 
 
 # ============================================================================ metrics
@@ -561,6 +550,5 @@ def test_caveman_env_episode_keeps_games_and_judges_local():
 def test_caveman_parallel_api():
     env = caveman_env(direct_punishment=True, third_party_punishment=True, rounds_per_game=1)
     # one episode: select + 25 games x 1 round x (play + up to 2 punish steps)
-    with quiet_pettingzoo():
-        parallel_api_test(env, num_cycles=1 + 25 * 3 + 5)
+    parallel_api_test(env, num_cycles=1 + 25 * 3 + 5)
     assert env.agents == [], "parallel_api_test did not reach the end of an episode"

@@ -8,10 +8,8 @@ structure, bad-input errors, rendering and ``keep_memory`` resets. Rules are fro
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import pickle
-import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -29,15 +27,6 @@ ENV_ID = "aligngym/punishment-v0"
 PHASE_OFFSET = 4  # observation = one-hot(idle, select, play, punish) + features
 ALL_ON = dict(partner_selection=True, direct_punishment=True, third_party_punishment=True,
               reputation=True)
-
-
-@contextlib.contextmanager
-def quiet_pettingzoo():
-    """Silence only the two warnings PettingZoo's checkers raise for every Dict observation."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Observation is not a NumPy array")
-        warnings.filterwarnings("ignore", message="Observation space for each agent probably")
-        yield
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -126,16 +115,14 @@ def combo_id(c: dict) -> str:
 @pytest.mark.parametrize("options", VALID + EXTRA, ids=combo_id)
 def test_parallel_api(options):
     env = parallel_env(rounds_per_game=2, **options)
-    with quiet_pettingzoo():
-        parallel_api_test(env, num_cycles=episode_bound(env.rules) + 5)
+    parallel_api_test(env, num_cycles=episode_bound(env.rules) + 5)
     assert env.agents == [], "parallel_api_test did not reach the end of an episode"
 
 
 @pytest.mark.parametrize("options", VALID + EXTRA, ids=combo_id)
 def test_aec_api(options):
     env = aec_env(rounds_per_game=2, **options)
-    with quiet_pettingzoo():
-        api_test(env, num_cycles=episode_bound(env.unwrapped.rules) + 5)
+    api_test(env, num_cycles=episode_bound(env.unwrapped.rules) + 5)
 
 
 @pytest.mark.parametrize("options", INVALID, ids=combo_id)
