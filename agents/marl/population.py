@@ -3,8 +3,11 @@
 The loop is the paper's (Dasgupta & Musolesi; reference section 1.3): episodes of the game, in which
 every network that stored a transition does one gradient update, with reputations and last moves
 carried from one episode to the next (``carry_memory``). Per episode it logs the ``coop/*`` metrics,
-the learners' losses (``loss/<decision>``) and exploration (``train/epsilon_<decision>``), and it
-writes a checkpoint every ``checkpoint_every`` episodes from which training resumes exactly.
+the learners' losses (``loss/<decision>``) and exploration (``train/epsilon_<decision>``); every
+``plot_every`` episodes the heatmaps of who chose and who punished whom (TensorBoard images and PNG
+files), and at the end the training curves; and it writes a checkpoint every ``checkpoint_every``
+episodes from which training resumes exactly. ``evaluate`` plays the trained population greedily,
+optionally with scripted partners in place of all but ``focal`` agents.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tqdm.auto import tqdm
 
 from aligngym.agents.config import ConfigError, RunConfig
-from aligngym.agents.marl.plots import curves, heatmap
 from aligngym.agents.marl.collector import PopulationCollector, PopulationReplay
 from aligngym.agents.marl.dqn import IndependentDQN, IndependentDQNConfig
+from aligngym.agents.marl.plots import curves, heatmap
 from aligngym.agents.train import CheckpointError, Run, resolve_device, to_numpy
 from aligngym.envs.cooperation import punishment_v0
 from aligngym.envs.cooperation.core import METRIC_NAMES
