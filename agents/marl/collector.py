@@ -43,7 +43,7 @@ class Policy(Protocol):
 class _Open:
     features: np.ndarray
     action: int
-    game: int
+    game: int  # episodes * n_agents + game index: unique over the run
     reward: float = 0.0
 
 
@@ -109,6 +109,7 @@ class PopulationCollector:
         self.env, self.policy, self.replay = env, policy, replay
         self.bootstrap_across_games = bootstrap_across_games
         self.open: dict[int, _Open] = {}
+        self.episodes = 0  # episodes played: with the game index it identifies a game across episodes
 
     def _close(self, row: int, obs_next: np.ndarray, terminated: bool) -> None:
         tr = self.open.pop(row)
@@ -127,6 +128,8 @@ class PopulationCollector:
             if on_stored is not None and ended:
                 on_stored(ended)
         n_phase = len(PHASES)
+        first_game = self.episodes * len(env.possible_agents)
+        self.episodes += 1
         observe = getattr(self.policy, "observe", None)
         while env.agents:
             acting = [(i, name, infos[name]["decision"]) for i, name in enumerate(env.possible_agents)
@@ -136,7 +139,7 @@ class PopulationCollector:
             actions = self.policy.act(rows, feats, explore)
             stored: list[int] = []
             for (i, name, kind), row, f, a in zip(acting, rows, feats, actions):
-                game = infos[name]["game"]
+                game = first_game + infos[name]["game"]
                 if row in self.open:
                     crossed = self.open[row].game != game and kind == "play"
                     self._close(int(row), f, terminated=crossed and not self.bootstrap_across_games)
@@ -155,9 +158,11 @@ class PopulationCollector:
                 on_stored(stored)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"open": {row: {"features": t.features, "action": t.action, "game": t.game,
+        return {"episodes": self.episodes,
+                "open": {row: {"features": t.features, "action": t.action, "game": t.game,
                                "reward": t.reward} for row, t in self.open.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.episodes = int(state["episodes"])
         self.open = {int(row): _Open(np.asarray(t["features"]), int(t["action"]), int(t["game"]),
                                      float(t["reward"])) for row, t in state["open"].items()}

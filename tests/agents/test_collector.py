@@ -155,3 +155,18 @@ def test_each_punish_transition_carries_its_own_judgements_outcome():
         np.testing.assert_array_equal(buf.rew[:n], expected)
         checked += n
     assert checked > 300
+
+
+def test_cut_bootstrapping_also_across_episodes():
+    # agent 2 is never chosen: it plays only its own game (game 2) in every episode, so its play
+    # transition closes in the next episode's game 2: another game, hence terminal
+    env = punishment_v0.parallel_env(n_agents=N, rounds_per_game=1, partner_selection=True,
+                                     reputation=True)
+    policy = Scripted()
+    replay = PopulationReplay({policy.row(d, i): 100 for d in ("select", "play") for i in range(N)},
+                              seed=0)
+    collector = PopulationCollector(env, policy, replay, bootstrap_across_games=False)
+    for episode in range(3):
+        collector.run_episode(explore=False, keep_memory=episode > 0, seed=0 if episode == 0 else None)
+    buf = replay.buffers[policy.row("play", 2)]
+    assert [bool(d) for d in buf.terminated[: len(buf)]] == [True, True]
