@@ -15,7 +15,7 @@ from aligngym.agents.marl.study import (available_conditions, check_claims, conv
 PAPER_CONDITIONS = {"none", "reputation", "dp", "tpp", "tpdp", "dp_s", "tpp_s", "tpdp_s",
                     "costly_dp", "costly_tpp", "costly_tpdp", "costly_dp_s", "costly_tpp_s",
                     "costly_tpdp_s", "caveman_tpdp_s", "centipede_dp", "centipede_tpp",
-                    "centipede_tpdp_s"}
+                    "centipede_tpdp_s", "centipede_none"}
 
 
 def test_every_condition_has_a_config():
