@@ -112,14 +112,18 @@ def test_transitions_are_stored_once_each_and_reported(collected):
     assert len(set(stored)) == len({r for r in stored})
 
 
-def test_cut_bootstrapping_at_game_boundaries():
-    env = punishment_v0.parallel_env(n_agents=N, rounds_per_game=2, partner_selection=True,
-                                     reputation=True)
+def _cut_bootstrapping_collector(rounds_per_game):
+    env = punishment_v0.parallel_env(n_agents=N, rounds_per_game=rounds_per_game,
+                                     partner_selection=True, reputation=True)
     policy = Scripted()
     replay = PopulationReplay({policy.row(d, i): 100 for d in ("select", "play") for i in range(N)},
                               seed=0)
-    PopulationCollector(env, policy, replay, bootstrap_across_games=False).run_episode(
-        explore=False, keep_memory=False, seed=1)
+    return policy, replay, PopulationCollector(env, policy, replay, bootstrap_across_games=False)
+
+
+def test_cut_bootstrapping_at_game_boundaries():
+    policy, replay, collector = _cut_bootstrapping_collector(rounds_per_game=2)
+    collector.run_episode(explore=False, keep_memory=False, seed=1)
     buf = replay.buffers[policy.row("play", 0)]
     done = list(buf.terminated[: len(buf)])
     # agent 0 plays games 0, 1 and 2, two rounds each: the transitions opened in a game's second
@@ -160,12 +164,7 @@ def test_each_punish_transition_carries_its_own_judgements_outcome():
 def test_cut_bootstrapping_also_across_episodes():
     # agent 2 is never chosen: it plays only its own game (game 2) in every episode, so its play
     # transition closes in the next episode's game 2: another game, hence terminal
-    env = punishment_v0.parallel_env(n_agents=N, rounds_per_game=1, partner_selection=True,
-                                     reputation=True)
-    policy = Scripted()
-    replay = PopulationReplay({policy.row(d, i): 100 for d in ("select", "play") for i in range(N)},
-                              seed=0)
-    collector = PopulationCollector(env, policy, replay, bootstrap_across_games=False)
+    policy, replay, collector = _cut_bootstrapping_collector(rounds_per_game=1)
     for episode in range(3):
         collector.run_episode(explore=False, keep_memory=episode > 0, seed=0 if episode == 0 else None)
     buf = replay.buffers[policy.row("play", 2)]
