@@ -198,12 +198,11 @@ def test_pickle_mid_episode_continues_identically(options):
         obs, *_ = env.step(masked_random(obs, env.agents, rng))
     clone = pickle.loads(pickle.dumps(env))
     assert clone is not env and clone.core is not env.core
-    obs_c = obs
     while env.agents:
         acts = masked_random(obs, env.agents, rng)
         out, out_c = env.step(acts), clone.step(dict(acts))
         assert same(out, out_c)
-        obs, obs_c = out[0], out_c[0]
+        obs = out[0]
     assert clone.agents == []
     assert np.array_equal(env.core.reputation, clone.core.reputation)
     assert np.array_equal(env.core.episode_returns(), clone.core.episode_returns())
