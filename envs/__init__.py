@@ -18,6 +18,15 @@ PETTINGZOO_ENVS: dict[str, str] = {
 # Gymnasium id -> "module:attr" entry point.
 GYMNASIUM_ENVS: dict[str, str] = {
     "aligngym/PunishmentIPD-v0": "aligngym.envs.cooperation.focal:PunishmentIPDEnv",
+    # DSRL's Bullet-Safety-Gym tasks on AlignGym's numpy dynamics
+    **{f"aligngym/{name}-v0": f"aligngym.envs.safety.bullet:{name}Env" for name in (
+        "BallRun", "BallCircle", "CarRun", "CarCircle", "DroneRun", "DroneCircle")},
+    # the same Run/Circle tasks on Gymnasium's MuJoCo Ant
+    "aligngym/AntRun-v0": "aligngym.envs.safety.ant:AntRunEnv",
+    "aligngym/AntCircle-v0": "aligngym.envs.safety.ant:AntCircleEnv",
+    # Safety-Gymnasium's velocity-constrained MuJoCo robots (DSRL's Offline*Velocity-v1)
+    **{f"aligngym/{name}Velocity-v1": f"aligngym.envs.safety.velocity:{name}VelocityEnv" for name in (
+        "Ant", "HalfCheetah", "Hopper", "Walker2d", "Swimmer")},
 }
 
 
@@ -26,9 +35,12 @@ def _register() -> None:
         if env_id not in pettingzoo.parallel_registry:
             pettingzoo.register("parallel", env_id, entry_point=f"{module}:parallel_env")
             pettingzoo.register("aec", env_id, entry_point=f"{module}:env")
+    from aligngym.envs.safety.specs import SAFE_TASKS
+
     for env_id, entry_point in GYMNASIUM_ENVS.items():
         if env_id not in gymnasium.registry:
-            gymnasium.register(id=env_id, entry_point=entry_point)
+            steps = SAFE_TASKS[env_id].max_episode_steps if env_id in SAFE_TASKS else None
+            gymnasium.register(id=env_id, entry_point=entry_point, max_episode_steps=steps)
 
 
 _register()

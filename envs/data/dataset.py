@@ -1,0 +1,505 @@
+"""Offline datasets in the D4RL / DSRL HDF5 layout: paths, atomic writing, checked loading.
+
+A file holds one array per key, row ``i`` being transition ``i``:
+
+=====================  ===========  ==========================================================
+key                    dtype        meaning
+=====================  ===========  ==========================================================
+observations           float32 (*)  ``s_t``, shape ``(N, *obs_shape)``
+next_observations      float32 (*)  ``s_{t+1}``; optional on load (old D4RL v0), see below
+actions                float32 (*)  ``a_t``, shape ``(N, *act_shape)``
+rewards                float32      ``r_t``, shape ``(N,)``
+costs                  float32      DSRL's per-step cost (0/1); absent in D4RL files
+terminals              bool         the episode ended in a terminal state at ``t``
+timeouts               bool         the episode was truncated (time limit) at ``t``
+=====================  ===========  ==========================================================
+
+(*) integer observations / actions (discrete spaces) stay ``int64`` so they remain indices.
+File attributes record the env id, how the data was made, ``aligngym_version`` and
+``format="d4rl"``; dicts and lists are stored as JSON strings and decoded again on load.
+
+An episode ends at a row where ``terminals | timeouts`` holds, or at the last row. When a file
+has no ``next_observations`` (D4RL v0) the loader takes ``observations[t + 1]`` within the
+episode, like ``d4rl.qlearning_dataset``: a transition ending in a terminal state keeps a copy
+of its own observation as a placeholder (it is never bootstrapped from), while the last
+transition of a truncated or unfinished episode has no successor and is dropped; the row before
+it then carries ``timeouts=True`` so the episode stays an episode.
+
+Every bad input raises :class:`DatasetError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+import h5py
+import numpy as np
+
+if TYPE_CHECKING:
+    from tianshou.data import ReplayBuffer
+
+SIZES = ("tiny", "small", "full")
+REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
+FLOAT_KEYS = ("observations", "next_observations", "actions", "rewards", "costs")
+FLAG_KEYS = ("terminals", "timeouts")
+SCALAR_KEYS = ("rewards", "costs", "terminals", "timeouts")  # one number per transition
+_SPACE_KEYS = ("observations", "next_observations", "actions")  # may hold discrete indices
+_JSON_ATTRS = "aligngym_json_attrs"  # names the attributes that were JSON-encoded on write
+DEFAULT_COST_THRESHOLDS = (10.0, 20.0, 40.0)
+
+
+class DatasetError(Exception):
+    """A dataset file or its arrays cannot be used; the message says which and why."""
+
+
+def data_dir() -> Path:
+    """Where generated datasets live: ``$ALIGNGYM_DATA``, else ``~/.cache/aligngym/datasets``."""
+    env = os.environ.get("ALIGNGYM_DATA")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "aligngym" / "datasets"
+
+
+def dataset_path(env_id: str, size: str, seed: int, kind: str | None = None) -> Path:
+    """``<data_dir>/<stem>[-<kind>]-<size>-s<seed>.hdf5``; the stem drops any namespace and
+    module prefix (``aligngym.envs:aligngym/BallCircle-v0`` -> ``BallCircle-v0``)."""
+    if size not in SIZES:
+        raise DatasetError(f"dataset size must be one of {', '.join(SIZES)}, got {size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DatasetError(f"dataset seed must be an integer >= 0, got {seed!r}")
+    stem = env_id.split(":")[-1].split("/")[-1]
+    if not stem:
+        raise DatasetError(f"cannot name a dataset for env id {env_id!r}")
+    return data_dir() / f"{stem}{'-' + kind if kind else ''}-{size}-s{int(seed)}.hdf5"
+
+
+def generate_command(env_id: str, size: str, seed: int) -> str:
+    """The shell command that makes the dataset :func:`dataset_path` names."""
+    return f"aligngym data generate {env_id} --size {size} --seed {seed}"
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("aligngym")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _cast(key: str, array: np.ndarray, where: str) -> np.ndarray:
+    """Cast one column to the layout's dtype and check it holds finite numbers."""
+    array = np.asarray(array)
+    if array.ndim == 0:
+        raise DatasetError(f"{where}: '{key}' is a scalar, expected one row per transition")
+    if key in SCALAR_KEYS and array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]  # DSRL stores some columns as (N, 1)
+    if key in SCALAR_KEYS and array.ndim != 1:
+        raise DatasetError(f"{where}: '{key}' has shape {array.shape}, expected (N,)")
+    if array.dtype.kind not in "biuf":
+        raise DatasetError(f"{where}: '{key}' has non-numeric dtype {array.dtype}")
+    if key in FLAG_KEYS:
+        return array.astype(bool)
+    if key in _SPACE_KEYS and array.dtype.kind in "biu":
+        return array.astype(np.int64)
+    if key in FLOAT_KEYS:
+        array = array.astype(np.float32)
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise DatasetError(f"{where}: '{key}' contains NaN or infinite values")
+    return array
+
+
+def _check_lengths(arrays: dict[str, np.ndarray], where: str) -> int:
+    lengths = {key: len(value) for key, value in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        found = ", ".join(f"{k}={n}" for k, n in lengths.items())
+        raise DatasetError(f"{where}: arrays have unequal lengths ({found})")
+    return next(iter(lengths.values()), 0)
+
+
+def _encode_attr(key: str, value: Any) -> Any:
+    if isinstance(value, (str, bytes, bool, int, float, np.generic, np.ndarray)):
+        return value
+    try:  # dicts, lists, tuples, None: JSON keeps them readable by any HDF5 tool
+        return json.dumps(value)
+    except TypeError as err:
+        raise DatasetError(f"attribute '{key}' cannot be stored ({err})") from None
+
+
+def _decode_attr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray) and value.dtype.kind in "OS":
+        return [v.decode() if isinstance(v, bytes) else v for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def write_dataset(path: str | Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> Path:
+    """Validate, cast and write ``arrays`` + ``attrs`` to ``path`` atomically.
+
+    Requires every key but ``costs`` (D4RL locomotion data has none). The file is written to a
+    temporary sibling and renamed over ``path`` only when complete, so a crash or a bad array
+    never leaves a half-written dataset and an existing file is untouched until then.
+    """
+    path = Path(path)
+    where = f"cannot write {path}"
+    missing = [k for k in (*REQUIRED_KEYS, "next_observations") if k not in arrays]
+    if missing:
+        raise DatasetError(f"{where}: missing key(s) {', '.join(missing)}")
+    cast = {key: _cast(key, value, where) for key, value in arrays.items()}
+    if _check_lengths(cast, where) == 0:
+        raise DatasetError(f"{where}: the dataset has no transitions")
+    if _JSON_ATTRS in attrs:
+        raise DatasetError(f"{where}: attribute name '{_JSON_ATTRS}' is reserved")
+    encoded = {key: _encode_attr(key, value) for key, value in attrs.items()}
+    encoded.update(aligngym_version=_package_version(), format="d4rl")
+    json_keys = [k for k, v in attrs.items() if isinstance(encoded[k], str)
+                 and not isinstance(v, str) and k not in ("aligngym_version", "format")]
+    encoded[_JSON_ATTRS] = json.dumps(json_keys)
+
+    def write(tmp_name: str) -> None:
+        with h5py.File(tmp_name, "w") as file:
+            for key, value in cast.items():
+                file.create_dataset(key, data=value, compression="gzip", compression_opts=4)
+            for key, value in encoded.items():
+                file.attrs[key] = value
+
+    return _atomic_write(path, write)
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> Path:
+    """Run ``write`` on a temporary sibling of ``path``, then rename it over ``path``: readers
+    see the old file or the complete new one, never a partial one; a failure leaves no temp."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp_name)
+        with open(tmp_name, "rb+") as handle:  # durable before it becomes visible
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _read_file(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Every dataset (nested ones by their HDF5 path) and every attribute, as numpy/Python."""
+    arrays: dict[str, np.ndarray] = {}
+    with h5py.File(path, "r") as file:
+        file.visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
+                        if isinstance(obj, h5py.Dataset) else None)
+        attrs = {key: _decode_attr(value) for key, value in file.attrs.items()}
+    for key in json.loads(attrs.pop(_JSON_ATTRS, "[]")):
+        if isinstance(attrs.get(key), str):
+            attrs[key] = json.loads(attrs[key])
+    return arrays, attrs
+
+
+def _derive_next_observations(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``next_observations`` from the following row within each episode (see module docstring)."""
+    obs, terminals, timeouts = arrays["observations"], arrays["terminals"], arrays["timeouts"]
+    n = len(obs)
+    ends = terminals | timeouts
+    ends[-1:] = True
+    next_obs = np.empty_like(obs)
+    next_obs[:-1] = obs[1:]
+    next_obs[terminals] = obs[terminals]  # placeholder: never bootstrapped from
+    keep = ~ends | terminals  # a truncated / unfinished episode's last row has no successor
+    out = {key: value[keep] for key, value in arrays.items() if len(value) == n}
+    out["next_observations"] = next_obs[keep]
+    # The row before a dropped one, if in the same episode, now ends that (truncated) episode.
+    before_dropped = np.flatnonzero(~keep) - 1
+    before_dropped = before_dropped[before_dropped >= 0]
+    before_dropped = before_dropped[~ends[before_dropped]]
+    timeouts_out = timeouts.copy()
+    timeouts_out[before_dropped] = True
+    out["timeouts"] = timeouts_out[keep]
+    return out
+
+
+def load_dataset(path: str | Path, env: Any = None, env_id: str | None = None,
+                 size: str | None = None, seed: int | None = None) -> OfflineDataset:
+    """Read a D4RL/DSRL/AlignGym HDF5 file fully into memory and check it.
+
+    ``env`` (a Gymnasium env), when given, fixes the expected observation / action shapes, and
+    a safe task (one whose unwrapped env has a ``task`` spec) also requires ``costs``.
+    ``env_id``/``size``/``seed`` only serve the missing-file message.
+    """
+    path = Path(path)
+    if not path.exists():
+        hint = ""
+        if env_id is not None and size is not None and seed is not None:
+            hint = f"; generate it with: {generate_command(env_id, size, seed)}"
+        raise DatasetError(f"dataset file {path} is missing{hint}")
+    if not path.is_file():
+        raise DatasetError(f"{path} is not a file")
+    try:
+        raw, attrs = _read_file(path)
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        # h5py reports a non-HDF5, truncated or unreadable file as OSError (sometimes others).
+        raise DatasetError(f"{path} is truncated or corrupt ({err})") from None
+
+    required = list(REQUIRED_KEYS)
+    if env is not None and hasattr(getattr(env, "unwrapped", env), "task"):
+        required.append("costs")
+    for key in required:
+        if key not in raw:
+            raise DatasetError(f"{path} has no '{key}' dataset (found: {', '.join(sorted(raw))})")
+    where = str(path)
+    arrays = {k: _cast(k, raw[k], where) for k in (*REQUIRED_KEYS, "next_observations", "costs")
+              if k in raw}
+    n = _check_lengths(arrays, where)
+    # Extra per-transition data (D4RL's infos/qpos, ...) travels along; other datasets are
+    # metadata (D4RL's metadata/*) and become attributes.
+    for key, value in raw.items():
+        if key in arrays:
+            continue
+        if np.ndim(value) >= 1 and len(value) == n:
+            arrays[key] = value
+        elif np.ndim(value) == 0:
+            attrs.setdefault(key, _decode_attr(value))
+    if n == 0:
+        raise DatasetError(f"{path} holds no transitions")
+    if "next_observations" not in arrays:
+        arrays = _derive_next_observations(arrays)
+        if len(arrays["observations"]) == 0:
+            raise DatasetError(f"{path} has no transition with a successor observation")
+
+    if env is not None:
+        env_name = getattr(getattr(env, "spec", None), "id", None) or type(env).__name__
+        for key, space in (("observations", env.observation_space), ("actions", env.action_space)):
+            expected, found = getattr(space, "shape", None), arrays[key].shape[1:]
+            if expected is not None and tuple(expected) != found:
+                raise DatasetError(f"{path}: {key} have shape {found} per transition but {env_name} "
+                                   f"expects {tuple(expected)}")
+    return OfflineDataset(arrays=arrays, attrs=attrs, path=path)
+
+
+@dataclass
+class OfflineDataset:
+    """Transitions in memory. Treat ``arrays`` as read-only: episode indices are cached."""
+
+    arrays: dict[str, np.ndarray]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.arrays["observations"])
+
+    def _costs(self) -> np.ndarray:
+        return self.arrays.get("costs", np.zeros(len(self), dtype=np.float32))
+
+    def _episode_ends_mask(self) -> np.ndarray:
+        ends = self.arrays["terminals"] | self.arrays["timeouts"]
+        ends[-1:] = True  # unfinished final episode still counts as an episode
+        return ends
+
+    def episode_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end (exclusive) row of every episode, in file order."""
+        if "bounds" not in self._cache:
+            ends = np.flatnonzero(self._episode_ends_mask()) + 1
+            starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)
+            self._cache["bounds"] = (starts, ends.astype(np.int64))
+        return self._cache["bounds"]
+
+    def episode_lengths(self) -> np.ndarray:
+        starts, ends = self.episode_bounds()
+        return ends - starts
+
+    def _episode_sum(self, values: np.ndarray) -> np.ndarray:
+        starts, _ = self.episode_bounds()
+        if len(starts) == 0:
+            return np.zeros(0)
+        return np.add.reduceat(values.astype(np.float64), starts)
+
+    def episode_returns(self) -> np.ndarray:
+        return self._episode_sum(self.arrays["rewards"])
+
+    def episode_costs(self) -> np.ndarray:
+        """Undiscounted cost per episode; zeros when the data has no ``costs`` (D4RL)."""
+        return self._episode_sum(self._costs())
+
+    def _to_go(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, the undiscounted reward and cost sums from that row to its episode's end."""
+        if "to_go" not in self._cache:
+            starts, ends = self.episode_bounds()
+            episode_end = np.repeat(ends, ends - starts)
+
+            def suffix(values: np.ndarray) -> np.ndarray:
+                # one reversed cumsum for all episodes; float64 so the subtraction stays exact
+                tail = np.concatenate([np.cumsum(values[::-1].astype(np.float64))[::-1], [0.0]])
+                return (tail[:-1] - tail[episode_end]).astype(np.float32)
+
+            self._cache["to_go"] = (suffix(self.arrays["rewards"]), suffix(self._costs()))
+        return self._cache["to_go"]
+
+    def _rows(self, episodes: np.ndarray) -> np.ndarray:
+        starts, ends = self.episode_bounds()
+        if len(episodes) == 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([np.arange(starts[e], ends[e]) for e in episodes])
+
+    def select_episodes(self, indices: Sequence[int] | np.ndarray) -> OfflineDataset:
+        """A new dataset holding the given episodes in the given order (``path`` is None)."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        count = len(self.episode_bounds()[0])
+        if np.any((indices < 0) | (indices >= count)):
+            raise DatasetError(f"episode indices must lie in [0, {count}), got {indices.tolist()}")
+        rows = self._rows(indices)
+        arrays = {key: value[rows] for key, value in self.arrays.items()}
+        arrays["timeouts"] = arrays["timeouts"].copy()
+        # An episode that ended only because the data ended must not merge with its successor.
+        last_rows = np.cumsum(self.episode_lengths()[indices]) - 1
+        arrays["timeouts"][last_rows] |= ~arrays["terminals"][last_rows]
+        return OfflineDataset(arrays=arrays, attrs=copy.deepcopy(self.attrs), path=None)
+
+    @classmethod
+    def concatenate(cls, datasets: Sequence[OfflineDataset]) -> OfflineDataset:
+        """Datasets one after another; attrs come from the first. Keys and shapes must match."""
+        if not datasets:
+            raise DatasetError("cannot concatenate an empty list of datasets")
+        keys = set(datasets[0].arrays)
+        for ds in datasets[1:]:
+            if set(ds.arrays) != keys:
+                raise DatasetError(f"cannot concatenate datasets with keys {sorted(keys)} and "
+                                   f"{sorted(ds.arrays)}")
+        sealed = [ds.select_episodes(np.arange(len(ds.episode_bounds()[0]))) for ds in datasets]
+        try:
+            arrays = {key: np.concatenate([ds.arrays[key] for ds in sealed]) for key in keys}
+        except ValueError as err:
+            raise DatasetError(f"cannot concatenate datasets: {err}") from None
+        return cls(arrays=arrays, attrs=copy.deepcopy(datasets[0].attrs), path=None)
+
+    def trajectories(self) -> list[dict[str, np.ndarray]]:
+        """One dict of array slices (views) per episode."""
+        return [{key: value[s:e] for key, value in self.arrays.items()}
+                for s, e in zip(*self.episode_bounds())]
+
+    def to_replay_buffer(self) -> ReplayBuffer:
+        """A tianshou ``ReplayBuffer`` of all transitions, costs in ``info.cost``.
+
+        ``ReplayBuffer.from_data`` takes no ``info``, so the cost column is set on the buffer's
+        storage batch afterwards; ``buffer[idx]`` and ``buffer.sample(n)`` then return
+        ``batch.info.cost`` for exactly those transitions (zeros when the data has no costs).
+        The final row counts as truncated when the data ends mid-episode.
+        """
+        from tianshou.data import Batch, ReplayBuffer
+
+        if "next_observations" not in self.arrays:
+            raise DatasetError("a replay buffer needs 'next_observations'")
+        terminated = self.arrays["terminals"]
+        truncated = self._episode_ends_mask() & ~terminated
+        buffer = ReplayBuffer.from_data(
+            obs=self.arrays["observations"], act=self.arrays["actions"],
+            rew=self.arrays["rewards"], terminated=terminated, truncated=truncated,
+            done=terminated | truncated, obs_next=self.arrays["next_observations"])
+        if len(self):
+            buffer._meta.info = Batch(cost=self._costs().copy())
+        return buffer
+
+    def sample_segments(self, batch_size: int, length: int,
+                        rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Random windows of ``length`` steps inside episodes, for sequence models (DT, DoC).
+
+        An episode is drawn with probability proportional to its length and the window starts
+        uniformly where it fits (at 0 when the episode is shorter than ``length``, then the
+        window is right-padded with zeros and ``mask`` is False there). ``returns_to_go`` and
+        ``costs_to_go`` are undiscounted sums from each step to the end of the whole episode;
+        ``timesteps`` is the step's index within its episode.
+        """
+        if batch_size < 1 or length < 1:
+            raise DatasetError(f"batch_size and length must be >= 1, got {batch_size}, {length}")
+        if len(self) == 0:
+            raise DatasetError("cannot sample segments from an empty dataset")
+        starts, ends = self.episode_bounds()
+        lengths = ends - starts
+        rtg, ctg = self._to_go()
+        episodes = rng.choice(len(starts), size=batch_size, p=lengths / lengths.sum())
+        offsets = rng.integers(0, np.maximum(lengths[episodes] - length, 0) + 1)
+        rows = starts[episodes, None] + offsets[:, None] + np.arange(length)[None, :]
+        mask = rows < ends[episodes, None]
+        rows = np.where(mask, rows, 0)
+
+        def gather(values: np.ndarray) -> np.ndarray:
+            out = values[rows]
+            out[~mask] = 0
+            return out
+
+        return {
+            "observations": gather(self.arrays["observations"]),
+            "actions": gather(self.arrays["actions"]),
+            "rewards": gather(self.arrays["rewards"]),
+            "costs": gather(self._costs()),
+            "returns_to_go": gather(rtg),
+            "costs_to_go": gather(ctg),
+            "timesteps": np.where(mask, offsets[:, None] + np.arange(length)[None, :], 0),
+            "mask": mask,
+        }
+
+
+def concatenate_datasets(datasets: Iterable[OfflineDataset]) -> OfflineDataset:
+    """Same as :meth:`OfflineDataset.concatenate`."""
+    return OfflineDataset.concatenate(list(datasets))
+
+
+def _stats(values: np.ndarray) -> str:
+    if len(values) == 0:
+        return "n/a"
+    return f"min {values.min():.3f}  mean {values.mean():.3f}  max {values.max():.3f}"
+
+
+def summary(ds: OfflineDataset) -> str:
+    """Human-readable description, printed by ``aligngym data info FILE``."""
+    returns, costs = ds.episode_returns(), ds.episode_costs()
+    lines = [f"path: {ds.path}", "attributes:"]
+    lines += [f"  {key}: {value}" for key, value in sorted(ds.attrs.items())]
+    lines.append("arrays:")
+    lines += [f"  {key}: shape {value.shape} dtype {value.dtype}"
+              for key, value in sorted(ds.arrays.items())]
+    lines += [f"transitions: {len(ds)}", f"episodes: {len(returns)}",
+              f"episode return: {_stats(returns)}", f"episode cost: {_stats(costs)}"]
+    if "costs" not in ds.arrays:
+        lines.append("(no costs in this file: episode costs are 0)")
+    thresholds = ds.attrs.get("cost_limits")
+    if thresholds is None or np.size(thresholds) == 0:
+        thresholds = DEFAULT_COST_THRESHOLDS
+    for limit in np.atleast_1d(np.asarray(thresholds, dtype=np.float64)):
+        share = float(np.mean(costs <= limit)) if len(costs) else float("nan")
+        lines.append(f"episodes with cost <= {limit:g}: {share:.1%}")
+    return "\n".join(lines)
+
+
+def plot_reward_cost(ds: OfflineDataset, out_png: str | Path,
+                     cost_limits: Sequence[float] | None = None,
+                     title: str | None = None) -> Path:
+    """DSRL-style scatter of episode cost (x) against episode return (y), saved atomically.
+
+    Dashed vertical lines mark ``cost_limits`` (default: the file's ``cost_limits`` attribute).
+    Draws on an Agg canvas directly so the caller's pyplot backend is left alone.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    out_png = Path(out_png)
+    if cost_limits is None:
+        cost_limits = ds.attrs.get("cost_limits")
+    cost_limits = [] if cost_limits is None else np.atleast_1d(np.asarray(cost_limits, float))
+    fig = Figure(figsize=(6, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.scatter(ds.episode_costs(), ds.episode_returns(), s=8, alpha=0.6)
+    for limit in cost_limits:
+        ax.axvline(float(limit), linestyle="--", color="tab:red", linewidth=1)
+    ax.set_xlabel("episode cost")
+    ax.set_ylabel("episode return")
+    ax.set_title(title or (ds.path.name if ds.path else "offline dataset"))
+    fig.tight_layout()
+    return _atomic_write(out_png, lambda tmp_name: fig.savefig(tmp_name, format="png"))

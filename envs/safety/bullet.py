@@ -1,0 +1,530 @@
+"""DSRL's Bullet-Safety-Gym tasks (Ball/Car/Drone x Run/Circle) on fast, batched numpy dynamics.
+
+DSRL's ``Offline{Ball,Car,Drone}{Run,Circle}-v0`` are Bullet-Safety-Gym 1.4.0's
+``Safety*-v0`` tasks. AlignGym keeps their task logic exactly (rewards, costs, boundaries,
+observation layouts, action spaces, time steps, episode lengths, spawn distributions) and
+replaces PyBullet with reduced models of the three bodies whose constants come from the
+reference URDFs and from responses measured on the reference (``shared/reference/
+bullet-safety-gym.md``). :class:`BulletCore` steps ``B`` environments at once; each Gymnasium env
+is that core with ``B = 1``.
+
+==============  ==============================================================================
+id              ``aligngym/{Ball,Car,Drone}{Run,Circle}-v0``
+Observation     ``Box(-1000, 1000, (D,), float64)`` (nominal bounds, as in the reference);
+                Run: agent part only, Circle: + ``(r - 7) / 10``
+                Ball (7): ``0.1 x, 0.1 y, 0.2 vx, 0.2 vy, 0.1 wx, 0.1 wy, 0.1 wz``
+                Car (7): ``0.1 x, 0.1 y, vx, vy, sin yaw, cos yaw, 0.1 wz``
+                Drone (17): ``0.1 p(3), 0.2 v(3), quaternion xyzw (rebuilt from roll/pitch/yaw),
+                0.1 w(3), 2.5e-3 (rotor_i - d_i 461.52)`` (rotor speeds are 0 right after reset)
+Action          ``Box(-1, 1, (A,), float32)``, clipped; Ball (2): world force ``3.5 a`` N;
+                Car (2): wheel speed ``40 a0`` rad/s (``a0 > 0`` drives along the heading, which
+                starts at yaw pi, i.e. towards -x), steering ``0.5 a1`` rad;
+                Drone (4): rotor speeds ``d_i 461.52 (1 + 0.1 a_i)`` rad/s, thrust from the
+                reference's propeller formula (hover at ``a = 0``)
+Reward          Run: ``60 (|p_{t-1} - (1000, 0)| - |p_t - (1000, 0)|) + s``;
+                Circle: ``0.1 (y vx - x vy) / (1 + |r - 7|) + 0.01 s`` (clockwise on r = 7);
+                ``s``: Ball ``-0.5 |a|``, Car 0, Drone ``alive - 0.01 |w|^2 - ground_contacts``
+                (alive 1, or -10 on the step the drone flips)
+Cost            ``info["cost"]`` in {0, 1}: Run ``min(1, [|y| > 2] + [|v_xy| > v_lim])`` with
+                v_lim Ball 2.5, Car 1.5, Drone 1.5; Circle ``[|x| > 6]``; the parts are in
+                ``info["cost_outside_bounds"]`` and ``info["cost_velocity_violation"]``
+Termination     Drone only: ``|roll| > pi/2`` or ``|pitch| > pi/2`` (Euler angles as PyBullet
+                computes them); truncation at T by ``gymnasium.TimeLimit``
+T, dt           BallRun 100, 1/30 s; CarRun 200, 1/30 s; DroneRun 200, 1/60 s;
+                BallCircle 200, CarCircle 300, DroneCircle 300, all 0.1 s
+Spawn           Run: ``xy ~ U(-0.01, 0.01)^2`` (Car yaw pi); Circle: uniform on the annulus
+                ``2 <= r <= 4``, facing the clockwise tangent (Car: + pi)
+World           Run: open plane; Circle: octagon walls with inner faces 11.9 m from the origin
+Options         ``render_mode="rgb_array"``: a top-down picture (boundaries, circle, agent)
+DSRL API        ``env.unwrapped.get_dataset()``, ``set_target_cost(L)``, ``get_normalized_score``
+==============  ==============================================================================
+
+Differences from Bullet-Safety-Gym (the bodies are models, not PyBullet):
+
+- **Ball**: a point mass on the plane with the measured response of the rolling sphere,
+  ``dv/dt = 7.97 a - 0.053 |v| v`` (the constants fit the reference's speeds after 10, 20, 50 and
+  100 steps at full force and at half force to within 3 %); angular velocity is the rolling
+  velocity ``(-vy, vx, 0) / 0.5``. No bouncing and no spin.
+- **Car**: a kinematic bicycle (wheelbase 0.975 m, the racecar URDF's 0.325 m times its scaling 3)
+  whose speed along the heading follows a first-order lag to ``3.6 a0`` m/s with time constant
+  0.93 s (the reference reaches 1.07 m/s after 10 steps, 1.9 after 20, and settles at 3.5-3.7 at
+  ``|a0| = 1`` and 1.06 at 0.3), and whose steering angle follows ``0.5 a1`` with a 0.05 s lag.
+  No wheel slip, no differential gears; which way ``a1 > 0`` steers is not documented by the
+  reference (here: left of the heading).
+- **Drone**: a rigid body (mass 1.42 kg; rotors in a plus layout on 0.34 m arms) driven by the reference's
+  thrust formula ``rho A (n^2 - n v0) (k1 D / pitch)^1.5`` with ``n`` from the target rotor
+  speed; full-thrust climb 0.89 m in 1 s (reference 0.71 m from z 0.17 to 0.88). Its inertia,
+  ``diag(0.56, 0.56, 0.96)`` kg m^2, is 20 times the Hummingbird's scaled one: PyBullet's
+  contacts and joint motors damp rotation in ways a rigid body does not, and with this value random
+  actions end DroneCircle episodes as early as the reference does (mean 91 steps against 84) while
+  DroneRun episodes, as there, never flip. Random DroneRun returns 165 +- 67 here and
+  189 +- 136 there. No yaw torque (PyBullet has none either) and no aerodynamic drag. The ground
+  stops sinking and brakes sliding (friction 0.8) but does not right a tilted drone or make it
+  bounce; resting on it counts as 1 ground contact. Ground and walls are resolved once per env
+  step rather than per physics sub-step.
+- **Walls** (Circle): an agent is kept 0.5 m inside the octagon and loses its outward velocity;
+  no bounce.
+- **Seeding**: ``reset(seed=...)`` seeds the spawn (the reference ignores it and draws from the
+  global ``np.random``).
+- Both cost parts are always present in ``info`` (the reference adds a key only while it is
+  active).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from numba import njit
+
+from aligngym.envs.safety.offline import OfflineEnvMixin
+
+GRAVITY = 9.81
+RUN_TARGET_X = 1000.0  # Run rewards progress towards (1000, 0)
+CIRCLE_RADIUS = 7.0
+WALL_DISTANCE = 11.9  # inner faces of the octagon walls
+BODY_RADIUS = 0.5  # how far an agent's centre stays from a wall
+_WALL_NORMALS = np.stack([np.cos(np.arange(8) * np.pi / 4), np.sin(np.arange(8) * np.pi / 4)], axis=1)
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    obs_dim: int
+    act_dim: int
+    velocity_limit: float  # Run's speed limit
+    run_substeps: tuple[int, float]  # (sub-steps, sub-step length) for Run
+    circle_substeps: tuple[int, float]  # for Circle
+
+
+AGENTS: dict[str, AgentSpec] = {
+    "Ball": AgentSpec(7, 2, 2.5, (4, 1 / 120), (6, 1 / 60)),
+    "Car": AgentSpec(7, 2, 1.5, (4, 1 / 120), (6, 1 / 60)),
+    "Drone": AgentSpec(17, 4, 1.5, (2, 1 / 120), (6, 1 / 60)),
+}
+TASKS = ("Run", "Circle")
+
+# Ball: measured response of the reference's rolling sphere (see the module docstring)
+BALL_ACCEL, BALL_DRAG, BALL_RADIUS = 7.97, 0.053, 0.5
+# Car
+CAR_TOP_SPEED, CAR_SPEED_LAG, CAR_STEER_LAG, CAR_WHEELBASE, CAR_MAX_STEER = 3.6, 0.93, 0.05, 0.975, 0.5
+# Drone
+DRONE_MASS, DRONE_ARM, DRONE_REST_Z, DRONE_FRICTION = 1.42, 0.34, 0.17, 0.8
+# 20 x the Hummingbird's scaled inertia: with it, random actions flip the drone as often as in the
+# reference (DroneCircle: mean episode 91 steps here, 84 there; DroneRun: no flips in 200 steps in both)
+DRONE_INERTIA = np.array([0.56, 0.56, 0.96])
+HOVER_SPEED = 461.5228  # rad/s
+ROTOR_DIRECTIONS = np.array([1.0, -1.0, 1.0, -1.0])
+_PITCH = 4.7 * 0.0254
+_THRUST_COEF = 1.225 * np.pi * 0.14**2 * ((0.28 / 3.29546) / _PITCH) ** 1.5  # rho A (k1 D / pitch)^1.5
+# rotor positions (plus layout) -> body torque (L (f1 - f3), L (f2 - f0), 0)
+
+
+class BulletCore:
+    """``num_envs`` copies of one (agent, task) pair, stepped together.
+
+    State lives in numpy arrays (one row per environment); the per-step physics, rewards, costs
+    and observations are compiled loops over the rows (numba), so one environment costs a few
+    microseconds and a thousand cost little more per environment than one.
+
+    ``step`` takes actions of shape ``(num_envs, act_dim)`` and returns observations, rewards,
+    costs, the two cost parts, terminations and truncations (at the task's T); it does not reset
+    finished environments: call :meth:`reset` with their indices.
+    """
+
+    def __init__(self, agent: str, task: str, num_envs: int = 1, max_episode_steps: int | None = None,
+                 seed: int | None = None) -> None:
+        if agent not in AGENTS or task not in TASKS:
+            raise ValueError(f"unknown agent/task {agent}/{task}; agents {list(AGENTS)}, tasks {TASKS}")
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        from aligngym.envs.safety.specs import task_spec
+
+        self.agent, self.task, self.num_envs = agent, task, num_envs
+        self.spec = AGENTS[agent]
+        self.substeps, self.substep_dt = self.spec.run_substeps if task == "Run" else self.spec.circle_substeps
+        self.dt = self.substeps * self.substep_dt
+        self.max_episode_steps = max_episode_steps or task_spec(f"{agent}{task}").max_episode_steps
+        self.obs_dim = self.spec.obs_dim + (1 if task == "Circle" else 0)
+        self.act_dim = self.spec.act_dim
+        self.rng = np.random.default_rng(seed)
+        b = num_envs
+        self.pos = np.zeros((b, 3))
+        self.vel = np.zeros((b, 3))
+        self.yaw = np.zeros(b)  # Car heading
+        self.speed = np.zeros(b)  # Car speed along its heading
+        self.steer = np.zeros(b)  # Car steering angle
+        self.quat = np.tile([0.0, 0.0, 0.0, 1.0], (b, 1))  # Drone attitude (x, y, z, w)
+        self.omega = np.zeros((b, 3))  # Drone body angular velocity
+        self.rotor = np.zeros((b, 4))  # Drone rotor speeds (signed)
+        self.on_ground = np.ones(b, dtype=np.bool_)
+        self.alive = np.ones(b, dtype=np.bool_)
+        self.elapsed = np.zeros(b, dtype=np.int64)
+        self._obs = np.zeros((b, self.obs_dim))
+        self._agent_reward = np.zeros(b)
+        self._reward = np.zeros(b)
+        self._cost = np.zeros(b)
+        self._outside = np.zeros(b, dtype=np.bool_)
+        self._too_fast = np.zeros(b, dtype=np.bool_)
+        self._old_xy = np.zeros((b, 2))
+        self._is_run = task == "Run"
+
+    # ------------------------------------------------------------------ reset
+    def reset(self, indices: np.ndarray | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Respawn the environments in ``indices`` (all by default); returns every observation."""
+        rng = self.rng if rng is None else rng
+        idx = np.arange(self.num_envs) if indices is None else np.asarray(indices)
+        n = len(idx)
+        if self.task == "Run":
+            xy = rng.uniform(-0.01, 0.01, size=(n, 2))
+            heading = np.zeros(n)
+        else:
+            xy = np.empty((n, 2))
+            todo = np.arange(n)
+            while len(todo):  # rejection from U(-4, 4)^2 onto the annulus 2 <= r <= 4
+                cand = rng.uniform(-4.0, 4.0, size=(len(todo), 2))
+                r = np.hypot(cand[:, 0], cand[:, 1])
+                ok = (r >= 2.0) & (r <= 4.0)
+                xy[todo[ok]] = cand[ok]
+                todo = todo[~ok]
+            heading = np.arctan2(-xy[:, 1], -xy[:, 0]) + np.pi / 2
+        self.pos[idx, :2] = xy
+        self.pos[idx, 2] = {"Ball": BALL_RADIUS, "Car": 0.2, "Drone": DRONE_REST_Z}[self.agent]
+        self.vel[idx] = 0.0
+        self.elapsed[idx] = 0
+        self.alive[idx] = True
+        if self.agent == "Car":
+            self.yaw[idx] = (heading + 2 * np.pi) % (2 * np.pi) - np.pi  # the racecar spawns reversed (+ pi)
+            self.speed[idx] = 0.0
+            self.steer[idx] = 0.0
+        elif self.agent == "Drone":
+            self.quat[idx] = 0.0
+            self.quat[idx, 2] = np.sin(heading / 2)
+            self.quat[idx, 3] = np.cos(heading / 2)
+            self.omega[idx] = 0.0
+            self.rotor[idx] = 0.0
+            self.on_ground[idx] = True
+        # The reference takes one physics step without an action before the first observation;
+        # every body here is at rest after a reset, so that step changes nothing.
+        self._observe()
+        return self._obs.copy()
+
+    # ------------------------------------------------------------------ step
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Advance every environment by one env step.
+
+        Returns ``obs, reward, cost, outside, too_fast, terminated, truncated`` (arrays over envs).
+        """
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (self.num_envs, self.act_dim):
+            raise ValueError(f"{self.agent}{self.task}: actions must have shape "
+                             f"{(self.num_envs, self.act_dim)}, got {action.shape}")
+        if not np.isfinite(action).all():
+            raise ValueError(f"{self.agent}{self.task}: actions must be finite, got {action}")
+        self._old_xy[:] = self.pos[:, :2]
+        h, n, walls = self.substep_dt, self.substeps, not self._is_run
+        if self.agent == "Ball":
+            _ball_step(self.pos, self.vel, action, n, h, walls, self._agent_reward)
+        elif self.agent == "Car":
+            _car_step(self.pos, self.vel, self.yaw, self.speed, self.steer, action, n, h, walls,
+                      self._agent_reward)
+        else:
+            _drone_step(self.pos, self.vel, self.quat, self.omega, self.rotor, action, n, h, walls,
+                        self.on_ground, self.alive, self._agent_reward)
+        _task_step(self._is_run, self._old_xy, self.pos, self.vel, self.spec.velocity_limit,
+                   self._agent_reward, self._reward, self._cost, self._outside, self._too_fast)
+        self._observe()
+        self.elapsed += 1
+        return (self._obs.copy(), self._reward.copy(), self._cost.copy(), self._outside.copy(),
+                self._too_fast.copy(), ~self.alive, self.elapsed >= self.max_episode_steps)
+
+    def _observe(self) -> None:
+        if self.agent == "Ball":
+            _ball_observe(self.pos, self.vel, self._obs)
+        elif self.agent == "Car":
+            _car_observe(self.pos, self.vel, self.yaw, self.speed, self.steer, self._obs)
+        else:
+            _drone_observe(self.pos, self.vel, self.quat, self.omega, self.rotor, self._obs)
+        if not self._is_run:
+            self._obs[:, -1] = (np.hypot(self.pos[:, 0], self.pos[:, 1]) - CIRCLE_RADIUS) / 10.0
+
+    def heading(self) -> np.ndarray:
+        """Yaw of each agent (for pictures)."""
+        if self.agent == "Car":
+            return self.yaw.copy()
+        if self.agent == "Drone":
+            x, y, z, w = self.quat.T
+            return np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+        return np.arctan2(self.vel[:, 1], self.vel[:, 0])
+
+
+# ---------------------------------------------------------------------- compiled kernels (one row per env)
+@njit(cache=True)
+def _keep_inside_walls(pos: np.ndarray, vel: np.ndarray, b: int) -> bool:
+    """Push env ``b`` back inside the octagon and drop its outward velocity; True if it touched."""
+    touched = False
+    for k in range(8):
+        nx, ny = np.cos(k * np.pi / 4), np.sin(k * np.pi / 4)
+        excess = pos[b, 0] * nx + pos[b, 1] * ny - (WALL_DISTANCE - BODY_RADIUS)
+        if excess > 0:
+            touched = True
+            pos[b, 0] -= excess * nx
+            pos[b, 1] -= excess * ny
+            outward = vel[b, 0] * nx + vel[b, 1] * ny
+            if outward > 0:
+                vel[b, 0] -= outward * nx
+                vel[b, 1] -= outward * ny
+    return touched
+
+
+@njit(cache=True)
+def _ball_step(pos, vel, action, substeps, h, walls, agent_reward):  # noqa: ANN001, ANN202
+    for b in range(pos.shape[0]):
+        ax = BALL_ACCEL * min(max(action[b, 0], -1.0), 1.0)
+        ay = BALL_ACCEL * min(max(action[b, 1], -1.0), 1.0)
+        vx, vy = vel[b, 0], vel[b, 1]
+        for _ in range(substeps):  # semi-implicit in the drag, which keeps it stable
+            damp = 1.0 + h * BALL_DRAG * np.sqrt(vx * vx + vy * vy)
+            vx = (vx + h * ax) / damp
+            vy = (vy + h * ay) / damp
+            pos[b, 0] += h * vx
+            pos[b, 1] += h * vy
+        vel[b, 0], vel[b, 1] = vx, vy
+        if walls:
+            _keep_inside_walls(pos, vel, b)
+        agent_reward[b] = -0.5 * np.sqrt(ax * ax + ay * ay) / BALL_ACCEL
+
+
+@njit(cache=True)
+def _ball_observe(pos, vel, obs):  # noqa: ANN001, ANN202
+    for b in range(pos.shape[0]):
+        obs[b, 0], obs[b, 1] = 0.1 * pos[b, 0], 0.1 * pos[b, 1]
+        obs[b, 2], obs[b, 3] = 0.2 * vel[b, 0], 0.2 * vel[b, 1]
+        # a rolling ball spins at v / r about the horizontal axis perpendicular to v
+        obs[b, 4], obs[b, 5], obs[b, 6] = -0.1 * vel[b, 1] / BALL_RADIUS, 0.1 * vel[b, 0] / BALL_RADIUS, 0.0
+
+
+@njit(cache=True)
+def _car_step(pos, vel, yaw, speed, steer, action, substeps, h, walls, agent_reward):  # noqa: ANN001, ANN202
+    speed_keep, steer_keep = np.exp(-h / CAR_SPEED_LAG), np.exp(-h / CAR_STEER_LAG)
+    for b in range(pos.shape[0]):
+        target_speed = CAR_TOP_SPEED * min(max(action[b, 0], -1.0), 1.0)
+        target_steer = CAR_MAX_STEER * min(max(action[b, 1], -1.0), 1.0)
+        u, d, psi = speed[b], steer[b], yaw[b]
+        for _ in range(substeps):
+            u = target_speed + (u - target_speed) * speed_keep
+            d = target_steer + (d - target_steer) * steer_keep
+            psi += h * u * np.tan(d) / CAR_WHEELBASE
+            pos[b, 0] += h * u * np.cos(psi)
+            pos[b, 1] += h * u * np.sin(psi)
+        psi = (psi + np.pi) % (2 * np.pi) - np.pi
+        vel[b, 0], vel[b, 1] = u * np.cos(psi), u * np.sin(psi)
+        if walls and _keep_inside_walls(pos, vel, b):
+            u = 0.0  # the car's speed is along its heading: a wall stops it
+            vel[b, 0], vel[b, 1] = 0.0, 0.0
+        speed[b], steer[b], yaw[b] = u, d, psi
+        agent_reward[b] = 0.0
+
+
+@njit(cache=True)
+def _car_observe(pos, vel, yaw, speed, steer, obs):  # noqa: ANN001, ANN202
+    for b in range(pos.shape[0]):
+        obs[b, 0], obs[b, 1] = 0.1 * pos[b, 0], 0.1 * pos[b, 1]
+        obs[b, 2], obs[b, 3] = vel[b, 0], vel[b, 1]
+        obs[b, 4], obs[b, 5] = np.sin(yaw[b]), np.cos(yaw[b])
+        obs[b, 6] = 0.1 * speed[b] * np.tan(steer[b]) / CAR_WHEELBASE
+
+
+@njit(cache=True)
+def _euler(qx, qy, qz, qw):  # noqa: ANN001, ANN202
+    """Roll, pitch, yaw as PyBullet's ``getEulerFromQuaternion`` computes them (pitch in [-pi/2, pi/2])."""
+    roll = np.arctan2(2 * (qw * qx + qy * qz), 1 - 2 * (qx * qx + qy * qy))
+    pitch = np.arcsin(min(max(2 * (qw * qy - qz * qx), -1.0), 1.0))
+    yaw = np.arctan2(2 * (qw * qz + qx * qy), 1 - 2 * (qy * qy + qz * qz))
+    return roll, pitch, yaw
+
+
+@njit(cache=True)
+def _drone_step(pos, vel, quat, omega, rotor, action, substeps, h, walls, on_ground, alive,  # noqa: ANN001, ANN202
+                agent_reward):
+    ixx, iyy, izz = DRONE_INERTIA[0], DRONE_INERTIA[1], DRONE_INERTIA[2]
+    n = np.empty(4)
+    for b in range(pos.shape[0]):
+        for i in range(4):
+            rotor[b, i] = ROTOR_DIRECTIONS[i] * HOVER_SPEED * (1.0 + 0.1 * min(max(action[b, i], -1.0), 1.0))
+            n[i] = abs(rotor[b, i]) * _PITCH / (2 * np.pi)  # revolutions per second
+        qx, qy, qz, qw = quat[b, 0], quat[b, 1], quat[b, 2], quat[b, 3]
+        wx, wy, wz = omega[b, 0], omega[b, 1], omega[b, 2]
+        for _ in range(substeps):
+            zx, zy, zz = 2 * (qx * qz + qw * qy), 2 * (qy * qz - qw * qx), 1 - 2 * (qx * qx + qy * qy)
+            inflow = vel[b, 0] * zx + vel[b, 1] * zy + vel[b, 2] * zz
+            f0 = _THRUST_COEF * (n[0] * n[0] - n[0] * inflow)
+            f1 = _THRUST_COEF * (n[1] * n[1] - n[1] * inflow)
+            f2 = _THRUST_COEF * (n[2] * n[2] - n[2] * inflow)
+            f3 = _THRUST_COEF * (n[3] * n[3] - n[3] * inflow)
+            tx, ty = DRONE_ARM * (f1 - f3), DRONE_ARM * (f2 - f0)  # rotors in a plus layout
+            # Euler's equations: I dw/dt = tau - w x I w
+            wx, wy, wz = (wx + h * (tx - (izz - iyy) * wy * wz) / ixx,
+                          wy + h * (ty - (ixx - izz) * wz * wx) / iyy,
+                          wz + h * (-(iyy - ixx) * wx * wy) / izz)
+            thrust = (f0 + f1 + f2 + f3) / DRONE_MASS
+            vel[b, 0] += h * thrust * zx
+            vel[b, 1] += h * thrust * zy
+            vel[b, 2] += h * (thrust * zz - GRAVITY)
+            for k in range(3):
+                pos[b, k] += h * vel[b, k]
+            # dq/dt = q (x) (w, 0) / 2
+            dx = qw * wx + qy * wz - qz * wy
+            dy = qw * wy + qz * wx - qx * wz
+            dz = qw * wz + qx * wy - qy * wx
+            dw = -(qx * wx + qy * wy + qz * wz)
+            qx, qy, qz, qw = qx + 0.5 * h * dx, qy + 0.5 * h * dy, qz + 0.5 * h * dz, qw + 0.5 * h * dw
+            norm = np.sqrt(qx * qx + qy * qy + qz * qz + qw * qw)
+            qx, qy, qz, qw = qx / norm, qy / norm, qz / norm, qw / norm
+        # the ground stops sinking and brakes sliding (friction 0.8)
+        landed = pos[b, 2] <= DRONE_REST_Z + 1e-3
+        if landed:
+            pos[b, 2] = max(pos[b, 2], DRONE_REST_Z)
+            vel[b, 2] = max(vel[b, 2], 0.0)
+            planar = np.sqrt(vel[b, 0] ** 2 + vel[b, 1] ** 2)
+            keep = max(0.0, 1.0 - DRONE_FRICTION * GRAVITY * h * substeps / max(planar, 1e-9))
+            vel[b, 0] *= keep
+            vel[b, 1] *= keep
+        if walls:
+            _keep_inside_walls(pos, vel, b)
+        quat[b, 0], quat[b, 1], quat[b, 2], quat[b, 3] = qx, qy, qz, qw
+        omega[b, 0], omega[b, 1], omega[b, 2] = wx, wy, wz
+        on_ground[b] = landed
+        roll, pitch, _ = _euler(qx, qy, qz, qw)
+        alive[b] = abs(roll) <= np.pi / 2 and abs(pitch) <= np.pi / 2
+        # |w|^2 is the same in the world and the body frame
+        agent_reward[b] = (1.0 if alive[b] else -10.0) - 0.01 * (wx * wx + wy * wy + wz * wz) - (1.0 if landed else 0.0)
+
+
+@njit(cache=True)
+def _drone_observe(pos, vel, quat, omega, rotor, obs):  # noqa: ANN001, ANN202
+    for b in range(pos.shape[0]):
+        qx, qy, qz, qw = quat[b, 0], quat[b, 1], quat[b, 2], quat[b, 3]
+        for k in range(3):
+            obs[b, k] = 0.1 * pos[b, k]
+            obs[b, 3 + k] = 0.2 * vel[b, k]
+        # the reference rebuilds the quaternion from roll/pitch/yaw (a canonical sign)
+        roll, pitch, yaw = _euler(qx, qy, qz, qw)
+        cr, sr = np.cos(roll / 2), np.sin(roll / 2)
+        cp, sp = np.cos(pitch / 2), np.sin(pitch / 2)
+        cy, sy = np.cos(yaw / 2), np.sin(yaw / 2)
+        obs[b, 6] = sr * cp * cy - cr * sp * sy
+        obs[b, 7] = cr * sp * cy + sr * cp * sy
+        obs[b, 8] = cr * cp * sy - sr * sp * cy
+        obs[b, 9] = cr * cp * cy + sr * sp * sy
+        # world angular velocity R(q) w
+        wx, wy, wz = omega[b, 0], omega[b, 1], omega[b, 2]
+        tx, ty, tz = 2 * (qy * wz - qz * wy), 2 * (qz * wx - qx * wz), 2 * (qx * wy - qy * wx)
+        obs[b, 10] = 0.1 * (wx + qw * tx + qy * tz - qz * ty)
+        obs[b, 11] = 0.1 * (wy + qw * ty + qz * tx - qx * tz)
+        obs[b, 12] = 0.1 * (wz + qw * tz + qx * ty - qy * tx)
+        for i in range(4):
+            obs[b, 13 + i] = 2.5e-3 * (rotor[b, i] - ROTOR_DIRECTIONS[i] * HOVER_SPEED)
+
+
+@njit(cache=True)
+def _task_step(is_run, old_xy, pos, vel, velocity_limit, agent_reward, reward, cost, outside,  # noqa: ANN001, ANN202
+               too_fast):
+    for b in range(pos.shape[0]):
+        x, y, vx, vy = pos[b, 0], pos[b, 1], vel[b, 0], vel[b, 1]
+        if is_run:
+            outside[b] = abs(y) > 2.0
+            too_fast[b] = vx * vx + vy * vy > velocity_limit * velocity_limit
+            progress = (np.hypot(old_xy[b, 0] - RUN_TARGET_X, old_xy[b, 1])
+                        - np.hypot(x - RUN_TARGET_X, y))
+            reward[b] = 60.0 * progress + agent_reward[b]
+        else:
+            outside[b] = abs(x) > 6.0
+            too_fast[b] = False
+            radius = np.hypot(x, y)
+            reward[b] = 0.1 * (y * vx - x * vy) / (1.0 + abs(radius - CIRCLE_RADIUS)) + 0.01 * agent_reward[b]
+        cost[b] = 1.0 if (outside[b] or too_fast[b]) else 0.0
+
+
+# ---------------------------------------------------------------------- pictures
+def render_topdown(core: BulletCore, env_index: int = 0, size: int = 256) -> np.ndarray:
+    """A top-down RGB picture of one environment: boundaries (red), circle (green), agent (blue)."""
+    x, y = core.pos[env_index, :2]
+    if core.task == "Circle":
+        half, cx, cy = 13.0, 0.0, 0.0
+    else:
+        half, cx, cy = 6.0, x, 0.0
+    coords = (np.arange(size) + 0.5) / size * 2 * half - half
+    gx, gy = np.meshgrid(coords + cx, -coords + cy)  # row 0 is the top (+y)
+    pixel = 2 * half / size
+    img = np.full((size, size, 3), 235, dtype=np.uint8)
+    if core.task == "Circle":
+        outside_walls = (np.stack([gx, gy], -1) @ _WALL_NORMALS.T).max(-1) > WALL_DISTANCE
+        img[outside_walls] = (90, 90, 90)
+        img[np.abs(np.hypot(gx, gy) - CIRCLE_RADIUS) < 1.5 * pixel] = (60, 170, 60)
+        img[np.abs(np.abs(gx) - 6.0) < 1.5 * pixel] = (210, 40, 40)
+    else:
+        img[np.abs(np.abs(gy) - 2.0) < 1.5 * pixel] = (210, 40, 40)
+        img[np.abs(((gx + 0.5) % 1.0) - 0.5) < 0.5 * pixel] = (205, 205, 205)  # 1 m ticks show motion
+    img[np.hypot(gx - x, gy - y) < 0.5] = (40, 70, 200)
+    yaw = core.heading()[env_index]
+    nose = np.hypot(gx - x - 0.4 * np.cos(yaw), gy - y - 0.4 * np.sin(yaw)) < 0.15
+    img[nose] = (250, 220, 40)
+    return img
+
+
+# ---------------------------------------------------------------------- Gymnasium envs
+class BulletSafetyEnv(OfflineEnvMixin, gym.Env):
+    """One environment of :class:`BulletCore` behind the Gymnasium API (see the module docstring)."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+    agent_name: str = ""
+    task_name: str = ""
+
+    def __init__(self, render_mode: str | None = None) -> None:
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.spec_id = f"aligngym/{self.agent_name}{self.task_name}-v0"
+        self._init_offline()
+        self.core = BulletCore(self.agent_name, self.task_name, num_envs=1)
+        self.render_mode = render_mode
+        self.metadata = {**self.metadata, "render_fps": round(1.0 / self.core.dt)}
+        self.observation_space = spaces.Box(-1000.0, 1000.0, (self.core.obs_dim,), np.float64)  # nominal, as in the reference
+        self.action_space = spaces.Box(-1.0, 1.0, (self.core.act_dim,), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        obs = self.core.reset(rng=self.np_random)
+        return obs[0], {}
+
+    def step(self, action: Any):
+        arr = np.asarray(action, dtype=np.float64)
+        if arr.size != self.core.act_dim:
+            raise ValueError(f"{self.spec_id}: action must have {self.core.act_dim} numbers "
+                             f"(shape {self.action_space.shape}), got shape {arr.shape}")
+        obs, reward, cost, outside, too_fast, terminated, _ = self.core.step(arr.reshape(1, -1))
+        info = {"cost": float(cost[0]), "cost_outside_bounds": float(outside[0]),
+                "cost_velocity_violation": float(too_fast[0])}
+        return obs[0], float(reward[0]), bool(terminated[0]), False, info
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode == "rgb_array":
+            return render_topdown(self.core)
+        return None
+
+
+def _task_class(agent: str, task: str) -> type[BulletSafetyEnv]:
+    cls = type(f"{agent}{task}Env", (BulletSafetyEnv,), {"agent_name": agent, "task_name": task,
+                                                        "__module__": __name__})
+    cls.__doc__ = f"``aligngym/{agent}{task}-v0`` (see :mod:`aligngym.envs.safety.bullet`)."
+    return cls
+
+
+BallRunEnv = _task_class("Ball", "Run")
+BallCircleEnv = _task_class("Ball", "Circle")
+CarRunEnv = _task_class("Car", "Run")
+CarCircleEnv = _task_class("Car", "Circle")
+DroneRunEnv = _task_class("Drone", "Run")
+DroneCircleEnv = _task_class("Drone", "Circle")

@@ -1,0 +1,58 @@
+"""DSRL's offline-env API, shared by every safe task: ``get_dataset``, ``set_target_cost``,
+``get_normalized_score`` (``dsrl/offline_env.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aligngym.envs.safety.specs import SafeTaskSpec, task_spec
+
+
+class OfflineEnvMixin:
+    """Mixed into each safe task's ``gymnasium.Env``; reach it as ``env.unwrapped``.
+
+    Set ``spec_id`` on the class (the Gymnasium id) and call ``_init_offline()`` in ``__init__``.
+    """
+
+    spec_id: str
+
+    def _init_offline(self) -> None:
+        self.task: SafeTaskSpec = task_spec(self.spec_id)
+        self.target_cost: float = self.task.default_cost_limit
+
+    def set_target_cost(self, target_cost: float) -> None:
+        """The cost threshold ``L`` used by :meth:`get_normalized_score`."""
+        target_cost = float(target_cost)
+        if not np.isfinite(target_cost) or target_cost < 0:
+            raise ValueError(f"target cost must be a finite number >= 0, got {target_cost}")
+        self.target_cost = target_cost
+
+    def get_normalized_score(self, episode_return: Any, episode_cost: Any) -> tuple[Any, Any]:
+        """DSRL's scores: ``(R - R_min) / (R_max - R_min)`` and ``(C + e) / (L + e)``, e = 1 iff L = 0.
+
+        Works on scalars and arrays; a policy is safe when the normalised cost is <= 1.
+        """
+        lo, hi = self.task.reward_min, self.task.reward_max
+        eps = 1.0 if self.target_cost == 0 else 0.0
+        normalized_return = (np.asarray(episode_return, dtype=np.float64) - lo) / (hi - lo)
+        normalized_cost = (np.asarray(episode_cost, dtype=np.float64) + eps) / (self.target_cost + eps)
+        if np.ndim(normalized_return) == 0 and np.ndim(normalized_cost) == 0:
+            return float(normalized_return), float(normalized_cost)
+        return normalized_return, normalized_cost
+
+    def get_dataset(self, h5path: str | Path | None = None, size: str = "full",
+                    seed: int = 0) -> dict[str, np.ndarray]:
+        """The task's offline data as D4RL/DSRL arrays (``observations``, ``actions``, ``rewards``,
+        ``costs``, ``terminals``, ``timeouts``, ``next_observations``).
+
+        Without ``h5path`` it loads the generated dataset from the data directory
+        (``$ALIGNGYM_DATA``, default ``~/.cache/aligngym/datasets``); a missing one raises an
+        error that names the ``aligngym data generate`` command that makes it.
+        """
+        from aligngym.envs.data.dataset import dataset_path, load_dataset
+
+        path = Path(h5path) if h5path is not None else dataset_path(self.spec_id, size, seed)
+        return load_dataset(path, env=self, env_id=self.spec_id, size=size, seed=seed).arrays

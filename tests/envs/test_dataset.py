@@ -1,0 +1,384 @@
+"""Offline dataset I/O (aligngym.envs.data.dataset) and DSRL's grid filter (filters)."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import gymnasium as gym
+import h5py
+import numpy as np
+import pytest
+
+from aligngym.envs.data import dataset as dataset_module
+from aligngym.envs.data.dataset import (
+    DatasetError,
+    OfflineDataset,
+    concatenate_datasets,
+    data_dir,
+    dataset_path,
+    generate_command,
+    load_dataset,
+    plot_reward_cost,
+    summary,
+    write_dataset,
+)
+from aligngym.envs.data.filters import grid_filter
+
+# Three episodes: A rows 0-2 ends terminal, B rows 3-4 ends by timeout, C rows 5-8 unfinished.
+N = 9
+REWARDS = np.array([1, 2, 3, 10, 10, 0.5, 0.5, 0.5, 0.5], dtype=np.float32)
+COSTS = np.array([0, 1, 1, 1, 0, 0, 0, 0, 0], dtype=np.float32)
+TERMINALS = np.zeros(N, dtype=bool)
+TERMINALS[2] = True
+TIMEOUTS = np.zeros(N, dtype=bool)
+TIMEOUTS[4] = True
+
+
+def _arrays(obs_dim: int = 3, with_next: bool = True, with_costs: bool = True) -> dict[str, np.ndarray]:
+    # observation i is [i, i, ...] so every row can be identified after reordering.
+    obs = np.repeat(np.arange(N, dtype=np.float32)[:, None], obs_dim, axis=1)
+    arrays = {"observations": obs, "actions": np.arange(N, dtype=np.float32)[:, None] / 10,
+              "rewards": REWARDS.copy(), "terminals": TERMINALS.copy(), "timeouts": TIMEOUTS.copy()}
+    if with_next:
+        arrays["next_observations"] = obs + 1
+    if with_costs:
+        arrays["costs"] = COSTS.copy()
+    return arrays
+
+
+def _dataset() -> OfflineDataset:
+    return OfflineDataset(arrays=_arrays(), attrs={"env_id": "test"})
+
+
+def _write_raw(path: Path, arrays: dict[str, np.ndarray], attrs: dict | None = None) -> Path:
+    with h5py.File(path, "w") as file:
+        for key, value in arrays.items():
+            file.create_dataset(key, data=value)
+        for key, value in (attrs or {}).items():
+            file.attrs[key] = value
+    return path
+
+
+# --- paths and commands -------------------------------------------------------------------------
+
+def test_paths_follow_data_dir_and_naming(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALIGNGYM_DATA", str(tmp_path))
+    assert data_dir() == tmp_path
+    assert dataset_path("aligngym/BallCircle-v0", "tiny", 3) == tmp_path / "BallCircle-v0-tiny-s3.hdf5"
+    assert dataset_path("Hopper-v5", "full", 0, kind="medium") == tmp_path / "Hopper-v5-medium-full-s0.hdf5"
+    with pytest.raises(DatasetError, match="huge"):
+        dataset_path("Hopper-v5", "huge", 0)
+    monkeypatch.delenv("ALIGNGYM_DATA")
+    assert data_dir() == Path.home() / ".cache" / "aligngym" / "datasets"
+    assert generate_command("aligngym/BallCircle-v0", "small", 1) == \
+        "aligngym data generate aligngym/BallCircle-v0 --size small --seed 1"
+
+
+# --- loading foreign layouts --------------------------------------------------------------------
+
+def test_d4rl_layout_derives_next_observations(tmp_path):
+    arrays = _arrays(with_next=False, with_costs=False)
+    arrays["infos/qpos"] = np.arange(N, dtype=np.float64)[:, None] * np.ones((1, 2))
+    path = _write_raw(tmp_path / "hopper.hdf5", arrays)
+    with h5py.File(path, "a") as file:
+        file["metadata/algorithm"] = "SAC"
+    ds = load_dataset(path)
+    # Kept rows: A's three (terminal keeps a placeholder), B's first, C's first three.
+    kept = np.array([0, 1, 2, 3, 5, 6, 7])
+    np.testing.assert_array_equal(ds.arrays["observations"][:, 0], kept)
+    np.testing.assert_array_equal(ds.arrays["next_observations"][:, 0], [1, 2, 2, 4, 6, 7, 8])
+    np.testing.assert_array_equal(ds.arrays["infos/qpos"][:, 0], kept)
+    assert ds.attrs["metadata/algorithm"] == "SAC"
+    assert "costs" not in ds.arrays
+    np.testing.assert_array_equal(ds.episode_lengths(), [3, 1, 3])
+    np.testing.assert_allclose(ds.episode_returns(), [6, 10, 1.5])
+    np.testing.assert_array_equal(ds.episode_costs(), [0, 0, 0])
+    assert ds.arrays["timeouts"].tolist() == [False, False, False, True, False, False, True]
+
+
+def test_dsrl_layout_with_attributes_loads(tmp_path):
+    arrays = _arrays()
+    arrays["rewards"] = arrays["rewards"][:, None]  # DSRL keeps some columns as (N, 1)
+    arrays["costs"] = arrays["costs"][:, None]
+    arrays["terminals"] = arrays["terminals"].astype(np.float32)
+    path = _write_raw(tmp_path / "dsrl.hdf5", arrays,
+                      {"max_episode_reward": 881.5, "min_episode_cost": 0.0, "env": b"BallCircle"})
+    ds = load_dataset(path)
+    assert ds.arrays["rewards"].shape == (N,) and ds.arrays["costs"].shape == (N,)
+    assert ds.arrays["terminals"].dtype == bool and ds.arrays["terminals"][2]
+    assert ds.attrs["max_episode_reward"] == pytest.approx(881.5)
+    assert ds.attrs["env"] == "BallCircle"
+    np.testing.assert_allclose(ds.episode_costs(), [2, 1, 0])
+
+
+def test_round_trip_preserves_arrays_and_attrs(tmp_path):
+    attrs = {"env_id": "aligngym/BallCircle-v0", "seed": 3, "cost_limits": [10.0, 20.0],
+             "config": {"policy": "sac", "steps": [1, 2]}, "noise": 0.1}
+    arrays = _arrays()
+    arrays["terminals"] = arrays["terminals"].astype(np.int64)  # cast to bool on write
+    path = write_dataset(tmp_path / "sub" / "d.hdf5", arrays, attrs)
+    ds = load_dataset(path)
+    for key, value in _arrays().items():
+        np.testing.assert_array_equal(ds.arrays[key], value)
+        assert ds.arrays[key].dtype == (bool if key in ("terminals", "timeouts") else np.float32)
+    for key, value in attrs.items():
+        assert ds.attrs[key] == value
+    assert ds.attrs["format"] == "d4rl"
+    assert ds.attrs["aligngym_version"] == dataset_module._package_version()
+    assert ds.path == path and len(ds) == N
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+def test_missing_file_names_generate_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALIGNGYM_DATA", str(tmp_path))
+    path = dataset_path("aligngym/BallCircle-v0", "tiny", 3)
+    with pytest.raises(DatasetError) as info:
+        load_dataset(path, env_id="aligngym/BallCircle-v0", size="tiny", seed=3)
+    assert "missing" in str(info.value)
+    assert generate_command("aligngym/BallCircle-v0", "tiny", 3) in str(info.value)
+
+
+def test_missing_key_names_key_and_file(tmp_path):
+    arrays = _arrays()
+    del arrays["actions"]
+    path = _write_raw(tmp_path / "noact.hdf5", arrays)
+    with pytest.raises(DatasetError, match="'actions'") as info:
+        load_dataset(path)
+    assert str(path) in str(info.value)
+
+
+def test_safe_task_requires_costs(tmp_path):
+    path = _write_raw(tmp_path / "nocost.hdf5", _arrays(with_costs=False))
+    box = gym.spaces.Box(-1, 1, (3,))
+    safe_env = types.SimpleNamespace(observation_space=box, action_space=gym.spaces.Box(-1, 1, (1,)),
+                                     task=object())
+    with pytest.raises(DatasetError, match="'costs'"):
+        load_dataset(path, env=safe_env)
+    del safe_env.task  # a non-safe env loads the same file
+    assert "costs" not in load_dataset(path, env=safe_env).arrays
+
+
+def test_unequal_lengths_rejected(tmp_path):
+    arrays = _arrays()
+    arrays["rewards"] = arrays["rewards"][:-1]
+    path = _write_raw(tmp_path / "short.hdf5", arrays)
+    with pytest.raises(DatasetError, match="unequal lengths"):
+        load_dataset(path)
+    with pytest.raises(DatasetError, match="unequal lengths"):
+        write_dataset(tmp_path / "w.hdf5", arrays, {})
+
+
+@pytest.mark.parametrize("damage", ["truncate", "random"])
+def test_corrupt_files_reported(tmp_path, damage):
+    path = write_dataset(tmp_path / "d.hdf5", _arrays(), {})
+    if damage == "truncate":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(DatasetError, match="truncated or corrupt") as info:
+        load_dataset(path)
+    assert str(path) in str(info.value)
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name != "d.hdf5")
+
+
+def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    path = write_dataset(tmp_path / "d.hdf5", _arrays(), {"version": "old"})
+    bad = _arrays()
+    bad["rewards"][4] = np.nan
+    with pytest.raises(DatasetError, match="rewards.*NaN"):
+        write_dataset(path, bad, {"version": "new"})
+    assert load_dataset(path).attrs["version"] == "old"
+
+    calls = {"n": 0}
+    real_create = h5py.Group.create_dataset
+
+    def failing_create(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("disk full")
+        return real_create(self, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", failing_create)
+    new = _arrays()
+    new["rewards"] += 100
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_dataset(path, new, {"version": "new"})
+    monkeypatch.undo()
+    assert calls["n"] == 3
+    old = load_dataset(path)
+    assert old.attrs["version"] == "old"
+    np.testing.assert_array_equal(old.arrays["rewards"], REWARDS)
+    assert _leftovers(tmp_path) == []
+
+
+def test_env_shape_mismatch_names_both_shapes(tmp_path):
+    env = gym.make("Pendulum-v1")
+    try:
+        wrong = write_dataset(tmp_path / "wrong.hdf5", _arrays(obs_dim=4), {})
+        with pytest.raises(DatasetError) as info:
+            load_dataset(wrong, env=env)
+        assert "(4,)" in str(info.value) and "(3,)" in str(info.value)
+        right = write_dataset(tmp_path / "right.hdf5", _arrays(obs_dim=3), {})
+        assert len(load_dataset(right, env=env)) == N
+    finally:
+        env.close()
+
+
+# --- episodes -----------------------------------------------------------------------------------
+
+def test_episode_bounds_returns_costs():
+    ds = _dataset()
+    starts, ends = ds.episode_bounds()
+    np.testing.assert_array_equal(starts, [0, 3, 5])
+    np.testing.assert_array_equal(ends, [3, 5, 9])
+    np.testing.assert_array_equal(ds.episode_lengths(), [3, 2, 4])
+    np.testing.assert_allclose(ds.episode_returns(), [6, 20, 2])
+    np.testing.assert_allclose(ds.episode_costs(), [2, 1, 0])
+    trajectories = ds.trajectories()
+    assert [len(t["rewards"]) for t in trajectories] == [3, 2, 4]
+    np.testing.assert_array_equal(trajectories[1]["observations"][:, 0], [3, 4])
+
+
+def test_select_and_concatenate_keep_episodes_apart():
+    ds = _dataset()
+    picked = ds.select_episodes([2, 0])  # C (unfinished) first: must not merge with A
+    np.testing.assert_array_equal(picked.episode_lengths(), [4, 3])
+    np.testing.assert_allclose(picked.episode_returns(), [2, 6])
+    assert picked.attrs == ds.attrs and picked.attrs is not ds.attrs
+    both = concatenate_datasets([ds, ds])
+    np.testing.assert_array_equal(both.episode_lengths(), [3, 2, 4, 3, 2, 4])
+    np.testing.assert_allclose(both.episode_costs(), [2, 1, 0, 2, 1, 0])
+    with pytest.raises(DatasetError):
+        ds.select_episodes([3])
+    no_costs = OfflineDataset(arrays=_arrays(with_costs=False))
+    with pytest.raises(DatasetError, match="keys"):
+        OfflineDataset.concatenate([ds, no_costs])
+
+
+def test_replay_buffer_carries_costs():
+    arrays = _arrays()
+    arrays["rewards"] = np.arange(N, dtype=np.float32)
+    arrays["costs"] = np.arange(N, dtype=np.float32) / 10  # distinct per transition
+    ds = OfflineDataset(arrays=arrays)
+    buffer = ds.to_replay_buffer()
+    assert len(buffer) == N
+    np.testing.assert_array_equal(buffer.done, [0, 0, 1, 0, 1, 0, 0, 0, 1])
+    np.testing.assert_array_equal(buffer.terminated, TERMINALS)
+    batch, indices = buffer.sample(32)
+    assert len(indices) == 32
+    np.testing.assert_allclose(batch.info.cost, arrays["costs"][indices])
+    np.testing.assert_allclose(batch.info.cost, batch.rew / 10)
+    np.testing.assert_array_equal(batch.obs_next, arrays["next_observations"][indices])
+    np.testing.assert_allclose(buffer[[2, 7]].info.cost, [0.2, 0.7])
+
+
+# --- sequence segments --------------------------------------------------------------------------
+
+def test_sample_segments_pads_short_episode():
+    rewards = np.array([1, 2, 3, 4, 5], dtype=np.float32)
+    obs = np.arange(5, dtype=np.float32)[:, None]
+    ds = OfflineDataset(arrays={
+        "observations": obs, "next_observations": obs + 1, "actions": obs * 0,
+        "rewards": rewards, "costs": np.array([1, 0, 1, 0, 0], dtype=np.float32),
+        "terminals": np.array([0, 0, 0, 0, 1], bool), "timeouts": np.zeros(5, bool)})
+    seg = ds.sample_segments(2, 8, np.random.default_rng(0))
+    assert seg["observations"].shape == (2, 8, 1) and seg["actions"].shape == (2, 8, 1)
+    np.testing.assert_array_equal(seg["mask"][0], [1, 1, 1, 1, 1, 0, 0, 0])
+    np.testing.assert_allclose(seg["returns_to_go"][0], [15, 14, 12, 9, 5, 0, 0, 0])
+    np.testing.assert_allclose(seg["costs_to_go"][0], [2, 1, 1, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(seg["timesteps"][0], [0, 1, 2, 3, 4, 0, 0, 0])
+    np.testing.assert_allclose(seg["rewards"][0], [1, 2, 3, 4, 5, 0, 0, 0])
+    assert seg["timesteps"].dtype.kind == "i" and seg["mask"].dtype == bool
+
+
+def test_sample_segments_windows_inside_episodes():
+    ds = _dataset()
+    starts, ends = ds.episode_bounds()
+    seg = ds.sample_segments(64, 2, np.random.default_rng(1))
+    rows = seg["observations"][..., 0].astype(int)  # observation i sits on row i
+    for b in range(64):
+        valid = seg["mask"][b]
+        assert valid[0]
+        episode = np.searchsorted(ends, rows[b, 0], side="right")
+        for k in np.flatnonzero(valid):
+            row = rows[b, k]
+            assert starts[episode] <= row < ends[episode]  # never crosses into the next episode
+            assert seg["timesteps"][b, k] == row - starts[episode]
+            # suffix sum over the whole episode, not only the window
+            assert seg["returns_to_go"][b, k] == pytest.approx(REWARDS[row:ends[episode]].sum())
+            assert seg["costs_to_go"][b, k] == pytest.approx(COSTS[row:ends[episode]].sum())
+    assert seg["mask"].all()  # every episode here is at least 2 long: no padding
+    assert set(seg["timesteps"][:, 0]) > {0}  # windows start at varied places
+
+
+# --- grid filter --------------------------------------------------------------------------------
+
+def _clusters() -> tuple[np.ndarray, np.ndarray]:
+    # 100 episodes in one cell, 3 in another, 1 alone; plus one far outside the range (clipped).
+    costs = np.r_[np.full(100, 0.5), np.full(3, 5.5), 9.5, 50.0]
+    returns = np.r_[np.full(100, 0.5), np.full(3, 5.5), 9.5, 9.5]
+    return returns, costs
+
+
+def test_grid_filter_caps_dense_and_drops_sparse_bins():
+    returns, costs = _clusters()
+    kwargs = dict(cost_bins=10, reward_bins=10, cost_range=(0, 10), reward_range=(0, 10))
+    kept = grid_filter(returns, costs, max_per_bin=10, min_per_bin=1,
+                       rng=np.random.default_rng(0), **kwargs)
+    assert np.all(np.diff(kept) > 0)
+    assert np.sum(kept < 100) == 10
+    assert {100, 101, 102} <= set(kept.tolist())
+    # 103 and 104 (clipped into 103's cell) share a bin of 2 > min_per_bin: both kept
+    assert {103, 104} <= set(kept.tolist())
+    sparse = grid_filter(returns, costs, max_per_bin=10, min_per_bin=3,
+                         rng=np.random.default_rng(0), **kwargs)
+    assert not set(sparse.tolist()) & {100, 101, 102, 103, 104} and len(sparse) == 10
+    again = grid_filter(returns, costs, max_per_bin=10, min_per_bin=1,
+                        rng=np.random.default_rng(0), **kwargs)
+    np.testing.assert_array_equal(kept, again)
+    other = grid_filter(returns, costs, max_per_bin=10, min_per_bin=1,
+                        rng=np.random.default_rng(7), **kwargs)
+    assert not np.array_equal(kept, other)
+    everything = grid_filter(returns, costs, max_per_bin=1000, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(everything, np.arange(len(returns)))
+
+
+def test_grid_filter_validates_arguments():
+    returns, costs = _clusters()
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="max_per_bin"):
+        grid_filter(returns, costs, max_per_bin=0, rng=rng)
+    with pytest.raises(ValueError, match="equal length"):
+        grid_filter(returns, costs[:-1], max_per_bin=5, rng=rng)
+    with pytest.raises(ValueError, match="cost_range"):
+        grid_filter(returns, costs, max_per_bin=5, rng=rng, cost_range=(5, 1))
+    with pytest.raises(ValueError, match="Generator"):
+        grid_filter(returns, costs, max_per_bin=5, rng=0)
+
+
+# --- summary and plot ---------------------------------------------------------------------------
+
+def test_summary_reports_episodes_and_costs():
+    text = summary(_dataset())
+    assert "episodes: 3" in text and "transitions: 9" in text
+    assert "episode cost: min 0.000  mean 1.000  max 2.000" in text
+    assert "episode return: min 2.000  mean 9.333  max 20.000" in text
+    assert "cost <= 10: 100.0%" in text
+    limited = _dataset()
+    limited.attrs["cost_limits"] = [0.5, 1.0]
+    text = summary(limited)
+    assert "cost <= 0.5: 33.3%" in text and "cost <= 1: 66.7%" in text
+    assert "cost <= 10:" not in text
+
+
+def test_plot_writes_png(tmp_path):
+    out = plot_reward_cost(_dataset(), tmp_path / "plots" / "rc.png", cost_limits=[1.0], title="t")
+    data = out.read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 1000
+    assert sorted(p.name for p in out.parent.iterdir()) == ["rc.png"]
