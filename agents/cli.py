@@ -4,6 +4,9 @@
     aligngym train --resume RUN_DIR
     aligngym eval RUN_DIR [--episodes N] [--background BOT --focal K]
     aligngym study cooperation [--seeds N] [--episodes E] [--conditions ...]
+    aligngym data generate TASK [--size tiny|small|full] [--seed S] [--out PATH] [--force]
+    aligngym data info FILE
+    aligngym data plot FILE [--out PNG]
     aligngym list
 
 Bad input (a config error, a missing or corrupt checkpoint, a wrong flag) prints one clear message
@@ -19,6 +22,7 @@ from pathlib import Path
 
 from aligngym.agents.config import AGENTS, ConfigError, load_config
 from aligngym.agents.train import CheckpointError
+from aligngym.envs.data.dataset import DatasetError
 
 
 def _configs_dir() -> Path:
@@ -101,6 +105,28 @@ def _cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    from aligngym.envs.data.dataset import load_dataset, plot_reward_cost, summary
+
+    if args.action == "generate":
+        from aligngym.envs.data.generate import generate
+
+        paths = generate(args.task, args.size, args.seed, Path(args.out) if args.out else None, args.force)
+        for path in paths:
+            print(f"wrote {path}")
+        print(f"inspect it: aligngym data info {paths[0]}")
+        return 0
+    ds = load_dataset(Path(args.file))
+    if args.action == "info":
+        print(summary(ds))
+        return 0
+    out = Path(args.out) if args.out else Path(args.file).with_suffix(".png")
+    limits = ds.attrs.get("cost_limits")
+    plot_reward_cost(ds, out, cost_limits=limits, title=str(ds.attrs.get("env_id", Path(args.file).stem)))
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aligngym", description="AlignGym: train and evaluate agents.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -150,6 +176,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train nothing: rewrite study.md from the runs already in OUT")
     p.set_defaults(func=_cmd_study)
 
+    p = sub.add_parser("data", help="offline datasets: generate, inspect, plot",
+                       description="Generate offline datasets locally in the D4RL/DSRL HDF5 layout "
+                                   "(into $ALIGNGYM_DATA, default ~/.cache/aligngym/datasets), print "
+                                   "a file's contents, or plot its episodes on the reward-cost plane.")
+    data = p.add_subparsers(dest="action", required=True)
+    g = data.add_parser("generate", help="train behaviour policies and write a dataset",
+                        description="Safe tasks (aligngym/BallCircle-v0 ...): PPO-Lagrangian behaviour "
+                                    "runs over a sweep of cost limits plus noisy rollouts, DSRL's grid "
+                                    "filter, one HDF5. Locomotion (Hopper-v5, HalfCheetah-v5, "
+                                    "Walker2d-v5): D4RL's random/medium/expert/medium-replay/"
+                                    "medium-expert files. Rerunning resumes from finished stages.")
+    g.add_argument("task", help="a safe task id (aligngym/BallCircle-v0) or Hopper-v5/HalfCheetah-v5/Walker2d-v5")
+    g.add_argument("--size", choices=("tiny", "small", "full"), default="small",
+                   help="tiny: seconds (tests); small: minutes on 2 cores; full: DSRL-sized (default small)")
+    g.add_argument("--seed", type=int, default=0, help="the same seed gives the same file (default 0)")
+    g.add_argument("--out", default=None, help="output file (locomotion: folder) instead of the data directory")
+    g.add_argument("--force", action="store_true", help="replace an existing file")
+    i = data.add_parser("info", help="keys, sizes, return and cost statistics of a dataset file")
+    i.add_argument("file")
+    pl = data.add_parser("plot", help="reward-cost scatter of a dataset's episodes (PNG)")
+    pl.add_argument("file")
+    pl.add_argument("--out", default=None, help="PNG path (default: next to FILE)")
+    p.set_defaults(func=_cmd_data)
+
     p = sub.add_parser("list", help="list registered environments, agents and configs")
     p.set_defaults(func=_cmd_list)
     return parser
@@ -159,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError) as err:
+    except (ConfigError, CheckpointError, DatasetError) as err:
         print(f"aligngym: error: {err}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,465 @@
+"""``aligngym data generate``: offline datasets made locally, the way DSRL and D4RL made theirs.
+
+Safe tasks (DSRL, ``scripts/train_trpol_expert.py`` + FSRL's ``TrajectoryBuffer``):
+
+1. **Behaviour runs.** ``runs`` PPO agents (stable-baselines3) learn with a Lagrangian cost
+   penalty: the reward they see is ``r - lambda c`` and ``lambda`` follows FSRL's PID rule
+   (KP, KI, KD = 0.05, 0.005, 0.1) after every rollout. As in DSRL, the cost limit moves
+   linearly during each run (between 10 % and 90 % of its steps) so that one run walks the whole
+   reward-cost trade-off; even runs go from strict (0) to loose (the task's ``max_cost``), odd
+   runs the other way. Every episode collected during training is kept.
+2. **Noisy rollouts** of each run's final policy (Gaussian noise of each scale in ``noise``
+   added to its deterministic action) widen the coverage.
+3. **Filter.** Episodes costlier than the task's ``max_cost`` are dropped (DSRL's cmax), then
+   DSRL's grid density filter (60 cost x 50 reward bins) keeps at most ``max_per_bin`` episodes
+   per bin, with ``max_per_bin`` the largest value that keeps at most ``episodes`` episodes.
+4. **Write** the D4RL/DSRL HDF5 atomically into the data directory, with DSRL's attributes
+   (``max_episode_reward`` ...) and how the file was made.
+
+D4RL locomotion (``Hopper-v5``, ``HalfCheetah-v5``, ``Walker2d-v5``): one PPO run with a
+checkpoint after every rollout; ``expert`` = rollouts of the checkpoint whose training episodes
+scored best, ``medium`` = rollouts of the earlier checkpoint whose return is closest to a third
+of the expert's, ``medium-replay`` = every training episode up
+to that checkpoint, ``random`` = uniform actions, ``medium-expert`` = medium + expert. The files
+record D4RL's reference returns (``ref_min_score`` / ``ref_max_score``) for D4RL's normalised
+score ``100 (R - random) / (expert - random)``.
+
+Resumable: every finished stage (a behaviour run with its saved policy, a set of noisy rollouts)
+is written to ``<data dir>/.work/<file stem>/`` and skipped when the command runs again.
+Deterministic: the same task, size and seed give the same file (on the same machine and thread
+count). Deviations from DSRL: PPO instead of TRPO, far fewer environment steps on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
+from tqdm import tqdm
+
+from aligngym.envs.data.dataset import (DatasetError, OfflineDataset, data_dir, dataset_path, load_dataset,
+                                        write_dataset)
+from aligngym.envs.data.filters import grid_filter
+from aligngym.envs.safety.specs import SAFE_TASKS, SafeTaskSpec
+
+LOCOMOTION = {  # D4RL's reference returns (d4rl/infos.py REF_MIN_SCORE / REF_MAX_SCORE)
+    "Hopper-v5": (-20.272305, 3234.3),
+    "HalfCheetah-v5": (-280.178953, 12135.0),
+    "Walker2d-v5": (1.629008, 4592.3),
+}
+LOCOMOTION_KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
+PID_GAINS = (0.05, 0.005, 0.1)  # FSRL's PID Lagrangian (KP, KI, KD)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much work one dataset size is."""
+
+    runs: int                    # behaviour runs (safe tasks) or 1 (locomotion)
+    steps_per_run: int           # environment steps of each PPO run
+    n_envs: int                  # parallel environments per run
+    n_steps: int                 # PPO rollout length per environment
+    noise: tuple[float, ...]     # action-noise scales of the extra rollouts
+    noisy_episodes: int          # episodes per (run, noise scale)
+    episodes: int                # at most this many episodes survive the grid filter
+    transitions: int             # locomotion: transitions per dataset kind
+    net: tuple[int, ...] = (64, 64)
+
+
+PLANS = {
+    "tiny": Plan(runs=1, steps_per_run=2_048, n_envs=4, n_steps=128, noise=(0.5,), noisy_episodes=4,
+                 episodes=40, transitions=2_000),
+    "small": Plan(runs=2, steps_per_run=100_000, n_envs=8, n_steps=256, noise=(0.3, 0.8), noisy_episodes=40,
+                  episodes=400, transitions=50_000),
+    "full": Plan(runs=4, steps_per_run=500_000, n_envs=16, n_steps=256, noise=(0.2, 0.5, 1.0),
+                 noisy_episodes=100, episodes=1500, transitions=1_000_000),
+}
+
+
+# ---------------------------------------------------------------------- vector envs and recording
+def make_vec_env(env_id: str, n_envs: int, seed: int) -> VecEnv:
+    """An SB3 VecEnv: the batched numpy core for the Bullet-style tasks, else DummyVecEnv."""
+    import aligngym.envs  # noqa: F401  (registers the ids)
+
+    spec = SAFE_TASKS.get(env_id)
+    if spec is not None and spec.name[:4] in ("Ball", "Car", "Dron"):
+        return CoreVecEnv(spec, n_envs, seed)
+    venv = DummyVecEnv([lambda: gym.make(env_id) for _ in range(n_envs)])
+    venv.seed(seed)
+    return venv
+
+
+class CoreVecEnv(VecEnv):
+    """:class:`~aligngym.envs.safety.bullet.BulletCore` as an SB3 VecEnv (auto-reset, T limit)."""
+
+    def __init__(self, spec: SafeTaskSpec, n_envs: int, seed: int) -> None:
+        from aligngym.envs.safety.bullet import BulletCore
+
+        agent = next(a for a in ("Ball", "Car", "Drone") if spec.name.startswith(a))
+        self.core = BulletCore(agent, spec.name[len(agent):], n_envs, spec.max_episode_steps, seed=seed)
+        env = gym.make(spec.env_id)
+        self.render_mode = None
+        super().__init__(n_envs, env.observation_space, env.action_space)
+        self._actions = np.zeros((n_envs, self.core.act_dim))
+
+    def reset(self) -> np.ndarray:
+        return self.core.reset().astype(np.float32)
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, -1)
+
+    def step_wait(self):  # noqa: ANN202
+        obs, reward, cost, _, _, terminated, truncated = self.core.step(self._actions)
+        done = terminated | truncated
+        infos: list[dict[str, Any]] = [{"cost": c} for c in cost.tolist()]
+        if done.any():
+            finished = np.flatnonzero(done)
+            for i in finished:
+                infos[i]["terminal_observation"] = obs[i].astype(np.float32)
+                infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+            obs = self.core.reset(finished)
+        return obs.astype(np.float32), reward.astype(np.float32), done, infos
+
+    def close(self) -> None:
+        pass
+
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        return [getattr(self, attr_name)] * self.num_envs
+
+    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        setattr(self, attr_name, value)
+
+    def env_method(self, method_name: str, *args: Any, indices: Any = None, **kwargs: Any) -> list[Any]:
+        raise NotImplementedError("the batched core has no per-env methods")
+
+    def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
+        return [False] * self.num_envs
+
+
+class EpisodeRecorder:
+    """Collects every finished episode of a VecEnv as D4RL arrays (actions as the env got them)."""
+
+    def __init__(self, n_envs: int) -> None:
+        self.open: list[list[tuple]] = [[] for _ in range(n_envs)]
+        self.done: list[dict[str, np.ndarray]] = []
+        self.last_obs: np.ndarray | None = None
+
+    def record(self, actions: np.ndarray, obs: np.ndarray, rewards: np.ndarray, dones: np.ndarray,
+               infos: list[dict[str, Any]]) -> np.ndarray:
+        """Add one vector step; returns the per-env costs."""
+        costs = np.array([float(info.get("cost", 0.0)) for info in infos])
+        for i, info in enumerate(infos):
+            next_obs = info["terminal_observation"] if dones[i] else obs[i]
+            self.open[i].append((self.last_obs[i], actions[i], rewards[i], costs[i], next_obs))
+            if dones[i]:
+                self._close(i, timeout=bool(info.get("TimeLimit.truncated", False)))
+        self.last_obs = obs
+        return costs
+
+    def _close(self, i: int, timeout: bool) -> None:
+        steps = self.open[i]
+        n = len(steps)
+        terminals, timeouts = np.zeros(n, bool), np.zeros(n, bool)
+        (timeouts if timeout else terminals)[-1] = True
+        self.done.append({
+            "observations": np.array([s[0] for s in steps], np.float32),
+            "actions": np.array([s[1] for s in steps], np.float32),
+            "rewards": np.array([s[2] for s in steps], np.float32),
+            "costs": np.array([s[3] for s in steps], np.float32),
+            "next_observations": np.array([s[4] for s in steps], np.float32),
+            "terminals": terminals, "timeouts": timeouts})
+        self.open[i] = []
+
+    def take(self) -> list[dict[str, np.ndarray]]:
+        episodes, self.done = self.done, []
+        return episodes
+
+
+def episodes_to_dataset(episodes: list[dict[str, np.ndarray]], attrs: dict[str, Any]) -> OfflineDataset:
+    if not episodes:
+        raise DatasetError("no finished episodes were collected (raise the plan's steps)")
+    return OfflineDataset({k: np.concatenate([e[k] for e in episodes]) for k in episodes[0]}, dict(attrs))
+
+
+class PIDLagrangian:
+    """FSRL's PID Lagrangian multiplier: ``lambda = max(0, KP e + I + KD max(0, de))``, ``e = J_c - limit``."""
+
+    def __init__(self, gains: tuple[float, float, float] = PID_GAINS) -> None:
+        self.kp, self.ki, self.kd = gains
+        self.integral = 0.0
+        self.previous_cost = 0.0
+        self.value = 0.0
+
+    def update(self, episode_cost: float, limit: float) -> float:
+        error = episode_cost - limit
+        self.integral = max(0.0, self.integral + self.ki * error)
+        derivative = max(0.0, episode_cost - self.previous_cost)
+        self.previous_cost = episode_cost
+        self.value = max(0.0, self.kp * error + self.integral + self.kd * derivative)
+        return self.value
+
+
+def _wrap_recording(venv: VecEnv, recorder: EpisodeRecorder, penalty: PIDLagrangian | None) -> VecEnv:
+    """A VecEnvWrapper that records episodes and (with a penalty) trains on ``r - lambda c``."""
+
+    class _Recording(VecEnvWrapper):
+        def reset(self) -> np.ndarray:
+            obs = self.venv.reset()
+            recorder.last_obs = obs
+            recorder.open = [[] for _ in range(self.num_envs)]
+            return obs
+
+        def step_async(self, actions: np.ndarray) -> None:
+            low, high = self.action_space.low, self.action_space.high
+            self._actions = np.clip(actions, low, high)
+            self.venv.step_async(self._actions)
+
+        def step_wait(self):  # noqa: ANN202
+            obs, rewards, dones, infos = self.venv.step_wait()
+            costs = recorder.record(self._actions, obs, rewards, dones, infos)
+            if penalty is not None:
+                rewards = rewards - penalty.value * costs
+            return obs, rewards.astype(np.float32), dones, infos
+
+    return _Recording(venv)
+
+
+# ---------------------------------------------------------------------- stages
+class Workspace:
+    """``<data dir>/.work/<stem>/``: finished stages as HDF5 (+ SB3 policies), for resuming."""
+
+    def __init__(self, stem: str) -> None:
+        self.root = data_dir() / ".work" / stem
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def stage(self, name: str, make: Callable[[], OfflineDataset]) -> OfflineDataset:
+        path = self.root / f"{name}.hdf5"
+        if path.exists():
+            try:
+                return load_dataset(path)
+            except DatasetError:
+                path.unlink()  # an unreadable stage is redone
+        ds = make()
+        write_dataset(path, ds.arrays, ds.attrs)
+        return ds
+
+    def policy(self, name: str) -> Path:
+        return self.root / f"{name}.zip"
+
+
+def _schedule(run: int, max_cost: float) -> Callable[[float], float]:
+    """DSRL's linear cost-limit schedule over the middle 80 % of a run; direction alternates."""
+    start, end = (0.0, max_cost) if run % 2 == 0 else (max_cost, 0.0)
+
+    def limit(progress: float) -> float:
+        frac = float(np.clip((progress - 0.1) / 0.8, 0.0, 1.0))
+        return start + frac * (end - start)
+
+    return limit
+
+
+def _ppo(venv: VecEnv, plan: Plan, seed: int) -> PPO:
+    import torch
+
+    return PPO("MlpPolicy", venv, n_steps=plan.n_steps, batch_size=min(256, plan.n_steps * plan.n_envs),
+               seed=seed, device="cpu", verbose=0,
+               policy_kwargs={"net_arch": list(plan.net), "activation_fn": torch.nn.Tanh})
+
+
+def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, run: int, policy_path: Path,
+               checkpoints: list[tuple[int, float]] | None = None) -> list[dict[str, np.ndarray]]:
+    """One PPO(-Lagrangian) behaviour run; returns every episode it played."""
+    recorder = EpisodeRecorder(plan.n_envs)
+    if spec is not None:  # every environment must finish a couple of episodes, however long they are
+        plan = replace(plan, steps_per_run=max(plan.steps_per_run, 2 * plan.n_envs * spec.max_episode_steps))
+    penalty = PIDLagrangian() if spec is not None else None
+    limit = _schedule(run, spec.max_cost) if spec is not None else None
+    venv = _wrap_recording(make_vec_env(env_id, plan.n_envs, seed), recorder, penalty)
+    episodes: list[dict[str, np.ndarray]] = []
+    bar = tqdm(total=plan.steps_per_run, desc=f"{env_id} behaviour run {run}", unit="step", leave=False)
+
+    class _Lagrange(BaseCallback):
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_end(self) -> None:
+            fresh = recorder.take()
+            episodes.extend(fresh)
+            bar.update(plan.n_steps * plan.n_envs)
+            if fresh and penalty is not None:
+                progress = self.num_timesteps / plan.steps_per_run
+                penalty.update(float(np.mean([e["costs"].sum() for e in fresh])), limit(progress))
+            if fresh and checkpoints is not None:  # locomotion: snapshot the policy and its return
+                checkpoints.append((len(episodes), float(np.mean([e["rewards"].sum() for e in fresh]))))
+                self.model.save(policy_path.with_name(f"{policy_path.stem}_{len(checkpoints) - 1}.zip"))
+
+    model = _ppo(venv, plan, seed * 1000 + run)
+    model.learn(plan.steps_per_run, callback=_Lagrange())
+    bar.close()
+    episodes.extend(recorder.take())
+    model.save(policy_path)
+    return episodes
+
+
+def _rollouts(env_id: str, policy_path: Path | None, noise: float, plan: Plan, seed: int,
+              episodes: int | None = None, transitions: int | None = None,
+              deterministic: bool = True) -> list[dict[str, np.ndarray]]:
+    """Episodes of a saved policy, its mean action plus Gaussian noise of scale ``noise`` (or its
+    own sampled actions with ``deterministic=False``); ``policy_path=None``: uniform actions."""
+    model = PPO.load(policy_path, device="cpu") if policy_path is not None else None
+    recorder = EpisodeRecorder(plan.n_envs)
+    venv = _wrap_recording(make_vec_env(env_id, plan.n_envs, seed), recorder, None)
+    rng = np.random.default_rng(seed)
+    obs = venv.reset()
+    collected: list[dict[str, np.ndarray]] = []
+    steps = 0
+    while (episodes is not None and len(collected) < episodes) or (transitions is not None and steps < transitions):
+        if model is None:
+            actions = rng.uniform(venv.action_space.low, venv.action_space.high, (plan.n_envs, *venv.action_space.shape))
+        else:
+            actions = model.predict(obs, deterministic=deterministic)[0]
+            actions = actions + noise * rng.standard_normal(actions.shape)
+        venv.step_async(actions)
+        obs, *_ = venv.step_wait()
+        fresh = recorder.take()
+        collected.extend(fresh)
+        steps += sum(len(e["rewards"]) for e in fresh)
+    venv.close()
+    return collected[:episodes] if episodes is not None else collected
+
+
+# ---------------------------------------------------------------------- entry points
+def generate(env_id: str, size: str = "small", seed: int = 0, out: Path | None = None,
+             force: bool = False) -> list[Path]:
+    """Make the dataset(s) of ``env_id``; returns the written paths (see the module docstring)."""
+    if size not in PLANS:
+        raise DatasetError(f"size must be one of {', '.join(PLANS)}, got {size!r}")
+    if env_id in LOCOMOTION:
+        return _generate_locomotion(env_id, size, seed, out, force)
+    if env_id not in SAFE_TASKS:
+        known = ", ".join([*SAFE_TASKS, *LOCOMOTION])
+        raise DatasetError(f"no dataset recipe for {env_id!r}; known tasks: {known}")
+    return [_generate_safe(SAFE_TASKS[env_id], size, seed, out, force)]
+
+
+def _target(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise DatasetError(f"{path} exists; pass --force to make it again")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _generate_safe(spec: SafeTaskSpec, size: str, seed: int, out: Path | None, force: bool) -> Path:
+    plan = PLANS[size]
+    path = Path(out) if out is not None else dataset_path(spec.env_id, size, seed)
+    _target(path, force)
+    started = time.perf_counter()
+    work = Workspace(path.stem)
+    parts = []
+    for run in range(plan.runs):
+        policy = work.policy(f"run{run}")
+        parts.append(work.stage(f"run{run}", lambda: episodes_to_dataset(
+            _train_run(spec.env_id, spec, plan, seed, run, policy), {})))
+        for k, noise in enumerate(plan.noise):
+            parts.append(work.stage(f"run{run}_noise{k}", lambda: episodes_to_dataset(
+                _rollouts(spec.env_id, policy, noise, plan, seed * 1000 + run * 10 + k,
+                          episodes=plan.noisy_episodes), {})))
+    everything = OfflineDataset.concatenate(parts)
+    costs, returns = everything.episode_costs(), everything.episode_returns()
+    affordable = np.flatnonzero(costs <= spec.max_cost)
+    kept = affordable[_fit_grid(returns[affordable], costs[affordable], plan.episodes, seed)]
+    data = everything.select_episodes(kept)
+    kept_returns, kept_costs = data.episode_returns(), data.episode_costs()
+    attrs = {
+        "env_id": spec.env_id, "size": size, "seed": seed, "generator": "aligngym data generate",
+        "behaviour": "PPO with a PID-Lagrangian cost penalty (stable-baselines3), cost-limit sweep + noisy rollouts",
+        "plan": asdict(plan), "cost_limits": list(spec.cost_limits), "max_cost": spec.max_cost,
+        "max_episode_reward": float(kept_returns.max()), "min_episode_reward": float(kept_returns.min()),
+        "max_episode_cost": float(kept_costs.max()), "min_episode_cost": float(kept_costs.min()),
+        "episodes_collected": int(len(returns)), "episodes": int(len(kept)),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return write_dataset(path, data.arrays, attrs)
+
+
+def _fit_grid(returns: np.ndarray, costs: np.ndarray, episodes: int, seed: int) -> np.ndarray:
+    """DSRL's grid filter with the largest per-bin cap that keeps at most ``episodes`` episodes."""
+    def keep(cap: int) -> np.ndarray:
+        return grid_filter(returns, costs, max_per_bin=cap, rng=np.random.default_rng(seed))
+
+    lo, hi = 1, max(1, len(returns))
+    if len(keep(hi)) <= episodes:
+        return keep(hi)
+    while lo < hi:  # kept count grows with the cap
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if len(keep(mid)) <= episodes else (lo, mid - 1)
+    return keep(lo)
+
+
+def _generate_locomotion(env_id: str, size: str, seed: int, out: Path | None, force: bool) -> list[Path]:
+    plan = PLANS[size]
+    ref_min, ref_max = LOCOMOTION[env_id]
+    paths = {kind: (Path(out) / dataset_path(env_id, size, seed, kind).name if out is not None
+                    else dataset_path(env_id, size, seed, kind)) for kind in LOCOMOTION_KINDS}
+    for path in paths.values():
+        _target(path, force)
+    started = time.perf_counter()
+    work = Workspace(f"{env_id}-{size}-s{seed}")
+    policy = work.policy("run0")
+    checkpoints_file = work.root / "checkpoints.json"
+    if checkpoints_file.exists() and policy.exists():
+        checkpoints = [tuple(c) for c in json.loads(checkpoints_file.read_text())]
+        replay = load_dataset(work.root / "run0.hdf5")
+    else:
+        checkpoints: list[tuple[int, float]] = []
+        replay = episodes_to_dataset(_train_run(env_id, None, plan, seed, 0, policy, checkpoints), {})
+        write_dataset(work.root / "run0.hdf5", replay.arrays, {})
+        checkpoints_file.write_text(json.dumps(checkpoints))
+    # expert: the checkpoint whose training episodes scored best; medium: the earlier checkpoint
+    # nearest a third of that (both played with their own sampled actions, as they were scored)
+    expert = int(np.argmax([ret for _, ret in checkpoints]))
+    expert_return = checkpoints[expert][1]
+    medium = int(np.argmin([abs(ret - expert_return / 3) for _, ret in checkpoints[:expert + 1]]))
+    medium_policy = policy.with_name(f"{policy.stem}_{medium}.zip")
+    expert_policy = policy.with_name(f"{policy.stem}_{expert}.zip")
+    made: dict[str, OfflineDataset] = {
+        "random": work.stage("random", lambda: episodes_to_dataset(
+            _rollouts(env_id, None, 0.0, plan, seed + 1, transitions=plan.transitions), {})),
+        "medium": work.stage("medium", lambda: episodes_to_dataset(
+            _rollouts(env_id, medium_policy, 0.0, plan, seed + 2, transitions=plan.transitions,
+                      deterministic=False), {})),
+        "expert": work.stage("expert", lambda: episodes_to_dataset(
+            _rollouts(env_id, expert_policy, 0.0, plan, seed + 3, transitions=plan.transitions,
+                      deterministic=False), {})),
+        "medium-replay": replay.select_episodes(np.arange(checkpoints[medium][0])),
+    }
+    made["medium-expert"] = OfflineDataset.concatenate([made["medium"], made["expert"]])
+    written = []
+    for kind in LOCOMOTION_KINDS:
+        ds = made[kind]
+        rets = ds.episode_returns()
+        attrs = {"env_id": env_id, "kind": kind, "size": size, "seed": seed, "generator": "aligngym data generate",
+                 "behaviour": "PPO (stable-baselines3); expert = best checkpoint, medium = checkpoint nearest a third of it",
+                 "plan": asdict(plan), "ref_min_score": ref_min, "ref_max_score": ref_max,
+                 "behaviour_expert_return": expert_return, "behaviour_medium_return": checkpoints[medium][1],
+                 "max_episode_reward": float(rets.max()), "min_episode_reward": float(rets.min()),
+                 "seconds": round(time.perf_counter() - started, 1)}
+        written.append(write_dataset(paths[kind], ds.arrays, attrs))
+    return written
+
+
+def d4rl_normalized_score(env_id: str, episode_return: float) -> float:
+    """D4RL's score: ``100 (R - random) / (expert - random)`` with D4RL's reference returns."""
+    ref_min, ref_max = LOCOMOTION[env_id]
+    return 100.0 * (episode_return - ref_min) / (ref_max - ref_min)
+
+
+__all__ = ["PLANS", "Plan", "LOCOMOTION", "generate", "d4rl_normalized_score", "make_vec_env", "PIDLagrangian",
+           "EpisodeRecorder"]
