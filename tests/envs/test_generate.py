@@ -1,0 +1,142 @@
+"""``aligngym data generate / info / plot``: the pipeline's pieces, tiny end-to-end runs,
+determinism, resuming, and the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import aligngym.envs  # noqa: F401
+from aligngym.agents.cli import main
+from aligngym.envs.data import generate as gen
+from aligngym.envs.data.dataset import DatasetError, dataset_path, load_dataset
+
+
+@pytest.fixture()
+def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("ALIGNGYM_DATA", str(tmp_path))
+    return tmp_path
+
+
+def test_pid_lagrangian_follows_fsrl_rule() -> None:
+    pid = gen.PIDLagrangian((0.05, 0.005, 0.1))
+    # cost 30 against limit 10: error 20, integral 0.1, derivative 30
+    assert pid.update(30.0, 10.0) == pytest.approx(0.05 * 20 + 0.1 + 0.1 * 30)
+    # cost 5 against 10: error -5, integral 0.075, derivative max(0, 5 - 30) = 0 -> max(0, -0.25 + 0.075)
+    assert pid.update(5.0, 10.0) == 0.0
+    assert pid.integral == pytest.approx(0.075)
+
+
+def test_cost_limit_schedule_sweeps_both_ways() -> None:
+    up, down = gen._schedule(0, 80.0), gen._schedule(1, 80.0)
+    assert up(0.0) == 0.0 and up(0.5) == pytest.approx(40.0) and up(1.0) == 80.0
+    assert down(0.05) == 80.0 and down(0.95) == 0.0
+
+
+def test_recorder_splits_episodes_and_keeps_terminal_observations() -> None:
+    rec = gen.EpisodeRecorder(2)
+    rec.last_obs = np.array([[0.0], [10.0]])
+    rec.record(np.array([[1.0], [2.0]]), np.array([[1.0], [11.0]]), np.array([1.0, 2.0]),
+               np.array([False, True]),
+               [{"cost": 0.0}, {"cost": 1.0, "terminal_observation": np.array([99.0]), "TimeLimit.truncated": True}])
+    rec.record(np.array([[3.0], [4.0]]), np.array([[2.0], [0.0]]), np.array([3.0, 4.0]),
+               np.array([True, False]), [{"cost": 1.0, "terminal_observation": np.array([7.0])}, {"cost": 0.0}])
+    second, first = rec.take()  # in the order they finished: env 1, then env 0
+    assert second["next_observations"][0, 0] == 99.0 and second["timeouts"][-1] and not second["terminals"][-1]
+    np.testing.assert_array_equal(first["observations"][:, 0], [0.0, 1.0])
+    np.testing.assert_array_equal(first["next_observations"][:, 0], [1.0, 7.0])
+    np.testing.assert_array_equal(first["costs"], [0.0, 1.0])
+    assert first["terminals"][-1] and not first["timeouts"][-1]
+    assert rec.take() == []
+
+
+def test_core_vec_env_times_out_at_the_task_length() -> None:
+    venv = gen.make_vec_env("aligngym/BallRun-v0", 3, seed=0)
+    assert isinstance(venv, gen.CoreVecEnv)
+    venv.reset()
+    for step in range(1, 101):
+        venv.step_async(np.zeros((3, 2)))
+        _, _, dones, infos = venv.step_wait()
+        assert all("cost" in info for info in infos)
+    assert dones.all() and step == 100 and all(info["TimeLimit.truncated"] for info in infos)
+
+
+def test_tiny_safe_dataset_is_complete_deterministic_and_resumable(data_home: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    (path,) = gen.generate("aligngym/BallCircle-v0", "tiny", seed=0)
+    assert path == dataset_path("aligngym/BallCircle-v0", "tiny", 0)
+    env = gym.make("aligngym/BallCircle-v0")
+    data = env.unwrapped.get_dataset(size="tiny")  # through the DSRL API, shapes checked
+    ds = load_dataset(path)
+    assert set(data) >= {"observations", "next_observations", "actions", "rewards", "costs", "terminals", "timeouts"}
+    assert data["observations"].shape[1] == 8 and data["actions"].shape[1] == 2
+    assert ds.attrs["env_id"] == "aligngym/BallCircle-v0" and ds.attrs["seed"] == 0
+    assert ds.episode_costs().max() <= 80 and len(ds.episode_bounds()[0]) == ds.attrs["episodes"]
+    assert ds.attrs["max_episode_reward"] == pytest.approx(ds.episode_returns().max(), rel=1e-5)
+    assert (data["timeouts"].sum() + data["terminals"].sum()) == ds.attrs["episodes"]
+    assert np.abs(data["actions"]).max() <= 1.0
+
+    with pytest.raises(DatasetError, match="--force"):
+        gen.generate("aligngym/BallCircle-v0", "tiny", seed=0)
+
+    # same seed, fresh work folder -> the same data
+    (again,) = gen.generate("aligngym/BallCircle-v0", "tiny", seed=0, out=data_home / "again.hdf5")
+    for key, value in load_dataset(again).arrays.items():
+        np.testing.assert_array_equal(value, ds.arrays[key], err_msg=key)
+
+    # resuming: with the stages on disk nothing is trained again and the result is the same
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished stage was trained again")
+
+    monkeypatch.setattr(gen, "_train_run", no_training)
+    monkeypatch.setattr(gen, "_rollouts", no_training)
+    (resumed,) = gen.generate("aligngym/BallCircle-v0", "tiny", seed=0, force=True)
+    np.testing.assert_array_equal(load_dataset(resumed).arrays["rewards"], ds.arrays["rewards"])
+
+
+def test_mujoco_safe_task_runs_long_enough_for_whole_episodes(data_home: Path) -> None:
+    (path,) = gen.generate("aligngym/SwimmerVelocity-v1", "tiny", seed=1)
+    ds = load_dataset(path, env=gym.make("aligngym/SwimmerVelocity-v1").unwrapped)
+    assert (ds.episode_lengths() == 1000).all() and len(ds.episode_lengths()) >= 1
+
+
+def test_tiny_locomotion_kinds(data_home: Path) -> None:
+    paths = gen.generate("Hopper-v5", "tiny", seed=0)
+    kinds = {load_dataset(p).attrs["kind"]: load_dataset(p) for p in paths}
+    assert set(kinds) == set(gen.LOCOMOTION_KINDS)
+    medium, expert, both = kinds["medium"], kinds["expert"], kinds["medium-expert"]
+    assert len(both) == len(medium) + len(expert)
+    assert len(kinds["random"]) >= 2_000 and "costs" in kinds["random"].arrays
+    assert expert.attrs["ref_min_score"] == pytest.approx(-20.272305)
+    assert expert.attrs["ref_max_score"] == pytest.approx(3234.3)
+    assert expert.attrs["behaviour_expert_return"] >= expert.attrs["behaviour_medium_return"]
+    assert gen.d4rl_normalized_score("Hopper-v5", 3234.3) == pytest.approx(100.0)
+    assert gen.d4rl_normalized_score("Hopper-v5", -20.272305) == pytest.approx(0.0)
+    buffer = kinds["medium-replay"].to_replay_buffer()
+    assert len(buffer) == len(kinds["medium-replay"])
+
+
+def test_unknown_task_and_size_are_refused(data_home: Path) -> None:
+    with pytest.raises(DatasetError, match="known tasks"):
+        gen.generate("aligngym/Nope-v0", "tiny")
+    with pytest.raises(DatasetError, match="size"):
+        gen.generate("aligngym/BallRun-v0", "huge")
+
+
+def test_cli_data_commands(data_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "generate", "aligngym/BallRun-v0", "--size", "tiny", "--seed", "2"]) == 0
+    path = dataset_path("aligngym/BallRun-v0", "tiny", 2)
+    assert f"wrote {path}" in capsys.readouterr().out
+    assert main(["data", "info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "episodes:" in out and "episode cost" in out and "aligngym/BallRun-v0" in out
+    assert main(["data", "plot", str(path), "--out", str(data_home / "scatter.png")]) == 0
+    assert (data_home / "scatter.png").stat().st_size > 1000
+    assert main(["data", "info", str(data_home / "missing.hdf5")]) == 2
+    assert "missing" in capsys.readouterr().err
+    (data_home / "junk.hdf5").write_bytes(b"not a dataset")
+    assert main(["data", "info", str(data_home / "junk.hdf5")]) == 2
+    assert "truncated or corrupt" in capsys.readouterr().err
