@@ -173,13 +173,15 @@ class Run:
 
 
 # Keys that may differ between a run's config.yaml and its checkpoint when resuming.
-RESUMABLE_KEYS = ("episodes", "checkpoint_every", "eval_episodes", "show_progress", "device", "run_root")
+RESUMABLE_KEYS = ("episodes", "steps", "checkpoint_every", "eval_every", "eval_episodes", "log_every",
+                  "show_progress", "device", "run_root")
 
 
 def train(config: RunConfig, on_start: Callable[[Path], None] | None = None) -> Path:
     """Create a run folder and train ``config``'s agent in it; returns the folder.
     ``on_start(run_dir)`` is called once the folder exists."""
     resolve_device(config.device)  # fail before creating anything
+    config.preflight()
     run = Run.create(config)
     if on_start is not None:
         on_start(run.dir)

@@ -37,7 +37,7 @@ import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import h5py
 import numpy as np
@@ -443,11 +443,6 @@ class OfflineDataset:
             "timesteps": np.where(mask, offsets[:, None] + np.arange(length)[None, :], 0),
             "mask": mask,
         }
-
-
-def concatenate_datasets(datasets: Iterable[OfflineDataset]) -> OfflineDataset:
-    """Same as :meth:`OfflineDataset.concatenate`."""
-    return OfflineDataset.concatenate(list(datasets))
 
 
 def _stats(values: np.ndarray) -> str:

@@ -3,8 +3,11 @@
 Safe tasks (DSRL, ``scripts/train_trpol_expert.py`` + FSRL's ``TrajectoryBuffer``):
 
 1. **Behaviour runs.** ``runs`` PPO agents (stable-baselines3) learn with a Lagrangian cost
-   penalty: the reward they see is ``r - lambda c`` and ``lambda`` follows FSRL's PID rule
-   (KP, KI, KD = 0.05, 0.005, 0.1) after every rollout. As in DSRL, the cost limit moves
+   penalty: the reward they see is ``r - lambda u c`` and ``lambda`` follows FSRL's PID rule
+   (KP, KI, KD = 0.05, 0.005, 0.1) after every rollout. ``u = (R_max - R_min) / T`` prices a cost
+   step in the task's reward per step (FSRL instead normalises the Lagrangian's advantages); with
+   a bare ``r - lambda c`` the multiplier needs many minutes of integration before it matters on
+   tasks whose rewards per step are large (BallRun: about 13). As in DSRL, the cost limit moves
    linearly during each run (between 10 % and 90 % of its steps) so that one run walks the whole
    reward-cost trade-off; even runs go from strict (0) to loose (the task's ``max_cost``), odd
    runs the other way. Every episode collected during training is kept.
@@ -207,8 +210,9 @@ class PIDLagrangian:
         return self.value
 
 
-def _wrap_recording(venv: VecEnv, recorder: EpisodeRecorder, penalty: PIDLagrangian | None) -> VecEnv:
-    """A VecEnvWrapper that records episodes and (with a penalty) trains on ``r - lambda c``."""
+def _wrap_recording(venv: VecEnv, recorder: EpisodeRecorder, penalty: PIDLagrangian | None,
+                    cost_unit: float = 1.0) -> VecEnv:
+    """A VecEnvWrapper that records episodes and (with a penalty) trains on ``r - lambda cost_unit c``."""
 
     class _Recording(VecEnvWrapper):
         def reset(self) -> np.ndarray:
@@ -226,7 +230,7 @@ def _wrap_recording(venv: VecEnv, recorder: EpisodeRecorder, penalty: PIDLagrang
             obs, rewards, dones, infos = self.venv.step_wait()
             costs = recorder.record(self._actions, obs, rewards, dones, infos)
             if penalty is not None:
-                rewards = rewards - penalty.value * costs
+                rewards = rewards - penalty.value * cost_unit * costs
             return obs, rewards.astype(np.float32), dones, infos
 
     return _Recording(venv)
@@ -282,7 +286,10 @@ def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, ru
         plan = replace(plan, steps_per_run=max(plan.steps_per_run, 2 * plan.n_envs * spec.max_episode_steps))
     penalty = PIDLagrangian() if spec is not None else None
     limit = _schedule(run, spec.max_cost) if spec is not None else None
-    venv = _wrap_recording(make_vec_env(env_id, plan.n_envs, seed), recorder, penalty)
+    # a cost step is priced in units of the task's typical reward per step, so that lambda ~ 1 means
+    # "as bad as a step's reward is good" on every task (rewards per step differ 100-fold across tasks)
+    cost_unit = (spec.reward_max - spec.reward_min) / spec.max_episode_steps if spec is not None else 1.0
+    venv = _wrap_recording(make_vec_env(env_id, plan.n_envs, seed), recorder, penalty, cost_unit)
     episodes: list[dict[str, np.ndarray]] = []
     bar = tqdm(total=plan.steps_per_run, desc=f"{env_id} behaviour run {run}", unit="step", leave=False)
 

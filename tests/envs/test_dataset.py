@@ -14,7 +14,6 @@ from aligngym.envs.data import dataset as dataset_module
 from aligngym.envs.data.dataset import (
     DatasetError,
     OfflineDataset,
-    concatenate_datasets,
     data_dir,
     dataset_path,
     generate_command,
@@ -251,7 +250,7 @@ def test_select_and_concatenate_keep_episodes_apart():
     np.testing.assert_array_equal(picked.episode_lengths(), [4, 3])
     np.testing.assert_allclose(picked.episode_returns(), [2, 6])
     assert picked.attrs == ds.attrs and picked.attrs is not ds.attrs
-    both = concatenate_datasets([ds, ds])
+    both = OfflineDataset.concatenate([ds, ds])
     np.testing.assert_array_equal(both.episode_lengths(), [3, 2, 4, 3, 2, 4])
     np.testing.assert_allclose(both.episode_costs(), [2, 1, 0, 2, 1, 0])
     with pytest.raises(DatasetError):

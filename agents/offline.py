@@ -1,0 +1,243 @@
+"""What every offline agent shares: its config fields, its dataset, its training loop, its scores.
+
+An offline agent module (``agents/fisor.py``, ``agents/baselines/*.py``) defines ``Config``
+(a subclass of :class:`OfflineConfig`) and ``build(config, env, dataset, device)`` returning a
+tianshou :class:`~tianshou.algorithm.algorithm_base.OfflineAlgorithm` whose policy maps a
+``Batch(obs=...)`` to actions; then ``train = offline_train`` and ``evaluate = offline_evaluate``
+from here. An optional ``select_data(config, dataset) -> OfflineDataset`` picks the part of the
+dataset the agent is built from and trains on (BC-Safe's cost filter). The loop is tianshou's
+offline step (``algorithm.update(buffer, batch_size)``) with the runner's logging, checkpoints and
+exact resume around it:
+
+- the dataset comes from ``env.unwrapped.get_dataset`` conventions: the generated file of
+  ``dataset.size`` / ``dataset.seed``, or ``dataset.path`` (any D4RL/DSRL HDF5 file);
+- every ``log_every`` steps the mean of each loss goes to ``loss/*``, the learning rates and step
+  rate to ``train/*``; every ``eval_every`` steps (and at the end) ``eval_episodes`` episodes are
+  played and ``eval/return``, ``eval/cost``, ``eval/normalized_return``, ``eval/normalized_cost``,
+  ``eval/length`` logged (DSRL's normalisation at ``cost_limit``);
+- a checkpoint (weights, optimiser states, step, and the random states of the buffer's sampler,
+  numpy and torch) every ``checkpoint_every`` steps and at the end; ``aligngym train --resume``
+  continues bit for bit on CPU.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from tianshou.data import Batch
+from tianshou.utils.torch_utils import policy_within_training_step
+from tqdm import tqdm
+
+from aligngym.agents.config import RunConfig
+from aligngym.agents.train import CheckpointError, Run, resolve_device, to_numpy
+from aligngym.envs.data.dataset import OfflineDataset, dataset_path, load_dataset
+
+
+class DatasetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    size: Literal["tiny", "small", "full"] = "full"  # which generated dataset (aligngym data generate)
+    seed: int = Field(0, ge=0)  # ... and its seed
+    path: str | None = None  # a D4RL/DSRL HDF5 file to use instead of the generated one
+
+
+class OfflineConfig(RunConfig):
+    """Fields every offline agent has."""
+
+    hparam_metrics: ClassVar[tuple[str, ...]] = ("eval/normalized_return", "eval/normalized_cost")
+
+    dataset: DatasetConfig = DatasetConfig()
+    cost_limit: float = Field(10.0, ge=0)  # threshold L: normalised cost, BC-Safe's filter, Lagrangian target
+    steps: int = Field(1_000_000, ge=1)  # gradient steps
+    batch_size: int = Field(256, ge=1)  # transitions sampled per step
+    eval_every: int = Field(250_000, ge=1)  # evaluate every this many steps (and at the end)
+    eval_episodes: int = Field(20, ge=1)  # episodes per evaluation
+    log_every: int = Field(1_000, ge=1)  # mean losses logged every this many steps
+    checkpoint_every: int = Field(10_000, ge=1)  # checkpoint every this many steps (and at the end)
+    show_progress: bool = True  # progress bar on the terminal
+
+    def preflight(self) -> None:
+        ds = self.dataset
+        path = Path(ds.path) if ds.path is not None else dataset_path(self.task, ds.size, ds.seed)
+        if not path.is_file():
+            load_dataset(path, env_id=self.task, size=ds.size, seed=ds.seed)  # raises, naming the command
+
+    def smoke(self) -> OfflineConfig:
+        return self.model_copy(update={
+            "steps": min(self.steps, 4), "batch_size": min(self.batch_size, 64), "eval_every": 2,
+            "eval_episodes": 1, "log_every": 2, "checkpoint_every": 2,
+            "dataset": self.dataset.model_copy(update={"size": "tiny"}) if self.dataset.path is None
+            else self.dataset})
+
+
+def make_env(config: OfflineConfig) -> gym.Env:
+    """The task's env (checks the id), its target cost set to ``cost_limit``."""
+    import aligngym.envs  # noqa: F401  (registers the ids)
+
+    env = gym.make(config.task)
+    if hasattr(env.unwrapped, "set_target_cost"):
+        env.unwrapped.set_target_cost(config.cost_limit)
+    return env
+
+
+def load_data(config: OfflineConfig, env: gym.Env) -> OfflineDataset:
+    """The run's dataset; a missing one raises an error naming the command that makes it."""
+    ds = config.dataset
+    path = Path(ds.path) if ds.path is not None else dataset_path(config.task, ds.size, ds.seed)
+    return load_dataset(path, env=env.unwrapped, env_id=config.task, size=ds.size, seed=ds.seed)
+
+
+def act(policy: torch.nn.Module, obs: np.ndarray) -> np.ndarray:
+    """The policy's env actions for a batch of observations."""
+    with torch.no_grad():
+        out = policy(Batch(obs=np.asarray(obs, dtype=np.float32), info=Batch()))
+    actions = out.act.detach().cpu().numpy() if isinstance(out.act, torch.Tensor) else np.asarray(out.act)
+    return policy.map_action(actions)
+
+
+def evaluate_policy(config: OfflineConfig, policy: torch.nn.Module, episodes: int, seed: int) -> dict[str, float]:
+    """Play ``episodes`` episodes at once (one env each) and score them the DSRL way."""
+    import aligngym.envs  # noqa: F401
+
+    envs = gym.vector.SyncVectorEnv([lambda: make_env(config) for _ in range(episodes)],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    obs, _ = envs.reset(seed=[seed + i for i in range(episodes)])
+    returns, costs, lengths = np.zeros(episodes), np.zeros(episodes), np.zeros(episodes)
+    running = np.ones(episodes, dtype=bool)
+    policy.eval()
+    while running.any():
+        obs, reward, terminated, truncated, info = envs.step(act(policy, obs))
+        returns += reward * running
+        costs += np.asarray(info.get("cost", np.zeros(episodes)), dtype=np.float64) * running
+        lengths += running
+        running &= ~(terminated | truncated)
+    scorer = make_env(config).unwrapped
+    result = {"eval/return": float(returns.mean()), "eval/cost": float(costs.mean()),
+              "eval/length": float(lengths.mean()), "eval/return_std": float(returns.std()),
+              "eval/cost_std": float(costs.std())}
+    if hasattr(scorer, "get_normalized_score"):
+        norm_return, norm_cost = scorer.get_normalized_score(returns, costs)
+        result.update({"eval/normalized_return": float(np.mean(norm_return)),
+                       "eval/normalized_cost": float(np.mean(norm_cost))})
+        result["safe"] = bool(result["eval/normalized_cost"] <= 1.0)
+    envs.close()
+    return result
+
+
+def _random_state(rs: np.random.RandomState) -> dict[str, Any]:
+    _, keys, pos, has_gauss, cached = rs.get_state()
+    return {"keys": keys, "pos": pos, "gauss": [has_gauss, cached]}
+
+
+def _set_random_state(rs: np.random.RandomState, state: dict[str, Any]) -> None:
+    has_gauss, cached = state["gauss"]
+    rs.set_state(("MT19937", np.asarray(state["keys"], dtype=np.uint32), int(state["pos"]), int(has_gauss),
+                  float(cached)))
+
+
+def _rng_state(buffer: Any) -> dict[str, Any]:
+    """Every random stream training draws from: the buffer's sampler, numpy's and torch's."""
+    return {"buffer": _random_state(buffer._random_state), "numpy": _random_state(np.random.mtrand._rand),
+            "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(buffer: Any, state: dict[str, Any]) -> None:
+    _set_random_state(buffer._random_state, state["buffer"])
+    _set_random_state(np.random.mtrand._rand, state["numpy"])
+    torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8))
+
+
+def setup(module: Any, config: OfflineConfig, state: dict[str, Any] | None,
+          device: torch.device) -> tuple[gym.Env, OfflineDataset, Any]:
+    """Env, dataset and the agent's algorithm, restored from ``state`` when given."""
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    env = make_env(config)
+    dataset = load_data(config, env)
+    if hasattr(module, "select_data"):  # the agent trains on part of the data (BC-Safe)
+        dataset = module.select_data(config, dataset)
+    algorithm = module.build(config, env, dataset, device)
+    if state is not None:
+        try:
+            algorithm.load_state_dict(to_torch_state(state["algorithm"], device))
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            raise CheckpointError(f"the checkpoint does not fit this config or is incomplete "
+                                  f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
+    return env, dataset, algorithm
+
+
+def to_torch_state(state: Any, device: torch.device) -> Any:
+    """A loaded state dict with its tensors on ``device`` (optimiser steps stay on the CPU)."""
+    if isinstance(state, dict):
+        return {k: (v if k == "step" else to_torch_state(v, device)) for k, v in state.items()}
+    if isinstance(state, list):
+        return [to_torch_state(v, device) for v in state]
+    if isinstance(state, torch.Tensor):
+        return state.to(device)
+    return state
+
+
+def offline_train(module: Any, config: OfflineConfig, run: Run, state: dict[str, Any] | None) -> None:
+    """The offline loop (see the module docstring) for the agent ``module``."""
+    device = resolve_device(config.device)
+    env, dataset, algorithm = setup(module, config, state, device)
+    buffer = algorithm.process_buffer(dataset.to_replay_buffer())
+    # tianshou's buffer samples with its own generator, seeded 42 unless told otherwise
+    buffer._random_state = np.random.RandomState(np.random.SeedSequence(config.seed).generate_state(1)[0])
+    step = 0
+    if state is not None:
+        step = int(state["step"])
+        _set_rng_state(buffer, to_numpy(state["rng"]))
+    losses: dict[str, list[float]] = defaultdict(list)
+    bar = tqdm(total=config.steps, initial=step, desc=run.dir.name, unit="step", disable=not config.show_progress,
+               dynamic_ncols=True)
+    started, started_step = time.perf_counter(), step
+
+    def save() -> None:
+        run.save({"step": step, "algorithm": algorithm.state_dict(), "rng": _rng_state(buffer)})
+
+    try:
+        while step < config.steps:
+            with policy_within_training_step(algorithm.policy):
+                stats = algorithm.update(buffer, config.batch_size)
+            step += 1
+            bar.update(1)
+            for name, value in stats.get_loss_stats_dict().items():
+                losses[name].append(float(value))
+            if step % config.log_every == 0 or step == config.steps:
+                run.log("loss", step, {k.replace("loss/", ""): float(np.mean(v)) for k, v in losses.items()})
+                rate = (step - started_step) / max(time.perf_counter() - started, 1e-9)
+                run.log("train", step, {"steps_per_second": rate, **algorithm_rates(algorithm)})
+                losses.clear()
+            if step % config.eval_every == 0 or step == config.steps:
+                scores = evaluate_policy(config, algorithm.policy, config.eval_episodes, seed=10_000 + step)
+                run.log("eval", step, {k.split("/", 1)[1]: v for k, v in scores.items() if k.startswith("eval/")})
+                bar.set_postfix(ret=f"{scores.get('eval/normalized_return', scores['eval/return']):.2f}",
+                                cost=f"{scores.get('eval/normalized_cost', scores['eval/cost']):.2f}")
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                save()
+    finally:
+        bar.close()
+        env.close()
+
+
+def algorithm_rates(algorithm: Any) -> dict[str, float]:
+    """Current learning rate of each optimiser (``train/lr_<i>``)."""
+    return {f"lr_{i}": float(opt._optim.param_groups[0]["lr"]) for i, opt in enumerate(algorithm._optimizers)}
+
+
+def offline_evaluate(module: Any, config: OfflineConfig, state: dict[str, Any], episodes: int) -> dict[str, Any]:
+    """``aligngym eval RUN_DIR``: the checkpoint's policy over ``episodes`` episodes."""
+    device = resolve_device(config.device)
+    _, _, algorithm = setup(module, config, state, device)
+    result: dict[str, Any] = evaluate_policy(config, algorithm.policy, episodes, seed=20_000)
+    result["cost_limit"] = config.cost_limit
+    result["episodes"] = episodes
+    return result

@@ -1,0 +1,100 @@
+"""Steps per second of every safe task, measured in one run.
+
+    python benchmarks/safety_speed.py [--steps 20000] [--batch 1024] [--repeats 3]
+
+1. Each numpy task (Ball/Car/Drone x Run/Circle) as a single Gymnasium env from ``gym.make``
+   (default wrappers, pre-sampled random actions, auto-reset, reset time included: the method of
+   the reference measurement in ``shared/reference/bullet-safety-gym.md``).
+2. The same task's batched core with ``--batch`` environments stepped at once (env steps per
+   second = batch x calls), finished environments reset as they end.
+3. The MuJoCo tasks (AntRun/AntCircle and the five velocity tasks), single env, same method.
+
+Each figure is the median of ``--repeats`` runs. Besides the absolute figures it prints two
+ratios: single env against the reference Bullet task (figures measured on a 2-core EPYC like
+this machine's; a ratio across machines and times is indicative only) and batched per env step
+against single, measured here in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import gymnasium as gym
+import numpy as np
+
+import aligngym.envs  # noqa: F401
+from aligngym.envs.safety.bullet import BulletCore
+
+NUMPY_TASKS = [(a, t) for a in ("Ball", "Car", "Drone") for t in ("Run", "Circle")]
+MUJOCO_TASKS = ["AntRun-v0", "AntCircle-v0", "AntVelocity-v1", "HalfCheetahVelocity-v1", "HopperVelocity-v1",
+                "Walker2dVelocity-v1", "SwimmerVelocity-v1"]
+# Bullet-Safety-Gym 1.4.0 single env, steps/s (mean of the reference's two passes)
+REFERENCE = {"BallRun": 7392, "BallCircle": 6262, "CarRun": 1790, "CarCircle": 1209, "DroneRun": 3730,
+             "DroneCircle": 2946, "AntRun": 1852, "AntCircle": 1341}
+
+
+def single_env(env_id: str, steps: int) -> float:
+    env = gym.make(env_id)
+    env.action_space.seed(0)
+    actions = [env.action_space.sample() for _ in range(steps)]
+    env.reset(seed=0)
+    started = time.perf_counter()
+    for action in actions:
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            env.reset()
+    return steps / (time.perf_counter() - started)
+
+
+def batched(agent: str, task: str, batch: int, steps: int) -> float:
+    core = BulletCore(agent, task, num_envs=batch, seed=0)
+    core.reset()
+    rng = np.random.default_rng(0)
+    calls = max(1, steps // batch) * 4
+    actions = rng.uniform(-1, 1, size=(16, batch, core.act_dim))
+    started = time.perf_counter()
+    for i in range(calls):
+        *_, terminated, truncated = core.step(actions[i % 16])
+        done = terminated | truncated
+        if done.any():
+            core.reset(np.flatnonzero(done))
+    return calls * batch / (time.perf_counter() - started)
+
+
+def median(fn, repeats: int) -> float:  # noqa: ANN001
+    return float(np.median([fn() for _ in range(repeats)]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    for agent, task in NUMPY_TASKS:  # compile the kernels before timing
+        batched(agent, task, 2, 2)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"python {platform.python_version()}, numpy {np.__version__}")
+    print("| task | single env steps/s | vs reference Bullet | batched (B = %d) env steps/s | batched / single |"
+          % args.batch)
+    print("|---|---|---|---|---|")
+    for agent, task in NUMPY_TASKS:
+        name = f"{agent}{task}"
+        one = median(lambda: single_env(f"aligngym/{name}-v0", args.steps), args.repeats)
+        many = median(lambda: batched(agent, task, args.batch, args.steps * 10), args.repeats)
+        print(f"| {name} | {one:,.0f} | {one / REFERENCE[name]:.1f}x | {many:,.0f} | {many / one:.0f}x |", flush=True)
+    print()
+    print("| MuJoCo task | single env steps/s | vs reference |")
+    print("|---|---|---|")
+    for env_id in MUJOCO_TASKS:
+        one = median(lambda: single_env(f"aligngym/{env_id}", args.steps // 4), args.repeats)
+        name = env_id.split("-")[0]
+        ref = f"{one / REFERENCE[name]:.1f}x Bullet" if name in REFERENCE else "-"
+        print(f"| {env_id} | {one:,.0f} | {ref} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

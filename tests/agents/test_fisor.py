@@ -1,0 +1,204 @@
+"""FISOR's pieces against hand-computed values, its acting rule, save/load, determinism and the
+runner (train, resume, eval) on a tiny generated dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import aligngym.envs  # noqa: F401
+from aligngym.agents.config import ConfigError, load_config
+from aligngym.agents.evaluate import evaluate
+from aligngym.agents.fisor import (FISOR, Config, EnsembleMLP, expectile_loss, feasibility_weights,
+                                   reachability_target, reward_target, vp_beta_schedule)
+from aligngym.agents.train import load_checkpoint, resume, train
+from aligngym.envs.data.generate import generate
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "fisor"
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ALIGNGYM_DATA", str(root))
+        generate("aligngym/BallCircle-v0", "tiny", seed=0)
+    return root
+
+
+def small_config(**update: object) -> Config:
+    base = Config(agent="fisor", task="aligngym/BallCircle-v0").smoke()
+    return base.model_copy(update=update)
+
+
+def test_vp_schedule_matches_the_official_values() -> None:
+    betas = vp_beta_schedule(5, 0.1, 10.0)
+    np.testing.assert_allclose(betas, [0.1959, 0.4588, 0.6358, 0.7549, 0.8350], atol=1e-4)
+    np.testing.assert_allclose(torch.cumprod(1 - betas, 0), [0.8041, 0.4352, 0.1585, 0.0389, 0.0064], atol=1e-4)
+
+
+def test_value_targets_on_hand_made_numbers() -> None:
+    h = torch.tensor([25.0, -1.0, -1.0, -1.0])
+    next_v = torch.tensor([-3.0, 2.0, -3.0, 7.0])
+    mask = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    # (1 - g) h + g max(h, V'): 0.01*25 + 0.99*25; 0.01*-1 + 0.99*2; 0.01*-1 + 0.99*-1; terminal: h
+    np.testing.assert_allclose(reachability_target(h, next_v, mask, 0.99), [25.0, 1.97, -1.0, -1.0], atol=1e-6)
+    np.testing.assert_allclose(reward_target(torch.tensor([1.0, 2.0]), torch.tensor([10.0, 10.0]),
+                                             torch.tensor([1.0, 0.0]), 0.9), [10.0, 2.0])
+    diff = torch.tensor([2.0, -2.0])
+    assert expectile_loss(diff, 0.9).item() == pytest.approx((0.9 * 4 + 0.1 * 4) / 2)
+    # V_h uses 1 - 0.9: negative differences (V_h above Q_h) cost 0.9, positive 0.1
+    assert expectile_loss(torch.tensor([-2.0]), 0.1).item() == pytest.approx(0.9 * 4)
+    assert expectile_loss(torch.tensor([2.0]), 0.1).item() == pytest.approx(0.1 * 4)
+
+
+def test_weights_in_each_region() -> None:
+    cfg = small_config()
+    reward_adv = torch.tensor([0.5, 10.0, 0.5, 0.0, 0.0])
+    cost_q = torch.tensor([-0.5, -0.5, 0.5, 0.5, -100.0])
+    cost_v = torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0])
+    w = feasibility_weights(reward_adv, cost_q, cost_v, cfg)
+    expected = [np.exp(3 * 0.5),  # feasible state, feasible action: exp(alpha_r A_r)
+                100.0,            # ... clipped at 100
+                0.0,              # feasible state, infeasible action: dropped
+                np.exp(5 * 0.5),  # infeasible state: exp(alpha_c (V_h - Q_h))
+                150.0]            # ... clipped at 150
+    np.testing.assert_allclose(w.numpy(), expected, rtol=1e-5)
+
+
+def test_ensemble_members_are_independent_mlps() -> None:
+    torch.manual_seed(0)
+    net = EnsembleMLP(2, 3, (8,))
+    x = torch.randn(5, 3)
+    out = net(x)
+    assert out.shape == (2, 5)
+    for k in range(2):
+        hidden = torch.relu(x @ net.weights[0][k] + net.biases[0][k])
+        np.testing.assert_allclose(out[k].detach(), (hidden @ net.weights[1][k] + net.biases[1][k]).squeeze(-1).detach(),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def make_fisor(**update: object) -> FISOR:
+    torch.manual_seed(0)
+    env = gym.make("aligngym/BallCircle-v0")
+    return FISOR(small_config(**update), 8, env.action_space, 1.0, torch.device("cpu"))
+
+
+def test_acting_samples_in_bounds_and_picks_the_lowest_cost_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    algo = make_fisor(candidates=4)
+    policy = algo.policy.eval()
+    obs = torch.randn(3, 8)
+    sampled = policy.sample(obs.repeat_interleave(4, 0))
+    assert sampled.shape == (12, 2) and sampled.abs().max() <= 1.0
+    candidates = torch.tensor([[0.9, 0.0], [-0.2, 0.0], [0.5, 0.0], [0.1, 0.0]]).repeat(3, 1)
+    monkeypatch.setattr(policy, "sample", lambda o: candidates)
+    # Q_h of a candidate = its first action component (both ensemble members), so -0.2 is safest
+    monkeypatch.setattr(policy.target_cost_q, "forward", lambda oa: oa[:, -2].unsqueeze(0).repeat(2, 1))
+    chosen = policy.select(obs)
+    np.testing.assert_allclose(chosen.numpy(), [[-0.2, 0.0]] * 3)
+    # candidates of all states and all denoising steps go through the network in one batch each
+    calls = []
+    monkeypatch.undo()
+    original = policy.ema_actor.forward
+    monkeypatch.setattr(policy.ema_actor, "forward", lambda *a: calls.append(a[0].shape[0]) or original(*a))
+    policy.select(obs)
+    assert calls == [12] * 5
+
+
+def test_a_training_step_moves_every_network_and_the_ema_slowly(tiny_data: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALIGNGYM_DATA", str(tiny_data))
+    from aligngym.agents.offline import load_data, make_env
+    from tianshou.utils.torch_utils import policy_within_training_step
+
+    cfg = small_config()
+    env = make_env(cfg)
+    ds = load_data(cfg, env)
+    algo = make_fisor()
+    buffer = algo.process_buffer(ds.to_replay_buffer())
+    h = algo.data["h"].numpy()
+    assert set(np.unique(h)) <= {25.0, -1.0} and (h == 25.0).sum() == ds.arrays["costs"].astype(bool).sum()
+    before = {name: p.detach().clone() for name, p in algo.named_parameters()}
+    with policy_within_training_step(algo.policy):
+        stats = algo.update(buffer, cfg.batch_size)
+    changed = {name for name, p in algo.named_parameters() if not torch.equal(p, before[name])}
+    for module in ("actor.", "reward_q.", "reward_v.", "cost_q.", "cost_v.", "policy.ema_actor.",
+                   "policy.target_cost_q.", "target_reward_q."):
+        assert any(name.startswith(module) for name in changed), module
+    ema = dict(algo.policy.ema_actor.named_parameters())["out.weight"]
+    live = dict(algo.actor.named_parameters())["out.weight"]
+    # two actor updates at tau 0.001 move the EMA about 0.2% of the way
+    assert (ema - before["policy.ema_actor.out.weight"]).abs().max() < 0.01 * (live - before["actor.out.weight"]).abs().max() + 1e-6
+    assert int(algo.actor_step) == cfg.actor_updates
+    assert np.isfinite(stats.loss_actor) and stats.mean_weight >= 0
+
+
+def test_save_load_round_trip_gives_the_same_actions() -> None:
+    algo = make_fisor()
+    state = algo.state_dict()
+    other = make_fisor()
+    for p in other.parameters():
+        torch.nn.init.normal_(p)
+    other.load_state_dict(state)
+    obs = torch.randn(4, 8)
+    torch.manual_seed(1)
+    a = algo.policy.eval().select(obs)
+    torch.manual_seed(1)
+    b = other.policy.eval().select(obs)
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_configs_exist_for_every_safe_task_and_validate() -> None:
+    names = {"ball_run", "ball_circle", "car_run", "car_circle", "drone_run", "drone_circle", "ant_run", "ant_circle"}
+    assert {p.stem for p in CONFIGS.glob("*.yaml")} == names
+    assert {p.stem for p in (CONFIGS / "cpu").glob("*.yaml")} == names
+    for path in [*CONFIGS.glob("*.yaml"), *(CONFIGS / "cpu").glob("*.yaml")]:
+        config = load_config(path)
+        assert config.agent == "fisor" and config.task.startswith("aligngym/")
+    paper = load_config(CONFIGS / "ball_circle.yaml")
+    assert (paper.batch_size, paper.critic_batch_size, paper.candidates, paper.diffusion_steps) == (2048, 256, 16, 5)
+    with pytest.raises(ConfigError, match="did you mean 'cost_temperature'"):
+        load_config(CONFIGS / "ball_circle.yaml", ["cost_temprature=3"])
+
+
+def test_runner_trains_resumes_and_evaluates_deterministically(tiny_data: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALIGNGYM_DATA", str(tiny_data))
+    overrides = [f"run_root={tmp_path}", "show_progress=false"]
+    config = load_config(CONFIGS / "ball_circle.yaml", overrides, smoke=True)
+    assert config.steps == 4 and config.dataset.size == "tiny"
+    first = train(config)
+    second = train(config)
+    _, s1 = load_checkpoint(first / "checkpoint.pt")
+    _, s2 = load_checkpoint(second / "checkpoint.pt")
+    assert s1["step"] == 4
+    other_seed = train(config.model_copy(update={"seed": 1}))
+    _, s4 = load_checkpoint(other_seed / "checkpoint.pt")
+    assert not torch.equal(s4["algorithm"]["cost_v.weights.0"], s1["algorithm"]["cost_v.weights.0"])
+    for key, value in s1["algorithm"].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, s2["algorithm"][key]), key
+    # interrupted at step 2 (its checkpoint), resumed to 4: the same weights as straight through
+    third = train(config.model_copy(update={"steps": 2}))
+    (third / "config.yaml").write_text((third / "config.yaml").read_text().replace("steps: 2", "steps: 4"))
+    resume(third)
+    _, s3 = load_checkpoint(third / "checkpoint.pt")
+    for key, value in s1["algorithm"].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, s3["algorithm"][key]), key
+    result = evaluate(first, episodes=2)
+    assert {"eval/normalized_return", "eval/normalized_cost", "eval/return", "eval/cost"} <= set(result)
+    assert result["cost_limit"] == 10.0 and (first / "eval.json").is_file()
+
+
+def test_missing_dataset_is_reported_with_the_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALIGNGYM_DATA", str(tmp_path))
+    from aligngym.envs.data.dataset import DatasetError
+
+    config = load_config(CONFIGS / "car_run.yaml", [f"run_root={tmp_path}"])
+    with pytest.raises(DatasetError, match="aligngym data generate aligngym/CarRun-v0 --size full --seed 0"):
+        train(config)
