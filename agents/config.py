@@ -21,6 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 # agent name -> module providing Config, train(config, run, checkpoint) and evaluate(...)
 AGENTS: dict[str, str] = {
     "independent_dqn": "aligngym.agents.marl.population",
+    "fisor": "aligngym.agents.fisor",
+    "bc_all": "aligngym.agents.baselines.bc",
+    "bc_safe": "aligngym.agents.baselines.bc",
+    "bcq_lag": "aligngym.agents.baselines.bcq_lag",
 }
 
 
@@ -33,6 +37,7 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     hparam_metrics: ClassVar[tuple[str, ...]] = ("eval/return",)  # columns of TensorBoard's hparams table
+    length_key: ClassVar[str] = "episodes"  # the field that says how long the run is
 
     agent: str  # which agent trains (a key of AGENTS)
     task: str  # the environment id
@@ -43,6 +48,9 @@ class RunConfig(BaseModel):
     def smoke(self) -> RunConfig:
         """A copy shrunk to run end to end in seconds (``--smoke``)."""
         return self
+
+    def preflight(self) -> None:
+        """Refuse to start (before a run folder exists) when an input the run needs is missing."""
 
 
 def agent_module(name: Any) -> ModuleType:

@@ -52,6 +52,7 @@ class OfflineConfig(RunConfig):
     """Fields every offline agent has."""
 
     hparam_metrics: ClassVar[tuple[str, ...]] = ("eval/normalized_return", "eval/normalized_cost")
+    length_key: ClassVar[str] = "steps"
 
     dataset: DatasetConfig = DatasetConfig()
     cost_limit: float = Field(10.0, ge=0)  # threshold L: normalised cost, BC-Safe's filter, Lagrangian target

@@ -192,6 +192,27 @@ def train(config: RunConfig, on_start: Callable[[Path], None] | None = None) -> 
     return run.dir
 
 
+def finish(config: RunConfig) -> Path:
+    """Bring ``config``'s run to its end: return a finished run under its ``run_root`` whose config
+    matches (up to RESUMABLE_KEYS), continue an unfinished one (with this config's length), or
+    train a new one."""
+    root = Path(config.run_root)
+    wanted = _flat("", config.model_dump(mode="json"))
+    for run_dir in sorted(root.glob("*__*")) if root.is_dir() else []:
+        if not (run_dir / CHECKPOINT).is_file():
+            continue
+        saved, state = load_checkpoint(run_dir / CHECKPOINT)
+        have = _flat("", saved.model_dump(mode="json"))
+        if any(wanted.get(k) != have.get(k) for k in wanted.keys() | have.keys()
+               if k.split(".")[0] not in RESUMABLE_KEYS):
+            continue
+        if int(state.get("step", 0)) >= getattr(config, config.length_key):
+            return run_dir
+        (run_dir / "config.yaml").write_text(dump_config(config))
+        return resume(run_dir)
+    return train(config)
+
+
 def resume(run_dir: Path, episodes: int | None = None) -> Path:
     """Continue an interrupted run from its last checkpoint, in the same folder. Its config.yaml
     may raise ``episodes`` (or change the other RESUMABLE_KEYS); any other change is refused.

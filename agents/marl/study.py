@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from aligngym.agents.config import ConfigError, load_config
 from aligngym.agents.marl.plots import curves, rolling_mean, save
 from aligngym.agents.marl.population import read_scalars
-from aligngym.agents.train import CHECKPOINT, load_checkpoint, resume, train
+from aligngym.agents.train import CHECKPOINT, finish
 from aligngym.envs.cooperation.core import METRIC_NAMES
 
 # Metrics in the table, with how to read them.
@@ -98,21 +98,10 @@ def _run_job(job: Job) -> Path:
     import torch
 
     torch.set_num_threads(1)  # one core per worker
-    existing = sorted(job.run_root.glob("*__*")) if job.run_root.is_dir() else []
     overrides = [f"seed={job.seed}", "show_progress=false", f"run_root={job.run_root}"]
     if job.episodes is not None:
         overrides.append(f"episodes={job.episodes}")
-    config = load_config(conditions_dir() / f"{job.condition}.yaml", overrides)
-    for run_dir in existing:
-        if not (run_dir / CHECKPOINT).is_file():
-            continue
-        saved, state = load_checkpoint(run_dir / CHECKPOINT)
-        if saved.model_dump(exclude={"episodes"}) != config.model_dump(exclude={"episodes"}):
-            continue
-        if int(state["step"]) >= config.episodes:
-            return run_dir
-        return resume(run_dir, episodes=config.episodes)
-    return train(config)
+    return finish(load_config(conditions_dir() / f"{job.condition}.yaml", overrides))
 
 
 def run_study(out: Path, seeds: int, episodes: int | None, conditions: list[str] | None,

@@ -29,8 +29,8 @@ score ``100 (R - random) / (expert - random)``.
 
 Resumable: every finished stage (a behaviour run with its saved policy, a set of noisy rollouts)
 is written to ``<data dir>/.work/<file stem>/`` and skipped when the command runs again.
-Deterministic: the same task, size and seed give the same file (on the same machine and thread
-count). Deviations from DSRL: PPO instead of TRPO, far fewer environment steps on CPU.
+Deterministic: the same task, size and seed give the same file (on the same machine; the
+behaviour nets run on one thread). Deviations from DSRL: PPO instead of TRPO, far fewer environment steps on CPU.
 """
 
 from __future__ import annotations
@@ -347,14 +347,23 @@ def _rollouts(env_id: str, policy_path: Path | None, noise: float, plan: Plan, s
 def generate(env_id: str, size: str = "small", seed: int = 0, out: Path | None = None,
              force: bool = False) -> list[Path]:
     """Make the dataset(s) of ``env_id``; returns the written paths (see the module docstring)."""
+    import torch
+
     if size not in PLANS:
         raise DatasetError(f"size must be one of {', '.join(PLANS)}, got {size!r}")
-    if env_id in LOCOMOTION:
-        return _generate_locomotion(env_id, size, seed, out, force)
-    if env_id not in SAFE_TASKS:
+    if env_id not in LOCOMOTION and env_id not in SAFE_TASKS:
         known = ", ".join([*SAFE_TASKS, *LOCOMOTION])
         raise DatasetError(f"no dataset recipe for {env_id!r}; known tasks: {known}")
-    return [_generate_safe(SAFE_TASKS[env_id], size, seed, out, force)]
+    # one thread: the behaviour nets are tiny (more threads only contend), and results do not
+    # depend on the machine's core count
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if env_id in LOCOMOTION:
+            return _generate_locomotion(env_id, size, seed, out, force)
+        return [_generate_safe(SAFE_TASKS[env_id], size, seed, out, force)]
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _target(path: Path, force: bool) -> None:

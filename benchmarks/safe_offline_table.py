@@ -1,0 +1,123 @@
+"""FISOR and its baselines on the safe tasks: the paper's results table, on AlignGym's data.
+
+    python benchmarks/safe_offline_table.py [--variant cpu|paper] [--seeds 3] [--tasks ball_circle ...]
+        [--agents fisor bc_all bc_safe bcq_lag] [--workers 2] [--episodes 20] [--out benchmarks/safe_offline]
+        [--set key=value ...] [--report-only]
+
+Trains every (agent, task, seed) from ``configs/<agent dir>/[cpu/]<task>.yaml`` (FISOR:
+``configs/fisor``, baselines: ``configs/baselines/<agent>``) into ``OUT/runs/<agent>/<task>/s<seed>/``
+in parallel worker processes (one core each; rerunning reuses finished runs and resumes
+unfinished ones), evaluates each final policy over ``--episodes`` episodes at the config's cost
+limit, and writes ``OUT/table.md``: per task and agent the normalised reward / normalised cost
+(DSRL's normalisation, mean over seeds), unsafe entries (cost > 1) in gray italics, the best
+safe reward of a row in bold, as in FISOR's Table 1. The datasets must exist
+(``aligngym data generate TASK --size full``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ["ball_run", "ball_circle", "car_run", "car_circle", "drone_run", "drone_circle", "ant_run", "ant_circle"]
+AGENTS = ["bc_all", "bc_safe", "bcq_lag", "fisor"]
+
+
+def config_path(agent: str, task: str, variant: str) -> Path:
+    folder = ROOT / "configs" / ("fisor" if agent == "fisor" else f"baselines/{agent}")
+    return folder / ("cpu" if variant == "cpu" else "") / f"{task}.yaml"
+
+
+def run_one(agent: str, task: str, seed: int, variant: str, out: Path, episodes: int, extra: list[str]) -> dict:
+    """Train (or finish) one run and score it; runs in a worker process."""
+    import torch
+
+    torch.set_num_threads(1)
+    from aligngym.agents.config import load_config
+    from aligngym.agents.evaluate import evaluate
+    from aligngym.agents.train import finish
+
+    overrides = [f"seed={seed}", "show_progress=false", f"run_root={out / 'runs' / agent / task / f's{seed}'}", *extra]
+    run_dir = finish(load_config(config_path(agent, task, variant), overrides))
+    scored = run_dir / "eval.json"
+    result = json.loads(scored.read_text()) if scored.is_file() else {}
+    if result.get("episodes") != episodes or result.get("checkpoint_step") is None:
+        result = evaluate(run_dir, episodes=episodes)
+    return {"agent": agent, "task": task, "seed": seed, "run": str(run_dir),
+            "reward": result["eval/normalized_return"], "cost": result["eval/normalized_cost"]}
+
+
+def write_table(out: Path, results: list[dict], variant: str, seeds: int) -> Path:
+    tasks = [t for t in TASKS if any(r["task"] == t for r in results)]
+    agents = [a for a in AGENTS if any(r["agent"] == a for r in results)]
+    lines = [f"Normalised reward / normalised cost (DSRL's normalisation, cost limit of the configs), mean over "
+             f"{seeds} seed(s), `{variant}` configs; *gray italics*: unsafe (cost > 1); **bold**: the best safe "
+             f"reward of the row. `python benchmarks/safe_offline_table.py --variant {variant} --seeds {seeds}` "
+             f"on {platform.processor() or platform.machine()} ({os.cpu_count()} CPUs).", "",
+             "| task | " + " | ".join(agents) + " |", "|---|" + "---|" * len(agents)]
+    summary = {a: {"safe": 0, "tasks": 0} for a in agents}
+    for task in tasks:
+        cells, scores = [], {}
+        for agent in agents:
+            rows = [r for r in results if r["agent"] == agent and r["task"] == task]
+            if rows:
+                scores[agent] = (float(np.mean([r["reward"] for r in rows])), float(np.mean([r["cost"] for r in rows])))
+        safe = {a: s for a, s in scores.items() if s[1] <= 1.0}
+        best = max(safe, key=lambda a: safe[a][0]) if safe else None
+        for agent in agents:
+            if agent not in scores:
+                cells.append("-")
+                continue
+            reward, cost = scores[agent]
+            text = f"{reward:.2f} / {cost:.2f}"
+            summary[agent]["tasks"] += 1
+            summary[agent]["safe"] += int(cost <= 1.0)
+            cells.append(f"**{text}**" if agent == best else text if cost <= 1.0 else
+                         f'<span style="color:gray">*{text}*</span>')
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    lines.append("| safe on | " + " | ".join(f"{summary[a]['safe']}/{summary[a]['tasks']}" for a in agents) + " |")
+    path = out / "table.md"
+    path.write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variant", choices=("cpu", "paper"), default="cpu")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--tasks", nargs="+", default=TASKS, choices=TASKS)
+    parser.add_argument("--agents", nargs="+", default=AGENTS, choices=AGENTS)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "safe_offline")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="override for every run (e.g. steps=5000)")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the table from OUT/results.json")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        results = json.loads((args.out / "results.json").read_text())
+    else:
+        jobs = [(a, t, s) for t in args.tasks for a in args.agents for s in range(args.seeds)]
+        results = []
+        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+            futures = [pool.submit(run_one, a, t, s, args.variant, args.out, args.episodes, args.extra)
+                       for a, t, s in jobs]
+            for future in as_completed(futures):
+                results.append(future.result())
+                r = results[-1]
+                print(f"{r['agent']:8s} {r['task']:13s} s{r['seed']}: reward {r['reward']:.2f} cost {r['cost']:.2f}",
+                      flush=True)
+    print(write_table(args.out, results, args.variant, args.seeds).read_text())
+
+
+if __name__ == "__main__":
+    main()

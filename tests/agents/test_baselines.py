@@ -1,0 +1,228 @@
+"""The safe offline baselines (BC-All, BC-Safe, BCQ-Lag): data selection, the Lagrangian, every config
+end to end through the runner, exact resume and config errors. Data is generated inside the tests."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from tianshou.algorithm.imitation.imitation_base import OfflineImitationLearning
+from tianshou.utils.torch_utils import policy_within_training_step
+
+from aligngym.agents.baselines import bc, bcq_lag
+from aligngym.agents.baselines.bcq_lag import PIDLagrangian, cost_threshold
+from aligngym.agents.config import ConfigError, load_config, validate
+from aligngym.agents.evaluate import evaluate
+from aligngym.agents.offline import setup
+from aligngym.agents.train import load_checkpoint, resume, train
+from aligngym.envs.data.dataset import OfflineDataset, dataset_path, load_dataset
+from aligngym.envs.data.generate import generate
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs" / "baselines"
+CONFIG_FILES = sorted(CONFIGS.rglob("*.yaml"))
+BALL_CIRCLE = "aligngym/BallCircle-v0"
+TASKS = {"ball_run": "aligngym/BallRun-v0", "ball_circle": BALL_CIRCLE, "car_run": "aligngym/CarRun-v0",
+         "car_circle": "aligngym/CarCircle-v0", "drone_run": "aligngym/DroneRun-v0",
+         "drone_circle": "aligngym/DroneCircle-v0", "ant_run": "aligngym/AntRun-v0",
+         "ant_circle": "aligngym/AntCircle-v0"}
+AGENTS = ("bc_all", "bc_safe", "bcq_lag")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory):
+    """``ALIGNGYM_DATA`` pointing at a folder holding BallCircle's tiny dataset (seed 0)."""
+    root = tmp_path_factory.mktemp("aligngym-data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ALIGNGYM_DATA", str(root))
+        generate(BALL_CIRCLE, "tiny", seed=0)
+        yield root
+
+
+@pytest.fixture(scope="module")
+def all_tasks(data: Path) -> Path:
+    """... and the tiny datasets of the seven other tasks the configs name (a few seconds each)."""
+    for env_id in TASKS.values():
+        if not dataset_path(env_id, "tiny", 0).exists():
+            generate(env_id, "tiny", seed=0)
+    return data
+
+
+def ball_circle() -> OfflineDataset:
+    return load_dataset(dataset_path(BALL_CIRCLE, "tiny", 0))
+
+
+def smoke_config(agent: str, run_root: Path, *overrides: str):
+    return load_config(CONFIGS / agent / "ball_circle.yaml",
+                       [f"run_root={run_root}", "show_progress=false", "device=cpu", *overrides], smoke=True)
+
+
+# ---------------------------------------------------------------------- BC-Safe's data
+def test_bc_safe_trains_only_on_the_episodes_within_the_cost_limit(data, tmp_path, monkeypatch):
+    dataset = ball_circle()
+    costs, lengths = dataset.episode_costs(), dataset.episode_lengths()
+    limit = float(np.median(costs))
+    kept = np.flatnonzero(costs <= limit)
+    assert 0 < len(kept) < len(costs), "the limit must split the data for this test to mean anything"
+    buffers = []
+    real = OfflineImitationLearning.process_buffer
+    monkeypatch.setattr(OfflineImitationLearning, "process_buffer",
+                        lambda self, buffer: buffers.append(buffer) or real(self, buffer))
+    for agent in ("bc_safe", "bc_all"):
+        train(smoke_config(agent, tmp_path, f"cost_limit={limit}"))
+    safe, everything = buffers
+
+    assert len(everything) == len(dataset)
+    assert len(safe) == lengths[kept].sum() < len(dataset)
+    rows = safe[np.arange(len(safe))]
+    expected = dataset.select_episodes(kept)
+    np.testing.assert_array_equal(rows.obs, expected.arrays["observations"])
+    np.testing.assert_array_equal(rows.act, expected.arrays["actions"])
+    # every episode of the buffer, cut at its done flags, costs at most the limit
+    ends = np.flatnonzero(rows.done) + 1
+    episode_costs = [c.sum() for c in np.split(np.asarray(rows.info.cost), ends[:-1])]
+    assert len(episode_costs) == len(kept) and max(episode_costs) <= limit
+
+
+def test_bc_safe_refuses_a_limit_that_keeps_no_episode(data, tmp_path):
+    lowest = ball_circle().episode_costs().min()
+    assert lowest > 1
+    with pytest.raises(ValueError, match=rf"cost_limit {lowest - 1:g} .*lowest episode cost: {lowest:g}"):
+        train(smoke_config("bc_safe", tmp_path, f"cost_limit={lowest - 1}"))
+    bc_all = smoke_config("bc_all", tmp_path, f"cost_limit={lowest - 1}")
+    assert bc.select_data(bc_all, ball_circle()).arrays["observations"].shape[0] == len(ball_circle())
+
+
+# ---------------------------------------------------------------------- BCQ-Lag's Lagrangian
+def test_cost_threshold_is_the_discounted_value_of_the_limit_spread_over_the_episode():
+    limit, gamma, steps = 10.0, 0.99, 200
+    assert cost_threshold(limit, gamma, steps) == pytest.approx(limit * (1 - gamma**steps) / (1 - gamma) / steps)
+    spread = sum(gamma**t * limit / steps for t in range(steps))  # L/T per step, discounted over T steps
+    assert cost_threshold(limit, gamma, steps) == pytest.approx(spread)
+    assert cost_threshold(limit, 1 - 1e-9, steps) == pytest.approx(limit, rel=1e-5)  # undiscounted: L itself
+
+
+def test_bcq_lag_uses_the_tasks_episode_length_and_cost_scale(data):
+    config = smoke_config("bcq_lag", Path("unused"))
+    _, _, algorithm = setup(bcq_lag, config, None, torch.device("cpu"))
+    assert algorithm.qc_thres == pytest.approx(cost_threshold(10.0, 0.99, 200))  # BallCircle: T = 200
+    assert algorithm.controller.threshold == algorithm.qc_thres
+    changed = config.model_copy(update={"episode_len": 50, "cost_scale": 2.0, "cost_limit": 5.0})
+    _, _, algorithm = setup(bcq_lag, changed, None, torch.device("cpu"))
+    assert algorithm.qc_thres == pytest.approx(2.0 * cost_threshold(5.0, 0.99, 50))
+
+
+def test_pid_multiplier_rises_above_the_threshold_and_falls_to_zero_below():
+    pid = PIDLagrangian(0.1, 0.003, 0.001, threshold=2.0)
+    above = [float(pid.control(torch.tensor([2.5, 3.5]))) for _ in range(20)]  # error +1 on average
+    assert above[0] == pytest.approx(0.1 + 0.003 + 0.001)  # KP e + KI I + KD de with e = I = de = 1
+    assert all(b > a for a, b in zip(above, above[1:])), "the integral keeps the multiplier rising"
+    assert float(pid.error_integral) == pytest.approx(20.0)
+    below = [float(pid.control(torch.tensor([1.0, 1.0]))) for _ in range(30)]  # error -1
+    assert below[0] < above[-1] and all(b <= a for a, b in zip(below, below[1:]))
+    assert below.index(0.0) == 19 and set(below[19:]) == {0.0}, "zero once the integral has drained"
+    assert float(pid.error_integral) == 0.0
+
+
+def test_bcq_lag_feeds_its_cost_critic_into_the_multiplier(data):
+    """Cost critics pinned above, then below the threshold: lambda rises, then falls back to 0."""
+    config = smoke_config("bcq_lag", Path("unused"))
+    env, dataset, algorithm = setup(bcq_lag, config, None, torch.device("cpu"))
+    buffer = algorithm.process_buffer(dataset.to_replay_buffer())
+
+    def pin_cost_critic(value: float) -> None:
+        with torch.no_grad():
+            for member in [*algorithm.cost_critic.q1, *algorithm.cost_critic.q2]:
+                last = member.model[-1]
+                last.weight.zero_()
+                last.bias.fill_(value)
+
+    def lagrangians(steps: int) -> list[float]:
+        with policy_within_training_step(algorithm.policy):
+            return [algorithm.update(buffer, config.batch_size).lagrangian for _ in range(steps)]
+
+    pin_cost_critic(algorithm.qc_thres + 5.0)
+    rising = lagrangians(4)
+    assert rising[0] > 0 and all(b > a for a, b in zip(rising, rising[1:]))
+    pin_cost_critic(algorithm.qc_thres - 5.0)
+    falling = lagrangians(6)
+    assert falling[0] < rising[-1] and falling[-1] == 0.0
+    env.close()
+
+
+# ---------------------------------------------------------------------- configs through the runner
+def test_configs_cover_every_agent_and_task_with_osrl_settings():
+    for agent in AGENTS:
+        for stem, env_id in TASKS.items():
+            full, cpu = (load_config(CONFIGS / agent / sub / f"{stem}.yaml") for sub in ("", "cpu"))
+            assert (full.agent, full.task, full.cost_limit, full.dataset.size, full.device) == \
+                   (agent, env_id, 10.0, "full", "auto")
+            assert (full.steps, full.batch_size, full.eval_every, full.eval_episodes) == (100_000, 512, 2_500, 10)
+            assert cpu.steps == 20_000
+            differs = {k for k, v in full.model_dump().items() if cpu.model_dump()[k] != v}
+            assert differs == {"steps", "checkpoint_every"}, f"{agent}/cpu/{stem}.yaml: {differs}"
+    assert len(CONFIG_FILES) == 2 * len(AGENTS) * len(TASKS)
+    bcql = load_config(CONFIGS / "bcq_lag" / "car_circle.yaml")
+    assert (bcql.phi, bcql.lambda_mix, bcql.pid, bcql.num_q, bcql.num_qc, bcql.reward_scale, bcql.cost_scale,
+            bcql.sample_action_num, bcql.vae_hidden, bcql.actor_lr) == \
+           (0.05, 0.75, (0.1, 0.003, 0.001), 2, 2, 0.1, 1.0, 10, 400, 1e-3)
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_config_runs_smoke_end_to_end(all_tasks, tmp_path, path):
+    overrides = [f"run_root={tmp_path}", "show_progress=false"]
+    config = load_config(path, overrides, smoke=True)
+    if config.agent == "bc_safe":  # the tiny data may hold no episode within the real limit
+        lowest = load_dataset(dataset_path(config.task, "tiny", 0)).episode_costs().min()
+        overrides.append(f"cost_limit={max(config.cost_limit, lowest)}")
+        config = load_config(path, overrides, smoke=True)
+    run_dir = train(config)
+    result = evaluate(run_dir, episodes=1)
+    assert math.isfinite(result["eval/normalized_cost"]) and result["eval/normalized_cost"] >= 0
+    assert math.isfinite(result["eval/normalized_return"])
+    assert result["checkpoint_step"] == config.steps and result["episodes"] == 1
+    assert (run_dir / "eval.json").is_file()
+
+
+# ---------------------------------------------------------------------- checkpoints
+@pytest.mark.parametrize("agent", ["bc_safe", "bcq_lag"])
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(data, tmp_path, agent):
+    limit = f"cost_limit={ball_circle().episode_costs().max()}"  # BC-Safe keeps every episode
+    reference = train(smoke_config(agent, tmp_path / "ref", limit).model_copy(update={"steps": 6}))
+    first = train(smoke_config(agent, tmp_path / "split", limit))  # smoke: 4 steps
+    saved = yaml.safe_load((first / "config.yaml").read_text())
+    saved["steps"] = 6
+    (first / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert resume(first) == first
+    (_, ref_state), (_, state) = load_checkpoint(reference / "checkpoint.pt"), load_checkpoint(first / "checkpoint.pt")
+    assert int(state["step"]) == int(ref_state["step"]) == 6
+    weights, ref_weights = state["algorithm"], ref_state["algorithm"]
+    assert weights.keys() == ref_weights.keys()
+    for key, value in ref_weights.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(weights[key], value), key
+    assert torch.equal(state["algorithm"]["_optimizers"][0]["state"][0]["exp_avg"],
+                       ref_state["algorithm"]["_optimizers"][0]["state"][0]["exp_avg"])
+    if agent == "bcq_lag":
+        assert float(ref_weights["controller.error_old"]) != 0, "the PID's state must be in the checkpoint"
+        for name in ("controller.error_old", "controller.error_integral"):
+            assert float(weights[name]) == float(ref_weights[name]), name
+    # the checkpoint alone rebuilds the agent, and its evaluation is reproducible
+    assert evaluate(first, episodes=1)["eval/return"] == evaluate(reference, episodes=1)["eval/return"]
+
+
+# ---------------------------------------------------------------------- config errors
+def test_wrong_config_keys_and_values_are_refused():
+    path = CONFIGS / "bcq_lag" / "ball_circle.yaml"
+    with pytest.raises(ConfigError, match="unknown key 'actor_lrr' \\(did you mean 'actor_lr'\\?\\)"):
+        load_config(path, ["actor_lrr=0.01"])
+    with pytest.raises(ConfigError, match="pid"):
+        load_config(path, ["pid=[0.1, 0.2]"])
+    with pytest.raises(ConfigError, match="unknown key 'phi'"):
+        load_config(CONFIGS / "bc_safe" / "ball_circle.yaml", ["phi=0.05"])  # a BCQ-Lag key on BC
+    with pytest.raises(ConfigError, match="lambda_mix"):
+        validate({"agent": "bcq_lag", "task": BALL_CIRCLE, "lambda_mix": 1.5}, "inline")
