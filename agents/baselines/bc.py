@@ -50,7 +50,7 @@ from tianshou.utils.net.continuous import ContinuousActorDeterministic
 
 from aligngym.agents.baselines.common import action_bound, observation_dim
 from aligngym.agents.config import ConfigError
-from aligngym.agents.offline import OfflineConfig, offline_evaluate, offline_train
+from aligngym.agents.offline import OfflineConfig, load_data, make_env, offline_evaluate, offline_train
 from aligngym.envs.data.dataset import OfflineDataset
 
 
@@ -66,6 +66,11 @@ class Config(OfflineConfig):
     def smoke(self) -> Config:
         small = super().smoke()
         return small.model_copy(update={"actor_hidden": (32, 32)})
+
+    def preflight(self) -> None:
+        super().preflight()
+        if self.agent == "bc_safe":  # an empty selection stops the run before its folder exists
+            select_data(self, load_data(self, make_env(self)))
 
 
 def select_data(config: Config, dataset: OfflineDataset) -> OfflineDataset:

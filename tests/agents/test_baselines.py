@@ -93,6 +93,7 @@ def test_bc_safe_refuses_a_limit_that_keeps_no_episode(data, tmp_path):
     assert lowest > 1
     with pytest.raises(ValueError, match=rf"cost_limit {lowest - 1:g} .*lowest episode cost: {lowest:g}"):
         train(smoke_config("bc_safe", tmp_path, f"cost_limit={lowest - 1}"))
+    assert not list(tmp_path.glob("*__bc_safe__*")), "refused before a run folder was made"
     bc_all = smoke_config("bc_all", tmp_path, f"cost_limit={lowest - 1}")
     assert bc.select_data(bc_all, ball_circle()).arrays["observations"].shape[0] == len(ball_circle())
 
