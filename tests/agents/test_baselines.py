@@ -20,7 +20,6 @@ from aligngym.agents.evaluate import evaluate
 from aligngym.agents.offline import setup
 from aligngym.agents.train import load_checkpoint, resume, train
 from aligngym.envs.data.dataset import OfflineDataset, dataset_path, load_dataset
-from aligngym.envs.data.generate import generate
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs" / "baselines"
@@ -33,25 +32,6 @@ TASKS = {"ball_run": "aligngym/BallRun-v0", "ball_circle": BALL_CIRCLE, "car_run
 AGENTS = ("bc_all", "bc_safe", "bcq_lag")
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory):
-    """``ALIGNGYM_DATA`` pointing at a folder holding BallCircle's tiny dataset (seed 0)."""
-    root = tmp_path_factory.mktemp("aligngym-data")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ALIGNGYM_DATA", str(root))
-        generate(BALL_CIRCLE, "tiny", seed=0)
-        yield root
-
-
-@pytest.fixture(scope="module")
-def all_tasks(data: Path) -> Path:
-    """... and the tiny datasets of the seven other tasks the configs name (a few seconds each)."""
-    for env_id in TASKS.values():
-        if not dataset_path(env_id, "tiny", 0).exists():
-            generate(env_id, "tiny", seed=0)
-    return data
-
-
 def ball_circle() -> OfflineDataset:
     return load_dataset(dataset_path(BALL_CIRCLE, "tiny", 0))
 
@@ -62,7 +42,7 @@ def smoke_config(agent: str, run_root: Path, *overrides: str):
 
 
 # ---------------------------------------------------------------------- BC-Safe's data
-def test_bc_safe_trains_only_on_the_episodes_within_the_cost_limit(data, tmp_path, monkeypatch):
+def test_bc_safe_trains_only_on_the_episodes_within_the_cost_limit(tiny_data, tmp_path, monkeypatch):
     dataset = ball_circle()
     costs, lengths = dataset.episode_costs(), dataset.episode_lengths()
     limit = float(np.median(costs))
@@ -88,7 +68,7 @@ def test_bc_safe_trains_only_on_the_episodes_within_the_cost_limit(data, tmp_pat
     assert len(episode_costs) == len(kept) and max(episode_costs) <= limit
 
 
-def test_bc_safe_refuses_a_limit_that_keeps_no_episode(data, tmp_path):
+def test_bc_safe_refuses_a_limit_that_keeps_no_episode(tiny_data, tmp_path):
     lowest = ball_circle().episode_costs().min()
     assert lowest > 1
     with pytest.raises(ValueError, match=rf"cost_limit {lowest - 1:g} .*lowest episode cost: {lowest:g}"):
@@ -107,7 +87,7 @@ def test_cost_threshold_is_the_discounted_value_of_the_limit_spread_over_the_epi
     assert cost_threshold(limit, 1 - 1e-9, steps) == pytest.approx(limit, rel=1e-5)  # undiscounted: L itself
 
 
-def test_bcq_lag_uses_the_tasks_episode_length_and_cost_scale(data):
+def test_bcq_lag_uses_the_tasks_episode_length_and_cost_scale(tiny_data):
     config = smoke_config("bcq_lag", Path("unused"))
     _, _, algorithm = setup(bcq_lag, config, None, torch.device("cpu"))
     assert algorithm.qc_thres == pytest.approx(cost_threshold(10.0, 0.99, 200))  # BallCircle: T = 200
@@ -129,7 +109,7 @@ def test_pid_multiplier_rises_above_the_threshold_and_falls_to_zero_below():
     assert float(pid.error_integral) == 0.0
 
 
-def test_bcq_lag_feeds_its_cost_critic_into_the_multiplier(data):
+def test_bcq_lag_feeds_its_cost_critic_into_the_multiplier(tiny_data):
     """Cost critics pinned above, then below the threshold: lambda rises, then falls back to 0."""
     config = smoke_config("bcq_lag", Path("unused"))
     env, dataset, algorithm = setup(bcq_lag, config, None, torch.device("cpu"))
@@ -174,7 +154,7 @@ def test_configs_cover_every_agent_and_task_with_osrl_settings():
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: str(p.relative_to(CONFIGS)))
-def test_every_config_runs_smoke_end_to_end(all_tasks, tmp_path, path):
+def test_every_config_runs_smoke_end_to_end(tiny_data, tmp_path, path):
     overrides = [f"run_root={tmp_path}", "show_progress=false"]
     config = load_config(path, overrides, smoke=True)
     if config.agent == "bc_safe":  # the tiny data may hold no episode within the real limit
@@ -191,7 +171,7 @@ def test_every_config_runs_smoke_end_to_end(all_tasks, tmp_path, path):
 
 # ---------------------------------------------------------------------- checkpoints
 @pytest.mark.parametrize("agent", ["bc_safe", "bcq_lag"])
-def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(data, tmp_path, agent):
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tiny_data, tmp_path, agent):
     limit = f"cost_limit={ball_circle().episode_costs().max()}"  # BC-Safe keeps every episode
     reference = train(smoke_config(agent, tmp_path / "ref", limit).model_copy(update={"steps": 6}))
     first = train(smoke_config(agent, tmp_path / "split", limit))  # smoke: 4 steps
