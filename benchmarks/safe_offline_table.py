@@ -10,7 +10,8 @@ in parallel worker processes (one core each; rerunning reuses finished runs and 
 unfinished ones), evaluates each final policy over ``--episodes`` episodes at the config's cost
 limit, and writes ``OUT/table.md``: per task and agent the normalised reward / normalised cost
 (DSRL's normalisation, mean over seeds), unsafe entries (cost > 1) in gray italics, the best
-safe reward of a row in bold, as in FISOR's Table 1. The datasets must exist
+safe reward of a row in bold, as in FISOR's Table 1; results accumulate in ``OUT/results.json``
+across invocations (run agents or tasks in separate invocations). The datasets must exist
 (``aligngym data generate TASK --size full``).
 """
 
@@ -100,20 +101,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "safe_offline")
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                         help="override for every run (e.g. steps=5000)")
-    parser.add_argument("--report-only", action="store_true", help="rewrite the table from OUT/results.json")
+    parser.add_argument("--report-only", action="store_true", help="train nothing: rewrite the table from "
+                        "OUT/results.json (every invocation adds its runs there)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.report_only:
-        results = json.loads((args.out / "results.json").read_text())
-    else:
+    saved = args.out / "results.json"
+    results = json.loads(saved.read_text()) if saved.is_file() else []
+    if not args.report_only:
         jobs = [(a, t, s) for t in args.tasks for a in args.agents for s in range(args.seeds)]
-        results = []
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             futures = [pool.submit(run_one, a, t, s, args.variant, args.out, args.episodes, args.extra)
                        for a, t, s in jobs]
             for future in as_completed(futures):
-                results.append(future.result())
-                r = results[-1]
+                r = future.result()  # replaces an earlier result of the same run
+                results = [o for o in results if (o["agent"], o["task"], o["seed"]) != (r["agent"], r["task"], r["seed"])]
+                results.append(r)
+                write_table(args.out, results, args.variant, args.seeds)
                 print(f"{r['agent']:8s} {r['task']:13s} s{r['seed']}: reward {r['reward']:.2f} cost {r['cost']:.2f}",
                       flush=True)
     print(write_table(args.out, results, args.variant, args.seeds).read_text())

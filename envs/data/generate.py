@@ -13,7 +13,8 @@ Safe tasks (DSRL, ``scripts/train_trpol_expert.py`` + FSRL's ``TrajectoryBuffer`
    runs the other way. Every episode collected during training is kept.
 2. **Noisy rollouts** of each run's final policy (Gaussian noise of each scale in ``noise``
    added to its deterministic action) widen the coverage.
-3. **Filter.** Episodes costlier than the task's ``max_cost`` are dropped (DSRL's cmax), then
+3. **Filter.** Episodes costlier than the task's ``max_cost`` (DSRL's cmax) or earning less than
+   uniformly random actions do on average (DSRL's rmin; ``random_return`` in the file) are dropped, then
    DSRL's grid density filter (60 cost x 50 reward bins) keeps at most ``max_per_bin`` episodes
    per bin, with ``max_per_bin`` the largest value that keeps at most ``episodes`` episodes.
 4. **Write** the D4RL/DSRL HDF5 atomically into the data directory, with DSRL's attributes
@@ -251,7 +252,9 @@ class Workspace:
                 return load_dataset(path)
             except DatasetError:
                 path.unlink()  # an unreadable stage is redone
+        started = time.perf_counter()
         ds = make()
+        ds.attrs["seconds"] = round(time.perf_counter() - started, 1)  # what the stage cost to make
         write_dataset(path, ds.arrays, ds.attrs)
         return ds
 
@@ -389,7 +392,14 @@ def _generate_safe(spec: SafeTaskSpec, size: str, seed: int, out: Path | None, f
                           episodes=plan.noisy_episodes), {})))
     everything = OfflineDataset.concatenate(parts)
     costs, returns = everything.episode_costs(), everything.episode_returns()
-    affordable = np.flatnonzero(costs <= spec.max_cost)
+    stage_seconds = sum(float(p.attrs.get("seconds", 0.0)) for p in parts)
+    # DSRL keeps episodes inside a reward window [rmin, rmax]; rmin here is what uniformly random
+    # actions earn on average, which drops the early-training episodes that run the wrong way
+    random_part = work.stage("random", lambda: episodes_to_dataset(
+        _rollouts(spec.env_id, None, 0.0, plan, seed + 7, episodes=plan.noisy_episodes), {}))
+    random_return = float(np.mean(random_part.episode_returns()))
+    stage_seconds += float(random_part.attrs.get("seconds", 0.0))
+    affordable = np.flatnonzero((costs <= spec.max_cost) & (returns >= random_return))
     kept = affordable[_fit_grid(returns[affordable], costs[affordable], plan.episodes, seed)]
     data = everything.select_episodes(kept)
     kept_returns, kept_costs = data.episode_returns(), data.episode_costs()
@@ -399,8 +409,9 @@ def _generate_safe(spec: SafeTaskSpec, size: str, seed: int, out: Path | None, f
         "plan": asdict(plan), "cost_limits": list(spec.cost_limits), "max_cost": spec.max_cost,
         "max_episode_reward": float(kept_returns.max()), "min_episode_reward": float(kept_returns.min()),
         "max_episode_cost": float(kept_costs.max()), "min_episode_cost": float(kept_costs.min()),
-        "episodes_collected": int(len(returns)), "episodes": int(len(kept)),
-        "seconds": round(time.perf_counter() - started, 1),
+        "episodes_collected": int(len(returns)), "episodes": int(len(kept)), "random_return": random_return,
+        # compute time of every stage, whether made now or by an earlier, interrupted call
+        "seconds": round(stage_seconds + time.perf_counter() - started, 1),
     }
     return write_dataset(path, data.arrays, attrs)
 

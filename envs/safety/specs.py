@@ -33,11 +33,12 @@ class SafeTaskSpec:
 
 
 _BULLET = (10.0, 20.0, 40.0)
+_OWN = "AlignGym's full dataset of the task, seed 0 (aligngym data generate TASK --size full)"
 _VELOCITY = (20.0, 40.0, 80.0)
 
 SAFE_TASKS: dict[str, SafeTaskSpec] = {spec.env_id: spec for spec in [
-    SafeTaskSpec("BallRun", "aligngym/BallRun-v0", 100, 26.34, 1327.45, 80, _BULLET),
-    SafeTaskSpec("BallCircle", "aligngym/BallCircle-v0", 200, 0.383, 881.46, 80, _BULLET),
+    SafeTaskSpec("BallRun", "aligngym/BallRun-v0", 100, -38.91, 1350.98, 80, _BULLET, reference=_OWN),
+    SafeTaskSpec("BallCircle", "aligngym/BallCircle-v0", 200, -3.56, 654.1, 80, _BULLET, reference=_OWN),
     SafeTaskSpec("CarRun", "aligngym/CarRun-v0", 200, 204.29, 574.65, 40, _BULLET),
     SafeTaskSpec("CarCircle", "aligngym/CarCircle-v0", 300, 3.48, 534.31, 100, _BULLET),
     SafeTaskSpec("DroneRun", "aligngym/DroneRun-v0", 200, 10.56, 682.83, 140, _BULLET),
