@@ -208,6 +208,10 @@ class FISORPolicy(Policy):
 # ---------------------------------------------------------------------- algorithm (learning)
 @dataclass(kw_only=True)
 class FISORTrainingStats(TrainingStats):
+    """Losses (``loss/*``) and two diagnostics (``train/*``): ``mean_weight``, the mean actor weight,
+    and ``feasible_share``, the share of the batch's states the critic deems feasible (``V_h <= 0``),
+    which grows for many thousand steps while the reachability values converge."""
+
     loss_actor: float
     loss_reward_value: float
     loss_reward_q: float

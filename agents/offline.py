@@ -11,8 +11,8 @@ exact resume around it:
 
 - the dataset comes from ``env.unwrapped.get_dataset`` conventions: the generated file of
   ``dataset.size`` / ``dataset.seed``, or ``dataset.path`` (any D4RL/DSRL HDF5 file);
-- every ``log_every`` steps the mean of each loss goes to ``loss/*``, the learning rates and step
-  rate to ``train/*``; every ``eval_every`` steps (and at the end) ``eval_episodes`` episodes are
+- every ``log_every`` steps the mean of each loss goes to ``loss/*``, the learning rates, the step
+  rate and the agent's other statistics (FISOR: ``feasible_share``, ``mean_weight``) to ``train/*``; every ``eval_every`` steps (and at the end) ``eval_episodes`` episodes are
   played and ``eval/return``, ``eval/cost``, ``eval/normalized_return``, ``eval/normalized_cost``,
   ``eval/length`` logged (DSRL's normalisation at ``cost_limit``);
 - a checkpoint (weights, optimiser states, step, and the random states of the buffer's sampler,
@@ -213,9 +213,12 @@ def offline_train(module: Any, config: OfflineConfig, run: Run, state: dict[str,
             for name, value in stats.get_loss_stats_dict().items():
                 losses[name].append(float(value))
             if step % config.log_every == 0 or step == config.steps:
-                run.log("loss", step, {k.replace("loss/", ""): float(np.mean(v)) for k, v in losses.items()})
+                means = {k.replace("loss/", ""): float(np.mean(v)) for k, v in losses.items()}
+                # losses to loss/*; an agent's other statistics (weights, shares) to train/*
+                run.log("loss", step, {k: v for k, v in means.items() if k.startswith("loss")})
                 rate = (step - started_step) / max(time.perf_counter() - started, 1e-9)
-                run.log("train", step, {"steps_per_second": rate, **algorithm_rates(algorithm)})
+                run.log("train", step, {"steps_per_second": rate, **algorithm_rates(algorithm),
+                                        **{k: v for k, v in means.items() if not k.startswith("loss")}})
                 losses.clear()
             if step % config.eval_every == 0 or step == config.steps:
                 scores = evaluate_policy(config, algorithm.policy, config.eval_episodes, seed=10_000 + step)

@@ -114,6 +114,7 @@ def main() -> None:
                        for a, t, s in jobs]
             for future in as_completed(futures):
                 r = future.result()  # replaces an earlier result of the same run
+                results = json.loads(saved.read_text()) if saved.is_file() else []  # other invocations' too
                 results = [o for o in results if (o["agent"], o["task"], o["seed"]) != (r["agent"], r["task"], r["seed"])]
                 results.append(r)
                 write_table(args.out, results, args.variant, args.seeds)

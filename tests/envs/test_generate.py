@@ -75,6 +75,7 @@ def test_tiny_safe_dataset_is_complete_deterministic_and_resumable(data_home: Pa
     assert data["observations"].shape[1] == 8 and data["actions"].shape[1] == 2
     assert ds.attrs["env_id"] == "aligngym/BallCircle-v0" and ds.attrs["seed"] == 0
     assert ds.episode_costs().max() <= 80 and len(ds.episode_bounds()[0]) == ds.attrs["episodes"]
+    assert ds.episode_returns().min() >= ds.attrs["random_return"]  # DSRL's reward window
     assert ds.attrs["max_episode_reward"] == pytest.approx(ds.episode_returns().max(), rel=1e-5)
     assert (data["timeouts"].sum() + data["terminals"].sum()) == ds.attrs["episodes"]
     assert np.abs(data["actions"]).max() <= 1.0
