@@ -4,8 +4,9 @@ Safe tasks (DSRL, ``scripts/train_trpol_expert.py`` + FSRL's ``TrajectoryBuffer`
 
 1. **Behaviour runs.** ``runs`` PPO agents (stable-baselines3) learn with a Lagrangian cost
    penalty: the reward they see is ``r - lambda u c`` and ``lambda`` follows FSRL's PID rule
-   (KP, KI, KD = 0.05, 0.005, 0.1) after every rollout. ``u = (R_max - R_min) / T`` prices a cost
-   step in the task's reward per step (FSRL instead normalises the Lagrangian's advantages); with
+   (KP, KI, KD = 0.05, 0.005, 0.1) after every rollout. ``u = (R_max - R_min) / T`` with DSRL's
+   constants (fixed, so the data does not depend on the normalisation constants derived from it)
+   prices a cost step in the task's reward per step (FSRL instead normalises the Lagrangian's advantages); with
    a bare ``r - lambda c`` the multiplier needs many minutes of integration before it matters on
    tasks whose rewards per step are large (BallRun: about 13). As in DSRL, the cost limit moves
    linearly during each run (between 10 % and 90 % of its steps) so that one run walks the whole
@@ -291,7 +292,7 @@ def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, ru
     limit = _schedule(run, spec.max_cost) if spec is not None else None
     # a cost step is priced in units of the task's typical reward per step, so that lambda ~ 1 means
     # "as bad as a step's reward is good" on every task (rewards per step differ 100-fold across tasks)
-    cost_unit = (spec.reward_max - spec.reward_min) / spec.max_episode_steps if spec is not None else 1.0
+    cost_unit = spec.reward_per_step if spec is not None else 1.0
     venv = _wrap_recording(make_vec_env(env_id, plan.n_envs, seed), recorder, penalty, cost_unit)
     episodes: list[dict[str, np.ndarray]] = []
     bar = tqdm(total=plan.steps_per_run, desc=f"{env_id} behaviour run {run}", unit="step", leave=False)

@@ -4,9 +4,15 @@ DSRL normalises an episode's return ``R`` and cost ``C`` with constants that bel
 (``dsrl/infos.py``): ``(R - R_min) / (R_max - R_min)`` and ``(C + e) / (L + e)`` with ``e = 1``
 only when the threshold ``L`` is 0. AlignGym's tasks are re-implementations, so their returns are
 not on DSRL's scale; ``reward_min`` / ``reward_max`` are the minimum and maximum episode return
-of AlignGym's own generated ``full`` dataset for the task (``reference`` says which file gave
-them). Where no full dataset has been generated yet, the DSRL constants stand in and
-``reference`` says so.
+of AlignGym's own generated ``full`` dataset for the task, seed 0 (``own_range``). Where no
+full dataset has been generated yet (the MuJoCo tasks), DSRL's constants stand in and
+``reference`` says that instead. Regenerating a full dataset with other code changes these
+numbers: update the row (``aligngym data info FILE`` prints ``min/max_episode_reward``).
+
+CarCircle's and DroneCircle's generated data reach far lower returns than DSRL's (89 and 241
+against 534 and 996): the PPO behaviour runs did not learn to circle fast in 2M steps, so a
+normalised return of 1 on these two tasks means "as good as the best behaviour episode", which
+is a weak policy.
 """
 
 from __future__ import annotations
@@ -19,12 +25,31 @@ class SafeTaskSpec:
     name: str                          # DSRL's short name, e.g. "BallCircle"
     env_id: str                        # the Gymnasium id
     max_episode_steps: int             # T; truncation by gymnasium's TimeLimit
-    reward_min: float                  # normalisation: lowest episode return in the reference data
-    reward_max: float                  # normalisation: highest episode return in the reference data
+    dsrl_range: tuple[float, float]    # DSRL's (R_min, R_max) for the task (dsrl/infos.py)
     max_cost: float                    # highest episode cost kept in generated data (DSRL's cmax)
     cost_limits: tuple[float, ...]     # DSRL/OSRL benchmark thresholds
+    own_range: tuple[float, float] | None = None  # (R_min, R_max) of AlignGym's full dataset, seed 0
     default_cost_limit: float = 10.0   # FISOR's cost_limit (the threshold until set_target_cost)
-    reference: str = "dsrl/infos.py (DSRL's constants; no AlignGym full dataset yet)"
+
+    @property
+    def reward_min(self) -> float:
+        """Normalisation: lowest episode return of the reference data (AlignGym's, else DSRL's)."""
+        return (self.own_range or self.dsrl_range)[0]
+
+    @property
+    def reward_max(self) -> float:
+        return (self.own_range or self.dsrl_range)[1]
+
+    @property
+    def reference(self) -> str:
+        return ("AlignGym's full dataset of the task, seed 0 (aligngym data generate TASK --size full)"
+                if self.own_range else "dsrl/infos.py (DSRL's constants; no AlignGym full dataset yet)")
+
+    @property
+    def reward_per_step(self) -> float:
+        """DSRL's ``(R_max - R_min) / T``: a fixed scale of the task's rewards, independent of
+        AlignGym's own data (data generation prices a cost step with it)."""
+        return (self.dsrl_range[1] - self.dsrl_range[0]) / self.max_episode_steps
 
     @property
     def dataset_name(self) -> str:
@@ -33,25 +58,23 @@ class SafeTaskSpec:
 
 
 _BULLET = (10.0, 20.0, 40.0)
-_OWN = "AlignGym's full dataset of the task, seed 0 (aligngym data generate TASK --size full)"
 _VELOCITY = (20.0, 40.0, 80.0)
 
 SAFE_TASKS: dict[str, SafeTaskSpec] = {spec.env_id: spec for spec in [
-    SafeTaskSpec("BallRun", "aligngym/BallRun-v0", 100, -38.91, 1350.98, 80, _BULLET, reference=_OWN),
-    SafeTaskSpec("BallCircle", "aligngym/BallCircle-v0", 200, -3.56, 654.1, 80, _BULLET, reference=_OWN),
-    SafeTaskSpec("CarRun", "aligngym/CarRun-v0", 200, 204.29, 574.65, 40, _BULLET),
-    SafeTaskSpec("CarCircle", "aligngym/CarCircle-v0", 300, 3.48, 534.31, 100, _BULLET),
-    SafeTaskSpec("DroneRun", "aligngym/DroneRun-v0", 200, 10.56, 682.83, 140, _BULLET),
-    SafeTaskSpec("DroneCircle", "aligngym/DroneCircle-v0", 300, 207.79, 996.39, 100, _BULLET),
-    SafeTaskSpec("AntRun", "aligngym/AntRun-v0", 200, 0.0018, 955.48, 150, _BULLET),
-    SafeTaskSpec("AntCircle", "aligngym/AntCircle-v0", 500, 0.0177, 460.71, 200, _BULLET),
+    SafeTaskSpec("BallRun", "aligngym/BallRun-v0", 100, (26.34, 1327.45), 80, _BULLET, (-38.91, 1350.98)),
+    SafeTaskSpec("BallCircle", "aligngym/BallCircle-v0", 200, (0.383, 881.46), 80, _BULLET, (-3.56, 654.1)),
+    SafeTaskSpec("CarRun", "aligngym/CarRun-v0", 200, (204.29, 574.65), 40, _BULLET, (10.45, 573.16)),
+    SafeTaskSpec("CarCircle", "aligngym/CarCircle-v0", 300, (3.48, 534.31), 100, _BULLET, (-0.19, 89.02)),
+    SafeTaskSpec("DroneRun", "aligngym/DroneRun-v0", 200, (10.56, 682.83), 140, _BULLET, (165.93, 634.29)),
+    SafeTaskSpec("DroneCircle", "aligngym/DroneCircle-v0", 300, (207.79, 996.39), 100, _BULLET, (0.27, 241.23)),
+    SafeTaskSpec("AntRun", "aligngym/AntRun-v0", 200, (0.0018, 955.48), 150, _BULLET),
+    SafeTaskSpec("AntCircle", "aligngym/AntCircle-v0", 500, (0.0177, 460.71), 200, _BULLET),
     # Velocity tasks: DSRL publishes only the maximum return; the minimum is taken as 0.
-    SafeTaskSpec("AntVelocity", "aligngym/AntVelocity-v1", 1000, 0.0, 2976.0, 250, _VELOCITY),
-    SafeTaskSpec("HalfCheetahVelocity", "aligngym/HalfCheetahVelocity-v1", 1000, 0.0, 2807.0, 250,
-                 _VELOCITY),
-    SafeTaskSpec("HopperVelocity", "aligngym/HopperVelocity-v1", 1000, 0.0, 1911.0, 250, _VELOCITY),
-    SafeTaskSpec("Walker2dVelocity", "aligngym/Walker2dVelocity-v1", 1000, 0.0, 3418.0, 300, _VELOCITY),
-    SafeTaskSpec("SwimmerVelocity", "aligngym/SwimmerVelocity-v1", 1000, 0.0, 239.0, 200, _VELOCITY),
+    SafeTaskSpec("AntVelocity", "aligngym/AntVelocity-v1", 1000, (0.0, 2976.0), 250, _VELOCITY),
+    SafeTaskSpec("HalfCheetahVelocity", "aligngym/HalfCheetahVelocity-v1", 1000, (0.0, 2807.0), 250, _VELOCITY),
+    SafeTaskSpec("HopperVelocity", "aligngym/HopperVelocity-v1", 1000, (0.0, 1911.0), 250, _VELOCITY),
+    SafeTaskSpec("Walker2dVelocity", "aligngym/Walker2dVelocity-v1", 1000, (0.0, 3418.0), 300, _VELOCITY),
+    SafeTaskSpec("SwimmerVelocity", "aligngym/SwimmerVelocity-v1", 1000, (0.0, 239.0), 200, _VELOCITY),
 ]}
 
 
