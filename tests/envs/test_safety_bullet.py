@@ -239,3 +239,13 @@ def test_missing_dataset_names_the_command(tmp_path, monkeypatch) -> None:  # no
     env = gym.make("aligngym/CarCircle-v0").unwrapped
     with pytest.raises(DatasetError, match=r"aligngym data generate aligngym/CarCircle-v0 --size full --seed 0"):
         env.get_dataset()
+
+
+def test_module_prefix_make_works_in_a_fresh_interpreter() -> None:
+    import subprocess
+    import sys
+
+    code = ("import gymnasium as gym; env = gym.make('aligngym.envs:aligngym/DroneCircle-v0'); "
+            "obs, _ = env.reset(seed=0); print(obs.shape, env.step(env.action_space.sample())[4]['cost'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("(18,)")
