@@ -5,10 +5,11 @@ Diffusion Model", ICLR 2024; official code ``ZhengYinan-AIR/FISOR`` (JAX, ``jaxr
 Three decoupled supervised stages, trained together:
 
 1. **Feasibility** (Hamilton-Jacobi reachability). The cost becomes ``h = +cost_scale`` (25) on a
-   violating step and ``-1`` otherwise. ``Q_h`` (2 nets, targets take the max) regresses on
+   violating step and ``-1`` otherwise. ``Q_h`` (2 nets) regresses on
    ``(1 - gamma) h + gamma max(h, V_h(s'))`` (``h`` at episode ends); ``V_h`` fits a *lower*
-   expectile of ``Q_h`` (weight 0.9 where ``Q_h - V_h < 0``, else 0.1), which stands in for the
-   minimum over the actions the data supports. ``V_h(s) <= 0``: ``s`` is feasible.
+   expectile (weight 0.9 where ``Q_h - V_h < 0``, else 0.1) of the max over the 2 target ``Q_h``
+   nets, which stands in for the minimum over the actions the data supports. ``V_h(s) <= 0``:
+   ``s`` is feasible.
 2. **Reward advantage** (IQL). ``V_r`` fits the 0.9 expectile of ``min(Q_r)`` (2 target nets),
    ``Q_r`` regresses on ``r + gamma V_r(s')``; rewards are scaled by ``T / (R_max - R_min)``.
 3. **Policy extraction** by weighted diffusion behaviour cloning: a 5-step DDPM (VP schedule)
@@ -28,9 +29,14 @@ then ``V_r``, ``Q_r``, ``V_h``, ``Q_h`` update in that order on the first ``crit
 
 Deviations from the official code:
 
-- PyTorch instead of JAX/flax; ensembles are stacked weight tensors instead of ``vmap``. The
-  actor's layers use PyTorch's default initialisation (flax: LeCun normal); the critics use
-  Xavier-uniform like the original.
+- PyTorch instead of JAX/flax; ensembles are stacked weight tensors instead of ``vmap``.
+  Initialisation follows flax's: Xavier-uniform kernels (LeCun-normal inside the residual
+  blocks), zero biases, LayerNorm epsilon 1e-6.
+- The infeasible-region weights are clipped to [0, 150] as in the official code's later commits;
+  its first commit (and the MetaDrive imitation branch) clipped to [1, 150]:
+  ``cost_weight_min: 1`` gives that.
+- The Polyak averages of both target Q ensembles come after all four critic updates (the
+  official code averages Q_r's right after Q_r's update; nothing in between reads them).
 - Observations and actions come from a tianshou ``ReplayBuffer``; the whole dataset is moved to
   the training device once and batches are gathered by index there (the sampling itself is
   tianshou's: uniform with replacement).
@@ -62,7 +68,7 @@ from aligngym.envs.data.dataset import OfflineDataset
 
 
 class Config(OfflineConfig):
-    steps: int = Field(1_000_001, ge=1)  # gradient steps (the paper's 1M)
+    steps: int = Field(1_000_000, ge=1)  # gradient steps (the paper's 1M)
     batch_size: int = Field(2048, ge=2)  # sampled per step; the actor uses all of it
     actor_updates: int = Field(2, ge=1)  # actor updates per step, on equal slices of the batch
     critic_batch_size: int = Field(256, ge=1)  # the critics use the first this many
@@ -74,7 +80,8 @@ class Config(OfflineConfig):
     reward_temperature: float = Field(3.0, gt=0)  # alpha_r in exp(alpha_r A_r)
     cost_temperature: float = Field(5.0, gt=0)  # alpha_c in exp(alpha_c (V_h - Q_h))
     reward_weight_max: float = Field(100.0, gt=0)  # clip of the feasible-region weights
-    cost_weight_max: float = Field(150.0, gt=0)  # clip of the infeasible-region weights
+    cost_weight_max: float = Field(150.0, gt=0)  # upper clip of the infeasible-region weights
+    cost_weight_min: float = Field(0.0, ge=0)  # lower clip (the official code's first commit used 1)
     cost_scale: float = Field(25.0, gt=0)  # h = +cost_scale on a violation, -1 otherwise
     diffusion_steps: int = Field(5, ge=1)  # T of the DDPM
     beta_min: float = Field(0.1, gt=0)  # VP schedule
@@ -123,13 +130,26 @@ class EnsembleMLP(nn.Module):
         return x.squeeze(-1)
 
 
+def _dense(fan_in: int, fan_out: int, init: str = "xavier") -> nn.Linear:
+    """A linear layer initialised as flax's (jaxrl5's): Xavier-uniform or LeCun-normal kernel, zero bias."""
+    layer = nn.Linear(fan_in, fan_out)
+    if init == "xavier":
+        nn.init.xavier_uniform_(layer.weight)
+    else:  # flax's lecun_normal: truncated normal with variance 1 / fan_in
+        nn.init.trunc_normal_(layer.weight, std=(1.0 / fan_in) ** 0.5 / 0.87962566103423978,
+                              a=-2 * (1.0 / fan_in) ** 0.5 / 0.87962566103423978,
+                              b=2 * (1.0 / fan_in) ** 0.5 / 0.87962566103423978)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
 class ResidualBlock(nn.Module):
     def __init__(self, width: int, dropout: float) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.norm = nn.LayerNorm(width)
-        self.up = nn.Linear(width, 4 * width)
-        self.down = nn.Linear(4 * width, width)
+        self.norm = nn.LayerNorm(width, eps=1e-6)  # flax's epsilon
+        self.up = _dense(width, 4 * width, "lecun")
+        self.down = _dense(4 * width, width, "lecun")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.down(F.mish(self.up(self.norm(self.dropout(x)))))
@@ -141,12 +161,12 @@ class NoisePredictor(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, config: Config) -> None:
         super().__init__()
         self.frequencies = nn.Parameter(0.2 * torch.randn(config.time_features // 2, 1))
-        self.time_mlp = nn.Sequential(nn.Linear(config.time_features, config.time_hidden), nn.Mish(),
-                                      nn.Linear(config.time_hidden, config.time_hidden))
-        self.inp = nn.Linear(act_dim + obs_dim + config.time_hidden, config.actor_hidden)
+        self.time_mlp = nn.Sequential(_dense(config.time_features, config.time_hidden), nn.Mish(),
+                                      _dense(config.time_hidden, config.time_hidden))
+        self.inp = _dense(act_dim + obs_dim + config.time_hidden, config.actor_hidden)
         self.blocks = nn.Sequential(*[ResidualBlock(config.actor_hidden, config.actor_dropout)
                                       for _ in range(config.actor_blocks)])
-        self.out = nn.Linear(config.actor_hidden, act_dim)
+        self.out = _dense(config.actor_hidden, act_dim)
 
     def forward(self, noisy_action: torch.Tensor, obs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         angles = 2 * math.pi * t.float().unsqueeze(-1) @ self.frequencies.T
@@ -369,11 +389,13 @@ def reachability_target(h: torch.Tensor, next_value: torch.Tensor, mask: torch.T
 
 def feasibility_weights(reward_adv: torch.Tensor, cost_q: torch.Tensor, cost_v: torch.Tensor,
                         config: Config) -> torch.Tensor:
-    """FISOR's per-sample weights: infeasible states (``V_h > 0``) ``clip(exp(alpha_c (V_h - Q_h)), 0, 150)``;
+    """FISOR's per-sample weights: infeasible states (``V_h > 0``) ``clip(exp(alpha_c (V_h - Q_h)), 0, 150)``
+    (bounds ``cost_weight_min``/``max``);
     feasible states with a feasible action (``Q_h <= 0``) ``clip(exp(alpha_r A_r), 0, 100)``; else 0."""
     unsafe = (cost_v > 0).float()
     safe = ((cost_v <= 0) & (cost_q <= 0)).float()
-    w_unsafe = torch.exp((cost_v - cost_q) * config.cost_temperature).clamp(0, config.cost_weight_max)
+    w_unsafe = torch.exp((cost_v - cost_q) * config.cost_temperature).clamp(config.cost_weight_min,
+                                                                              config.cost_weight_max)
     w_safe = torch.exp(reward_adv * config.reward_temperature).clamp(0, config.reward_weight_max)
     return unsafe * w_unsafe + safe * w_safe
 

@@ -107,8 +107,10 @@ def evaluate_policy(config: OfflineConfig, policy: torch.nn.Module, episodes: in
     """Play ``episodes`` episodes at once (one env each) and score them the DSRL way."""
     import aligngym.envs  # noqa: F401
 
+    # NEXT_STEP autoreset keeps each episode's last step (and its cost) in that step's own info;
+    # the reset step that follows is masked out below
     envs = gym.vector.SyncVectorEnv([lambda: make_env(config) for _ in range(episodes)],
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+                                    autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
     obs, _ = envs.reset(seed=[seed + i for i in range(episodes)])
     returns, costs, lengths = np.zeros(episodes), np.zeros(episodes), np.zeros(episodes)
     running = np.ones(episodes, dtype=bool)
@@ -119,7 +121,7 @@ def evaluate_policy(config: OfflineConfig, policy: torch.nn.Module, episodes: in
         costs += np.asarray(info.get("cost", np.zeros(episodes)), dtype=np.float64) * running
         lengths += running
         running &= ~(terminated | truncated)
-    scorer = make_env(config).unwrapped
+    scorer = envs.envs[0].unwrapped
     result = {"eval/return": float(returns.mean()), "eval/cost": float(costs.mean()),
               "eval/length": float(lengths.mean()), "eval/return_std": float(returns.std()),
               "eval/cost_std": float(costs.std())}

@@ -226,3 +226,23 @@ def test_missing_dataset_is_reported_with_the_command(tmp_path: Path, monkeypatc
     config = load_config(CONFIGS / "car_run.yaml", [f"run_root={tmp_path}"])
     with pytest.raises(DatasetError, match="aligngym data generate aligngym/CarRun-v0 --size full --seed 0"):
         train(config)
+
+
+def test_evaluation_counts_every_step_including_the_last() -> None:
+    """Full force along +x on BallRun: cost on steps 10..100 (91, the reference's figure), the last
+    step included (an auto-reset must not swallow its info)."""
+    from tianshou.data import Batch
+
+    from aligngym.agents.offline import evaluate_policy
+
+    class Push(torch.nn.Module):
+        def forward(self, batch: Batch, state: object = None) -> Batch:
+            return Batch(act=np.tile([1.0, 0.0], (len(batch.obs), 1)))
+
+        def map_action(self, act: np.ndarray) -> np.ndarray:
+            return act
+
+    config = Config(agent="fisor", task="aligngym/BallRun-v0")
+    result = evaluate_policy(config, Push(), episodes=3, seed=0)
+    assert result["eval/cost"] == 91.0 and result["eval/length"] == 100.0
+    assert result["eval/normalized_cost"] == pytest.approx(9.1) and result["safe"] is False
