@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -87,6 +87,7 @@ class Config(OfflineConfig):
     beta_min: float = Field(0.1, gt=0)  # VP schedule
     beta_max: float = Field(10.0, gt=0)
     candidates: int = Field(16, ge=1)  # actions sampled per state when acting
+    selection: Literal["min_cost", "first_feasible"] = "min_cost"  # which candidate acts (see FISORPolicy)
     actor_hidden: int = Field(256, ge=1)  # width of the residual MLP
     actor_blocks: int = Field(3, ge=1)  # residual blocks
     actor_dropout: float = Field(0.1, ge=0, lt=1)
@@ -185,10 +186,13 @@ def vp_beta_schedule(steps: int, beta_min: float = 0.1, beta_max: float = 10.0) 
 # ---------------------------------------------------------------------- policy (acting)
 class FISORPolicy(Policy):
     """Samples ``candidates`` actions per state with the EMA diffusion network and takes the one
-    with the lowest feasibility value ``max(Q_h)``."""
+    with the lowest feasibility value ``max(Q_h)`` (``selection="min_cost"``, the official
+    ``minqc``), or the first one whose value is feasible (``Q_h <= 0``), the lowest if none is
+    (``"first_feasible"``, not in the paper: among feasible candidates it keeps the diffusion
+    policy's own, reward-weighted choice instead of the most cautious one)."""
 
     def __init__(self, action_space: gym.spaces.Box, ema_actor: NoisePredictor, target_cost_q: EnsembleMLP,
-                 betas: torch.Tensor, candidates: int) -> None:
+                 betas: torch.Tensor, candidates: int, selection: str = "min_cost") -> None:
         super().__init__(action_space=action_space, action_scaling=False, action_bound_method="clip")
         self.ema_actor = ema_actor
         self.target_cost_q = target_cost_q
@@ -196,6 +200,7 @@ class FISORPolicy(Policy):
         self.register_buffer("alphas", 1 - betas)
         self.register_buffer("alpha_bars", torch.cumprod(1 - betas, dim=0))
         self.candidates = candidates
+        self.selection = selection
         self.act_dim = int(np.prod(action_space.shape))
 
     @torch.no_grad()
@@ -216,8 +221,11 @@ class FISORPolicy(Policy):
         n, k = obs.shape[0], self.candidates
         tiled = obs.repeat_interleave(k, dim=0)
         actions = self.sample(tiled)
-        cost_value = self.target_cost_q(torch.cat([tiled, actions], dim=-1)).max(dim=0).values
-        best = cost_value.view(n, k).argmin(dim=1)
+        cost_value = self.target_cost_q(torch.cat([tiled, actions], dim=-1)).max(dim=0).values.view(n, k)
+        best = cost_value.argmin(dim=1)
+        if self.selection == "first_feasible":  # the first sample with Q_h <= 0; the safest if none is
+            feasible = cost_value <= 0
+            best = torch.where(feasible.any(dim=1), feasible.float().argmax(dim=1), best)
         return actions.view(n, k, -1)[torch.arange(n, device=obs.device), best]
 
     def forward(self, batch: Batch, state: Any = None, **kwargs: Any) -> Batch:
@@ -253,7 +261,8 @@ class FISOR(OfflineAlgorithm[FISORPolicy]):
         target_cost_q = EnsembleMLP(2, obs_dim + act_dim, hidden)
         target_cost_q.load_state_dict(cost_q.state_dict())
         betas = vp_beta_schedule(config.diffusion_steps, config.beta_min, config.beta_max)
-        super().__init__(policy=FISORPolicy(action_space, ema_actor, target_cost_q, betas, config.candidates))
+        super().__init__(policy=FISORPolicy(action_space, ema_actor, target_cost_q, betas, config.candidates,
+                                            config.selection))
         self.config = config
         self.reward_scale = reward_scale
         self.actor = actor

@@ -91,6 +91,13 @@ def test_acting_samples_in_bounds_and_picks_the_lowest_cost_value(monkeypatch: p
     monkeypatch.setattr(policy.target_cost_q, "forward", lambda oa: oa[:, -2].unsqueeze(0).repeat(2, 1))
     chosen = policy.select(obs)
     np.testing.assert_allclose(chosen.numpy(), [[-0.2, 0.0]] * 3)
+    policy.selection = "first_feasible"  # the first candidate with Q_h <= 0: -0.2 (0.9 and 0.5 are not)
+    np.testing.assert_allclose(policy.select(obs).numpy(), [[-0.2, 0.0]] * 3)
+    monkeypatch.setattr(policy.target_cost_q, "forward", lambda oa: (oa[:, -2] - 0.95).unsqueeze(0).repeat(2, 1))
+    np.testing.assert_allclose(policy.select(obs).numpy(), [[0.9, 0.0]] * 3)  # all feasible: the first
+    monkeypatch.setattr(policy.target_cost_q, "forward", lambda oa: (oa[:, -2] + 5).unsqueeze(0).repeat(2, 1))
+    np.testing.assert_allclose(policy.select(obs).numpy(), [[-0.2, 0.0]] * 3)  # none feasible: the safest
+    policy.selection = "min_cost"
     # candidates of all states and all denoising steps go through the network in one batch each
     calls = []
     monkeypatch.undo()
