@@ -213,17 +213,13 @@ def finish(config: RunConfig) -> Path:
     return train(config)
 
 
-def resume(run_dir: Path, episodes: int | None = None) -> Path:
+def resume(run_dir: Path) -> Path:
     """Continue an interrupted run from its last checkpoint, in the same folder. Its config.yaml
-    may raise ``episodes`` (or change the other RESUMABLE_KEYS); any other change is refused.
-    ``episodes`` sets a new length (written to config.yaml)."""
+    may raise the run's length (or change the other RESUMABLE_KEYS); any other change is refused."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
     config = load_config(run_dir / "config.yaml")
-    if episodes is not None:
-        config = validate({**config.model_dump(mode="json"), "episodes": episodes}, str(run_dir))
-        (run_dir / "config.yaml").write_text(dump_config(config))
     if not (run_dir / CHECKPOINT).is_file():
         raise CheckpointError(f"{run_dir} has no checkpoint yet; start it again with aligngym train")
     saved, state = load_checkpoint(run_dir / CHECKPOINT)
