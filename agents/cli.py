@@ -2,7 +2,7 @@
 
     aligngym train CONFIG.yaml [--set key.sub=value ...] [--smoke]
     aligngym train --resume RUN_DIR
-    aligngym eval RUN_DIR [--episodes N] [--background BOT --focal K]
+    aligngym eval RUN_DIR [--episodes N] [--background BOT --focal K] [--selection RULE]
     aligngym study cooperation [--seeds N] [--episodes E] [--conditions ...]
     aligngym data generate TASK [--size tiny|small|full] [--seed S] [--out PATH] [--force]
     aligngym data info FILE
@@ -66,7 +66,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from aligngym.agents.evaluate import evaluate
 
     result = evaluate(Path(args.run_dir), args.episodes, args.device, background=args.background,
-                      focal=args.focal)
+                      focal=args.focal, selection=args.selection)
     written = result.pop("written_to")
     print(json.dumps(result, indent=2, sort_keys=True))
     print(f"written to {written}")
@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "tit_for_tat, reformed_defector) replace all but the first --focal agents")
     p.add_argument("--focal", type=int, default=None,
                    help="cooperation games: how many trained agents stay (default 1 with --background)")
+    p.add_argument("--selection", choices=("min_cost", "first_feasible"), default=None,
+                   help="FISOR: score with this candidate rule instead of the run's own")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("study", help="run a study: every condition of a paper over many seeds",

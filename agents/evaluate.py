@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,12 @@ def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = No
     if n < 1:
         raise ConfigError(f"--episodes must be >= 1, got {n}")
     options = {k: v for k, v in options.items() if v is not None}
-    result = agent_module(config.agent).evaluate(config, state, n, **options)
+    agent_evaluate = agent_module(config.agent).evaluate
+    unknown = sorted(set(options) - set(inspect.signature(agent_evaluate).parameters))
+    if unknown:
+        flags = ", ".join(f"--{k}" for k in unknown)
+        raise ConfigError(f"{flags} does not apply to {config.agent} runs")
+    result = agent_evaluate(config, state, n, **options)
     step = int(state.get("step", 0))
     result["checkpoint_step"] = step
     name = "_".join(["eval", *(f"{k}-{v}" for k, v in sorted(options.items()))]) + ".json"

@@ -63,6 +63,7 @@ from tianshou.algorithm.optim import TorchOptimizerFactory
 from tianshou.data import Batch, ReplayBuffer
 from torch import nn
 
+from aligngym.agents.config import validate
 from aligngym.agents.offline import OfflineConfig, offline_evaluate, offline_train
 from aligngym.envs.data.dataset import OfflineDataset
 
@@ -425,5 +426,8 @@ def train(config: Config, run: Any, state: dict[str, Any] | None) -> None:
     offline_train(sys.modules[__name__], config, run, state)
 
 
-def evaluate(config: Config, state: dict[str, Any], episodes: int) -> dict[str, Any]:
+def evaluate(config: Config, state: dict[str, Any], episodes: int, selection: str | None = None) -> dict[str, Any]:
+    """``selection`` (``aligngym eval --selection``) scores the run with another acting rule."""
+    if selection is not None:
+        config = validate({**config.model_dump(), "selection": selection}, "--selection")
     return offline_evaluate(sys.modules[__name__], config, state, episodes)

@@ -29,6 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["ball_run", "ball_circle", "car_run", "car_circle", "drone_run", "drone_circle", "ant_run", "ant_circle"]
 AGENTS = ["bc_all", "bc_safe", "bcq_lag", "fisor"]
+COLUMNS = [*AGENTS, "fisor_first_feasible"]  # FISOR scored with the opt-in acting rule too
 
 
 def config_path(agent: str, task: str, variant: str) -> Path:
@@ -36,8 +37,9 @@ def config_path(agent: str, task: str, variant: str) -> Path:
     return folder / ("cpu" if variant == "cpu" else "") / f"{task}.yaml"
 
 
-def run_one(agent: str, task: str, seed: int, variant: str, out: Path, episodes: int, extra: list[str]) -> dict:
-    """Train (or finish) one run and score it; runs in a worker process."""
+def run_one(agent: str, task: str, seed: int, variant: str, out: Path, episodes: int, extra: list[str]) -> list[dict]:
+    """Train (or finish) one run and score it; runs in a worker process. FISOR runs are scored twice:
+    with their own acting rule and with ``first_feasible`` (column ``fisor_first_feasible``)."""
     import torch
 
     torch.set_num_threads(1)
@@ -47,29 +49,37 @@ def run_one(agent: str, task: str, seed: int, variant: str, out: Path, episodes:
 
     overrides = [f"seed={seed}", "show_progress=false", f"run_root={out / 'runs' / agent / task / f's{seed}'}", *extra]
     run_dir = finish(load_config(config_path(agent, task, variant), overrides))
-    scored = run_dir / "eval.json"
-    result = json.loads(scored.read_text()) if scored.is_file() else {}
-    if result.get("episodes") != episodes or result.get("checkpoint_step") is None:
-        result = evaluate(run_dir, episodes=episodes)
-    return {"agent": agent, "task": task, "seed": seed, "run": str(run_dir),
-            "reward": result["eval/normalized_return"], "cost": result["eval/normalized_cost"]}
+    scorings = {agent: {}, **({"fisor_first_feasible": {"selection": "first_feasible"}} if agent == "fisor" else {})}
+    rows = []
+    for column, options in scorings.items():
+        name = "_".join(["eval", *(f"{k}-{v}" for k, v in options.items())]) + ".json"
+        scored = run_dir / name
+        result = json.loads(scored.read_text()) if scored.is_file() else {}
+        if result.get("episodes") != episodes or result.get("checkpoint_step") is None:
+            result = evaluate(run_dir, episodes=episodes, **options)
+        rows.append({"agent": column, "task": task, "seed": seed, "run": str(run_dir),
+                     "reward": result["eval/normalized_return"], "cost": result["eval/normalized_cost"]})
+    return rows
 
 
 def write_table(out: Path, results: list[dict], variant: str, seeds: int) -> Path:
     tasks = [t for t in TASKS if any(r["task"] == t for r in results)]
-    agents = [a for a in AGENTS if any(r["agent"] == a for r in results)]
+    agents = [a for a in COLUMNS if any(r["agent"] == a for r in results)]
     lines = [f"Normalised reward / normalised cost (DSRL's normalisation, cost limit of the configs), mean over "
-             f"{seeds} seed(s), `{variant}` configs; *gray italics*: unsafe (cost > 1); **bold**: the best safe "
-             f"reward of the row. `python benchmarks/safe_offline_table.py --variant {variant} --seeds {seeds}` "
+             f"{seeds} seeds (a cell over fewer says how many in brackets), `{variant}` configs; *gray italics*: "
+             f"unsafe (cost > 1); **bold**: the best safe reward of the row; `fisor_first_feasible`: the FISOR runs "
+             f"acting by the first feasible candidate (not the paper's rule). "
+             f"`python benchmarks/safe_offline_table.py --variant {variant} --seeds {seeds}` "
              f"on {platform.processor() or platform.machine()} ({os.cpu_count()} CPUs).", "",
              "| task | " + " | ".join(agents) + " |", "|---|" + "---|" * len(agents)]
     summary = {a: {"safe": 0, "tasks": 0} for a in agents}
     for task in tasks:
-        cells, scores = [], {}
+        cells, scores, counts = [], {}, {}
         for agent in agents:
             rows = [r for r in results if r["agent"] == agent and r["task"] == task]
             if rows:
                 scores[agent] = (float(np.mean([r["reward"] for r in rows])), float(np.mean([r["cost"] for r in rows])))
+                counts[agent] = len(rows)
         safe = {a: s for a, s in scores.items() if s[1] <= 1.0}
         best = max(safe, key=lambda a: safe[a][0]) if safe else None
         for agent in agents:
@@ -77,7 +87,7 @@ def write_table(out: Path, results: list[dict], variant: str, seeds: int) -> Pat
                 cells.append("-")
                 continue
             reward, cost = scores[agent]
-            text = f"{reward:.2f} / {cost:.2f}"
+            text = f"{reward:.2f} / {cost:.2f}" + (f" ({counts[agent]})" if counts[agent] < seeds else "")
             summary[agent]["tasks"] += 1
             summary[agent]["safe"] += int(cost <= 1.0)
             cells.append(f"**{text}**" if agent == best else text if cost <= 1.0 else
@@ -113,13 +123,14 @@ def main() -> None:
             futures = [pool.submit(run_one, a, t, s, args.variant, args.out, args.episodes, args.extra)
                        for a, t, s in jobs]
             for future in as_completed(futures):
-                r = future.result()  # replaces an earlier result of the same run
                 results = json.loads(saved.read_text()) if saved.is_file() else []  # other invocations' too
-                results = [o for o in results if (o["agent"], o["task"], o["seed"]) != (r["agent"], r["task"], r["seed"])]
-                results.append(r)
+                for r in future.result():  # replaces an earlier result of the same run
+                    results = [o for o in results
+                               if (o["agent"], o["task"], o["seed"]) != (r["agent"], r["task"], r["seed"])]
+                    results.append(r)
+                    print(f"{r['agent']:8s} {r['task']:13s} s{r['seed']}: reward {r['reward']:.2f} "
+                          f"cost {r['cost']:.2f}", flush=True)
                 write_table(args.out, results, args.variant, args.seeds)
-                print(f"{r['agent']:8s} {r['task']:13s} s{r['seed']}: reward {r['reward']:.2f} cost {r['cost']:.2f}",
-                      flush=True)
     print(write_table(args.out, results, args.variant, args.seeds).read_text())
 
 

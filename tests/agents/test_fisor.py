@@ -191,6 +191,14 @@ def test_runner_trains_resumes_and_evaluates_deterministically(tiny_data: Path, 
     result = evaluate(first, episodes=2)
     assert {"eval/normalized_return", "eval/normalized_cost", "eval/return", "eval/cost"} <= set(result)
     assert result["cost_limit"] == 10.0 and (first / "eval.json").is_file()
+    # another acting rule for one evaluation: its own file, the run's config untouched
+    other = evaluate(first, episodes=2, selection="first_feasible")
+    assert other["written_to"].endswith("eval_selection-first_feasible.json")
+    assert load_checkpoint(first / "checkpoint.pt")[0].selection == "min_cost"
+    with pytest.raises(ConfigError, match="--background does not apply to fisor"):
+        evaluate(first, episodes=2, background="tit_for_tat")
+    with pytest.raises(ConfigError, match="selection"):
+        evaluate(first, episodes=2, selection="best")
 
 
 @pytest.mark.parametrize("path", sorted([*CONFIGS.glob("*.yaml"), *CONFIGS.glob("cpu/*.yaml")]),
