@@ -11,7 +11,10 @@ Safe tasks (DSRL, ``scripts/train_trpol_expert.py`` + FSRL's ``TrajectoryBuffer`
    tasks whose rewards per step are large (BallRun: about 13). As in DSRL, the cost limit moves
    linearly during each run (between 10 % and 90 % of its steps) so that one run walks the whole
    reward-cost trade-off; even runs go from strict (0) to loose (the task's ``max_cost``), odd
-   runs the other way. Every episode collected during training is kept.
+   runs the other way. Every episode collected during training is kept. Per-task tuning
+   (``SafeTaskSpec.behaviour``): ``penalty_start`` lets PPO learn the task unpenalised for a
+   first part of each run (the sweep then starts there), ``normalize`` gives PPO running-normalised
+   observations and rewards (SB3 ``VecNormalize``; the data keep the raw ones).
 2. **Noisy rollouts** of each run's final policy (Gaussian noise of each scale in ``noise``
    added to its deterministic action) widen the coverage.
 3. **Filter.** Episodes costlier than the task's ``max_cost`` (DSRL's cmax) or earning less than
@@ -47,13 +50,13 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecNormalize
 from tqdm import tqdm
 
 from aligngym.envs.data.dataset import (DatasetError, OfflineDataset, data_dir, dataset_path, load_dataset,
                                         write_dataset)
 from aligngym.envs.data.filters import grid_filter
-from aligngym.envs.safety.specs import SAFE_TASKS, SafeTaskSpec
+from aligngym.envs.safety.specs import SAFE_TASKS, BehaviourTuning, SafeTaskSpec
 
 LOCOMOTION = {  # D4RL's reference returns (d4rl/infos.py REF_MIN_SCORE / REF_MAX_SCORE)
     "Hopper-v5": (-20.272305, 3234.3),
@@ -62,6 +65,7 @@ LOCOMOTION = {  # D4RL's reference returns (d4rl/infos.py REF_MIN_SCORE / REF_MA
 }
 LOCOMOTION_KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 PID_GAINS = (0.05, 0.005, 0.1)  # FSRL's PID Lagrangian (KP, KI, KD)
+SWEEP = (0.1, 0.9)  # fractions of a behaviour run between which the cost limit sweeps
 
 
 @dataclass(frozen=True)
@@ -240,11 +244,22 @@ def _wrap_recording(venv: VecEnv, recorder: EpisodeRecorder, penalty: PIDLagrang
 
 # ---------------------------------------------------------------------- stages
 class Workspace:
-    """``<data dir>/.work/<stem>/``: finished stages as HDF5 (+ SB3 policies), for resuming."""
+    """``<data dir>/.work/<stem>/``: finished stages as HDF5 (+ SB3 policies), for resuming.
+    ``recipe`` (the plan and tuning that make the stages) is kept in ``recipe.json``; stages made
+    by another recipe are deleted rather than reused."""
 
-    def __init__(self, stem: str) -> None:
+    def __init__(self, stem: str, recipe: dict[str, Any]) -> None:
         self.root = data_dir() / ".work" / stem
         self.root.mkdir(parents=True, exist_ok=True)
+        recorded = self.root / "recipe.json"
+        wanted = json.dumps(recipe, sort_keys=True)
+        if not recorded.is_file() or recorded.read_text() != wanted:
+            stale = [p for p in self.root.iterdir() if p.is_file() and p != recorded]
+            if stale:
+                tqdm.write(f"{self.root}: {len(stale)} files made by another recipe, starting again")
+                for p in stale:
+                    p.unlink()
+            recorded.write_text(wanted)
 
     def stage(self, name: str, make: Callable[[], OfflineDataset]) -> OfflineDataset:
         path = self.root / f"{name}.hdf5"
@@ -263,12 +278,12 @@ class Workspace:
         return self.root / f"{name}.zip"
 
 
-def _schedule(run: int, max_cost: float) -> Callable[[float], float]:
-    """DSRL's linear cost-limit schedule over the middle 80 % of a run; direction alternates."""
+def _schedule(run: int, max_cost: float, begin: float = SWEEP[0]) -> Callable[[float], float]:
+    """DSRL's linear cost-limit schedule from ``begin`` to ``SWEEP[1]`` of a run; direction alternates."""
     start, end = (0.0, max_cost) if run % 2 == 0 else (max_cost, 0.0)
 
     def limit(progress: float) -> float:
-        frac = float(np.clip((progress - 0.1) / 0.8, 0.0, 1.0))
+        frac = float(np.clip((progress - begin) / (SWEEP[1] - begin), 0.0, 1.0))
         return start + frac * (end - start)
 
     return limit
@@ -286,14 +301,18 @@ def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, ru
                checkpoints: list[tuple[int, float]] | None = None) -> list[dict[str, np.ndarray]]:
     """One PPO(-Lagrangian) behaviour run; returns every episode it played."""
     recorder = EpisodeRecorder(plan.n_envs)
+    tuning = spec.behaviour if spec is not None else BehaviourTuning()
+    plan = replace(plan, steps_per_run=int(plan.steps_per_run * tuning.steps_scale))
     if spec is not None:  # every environment must finish a couple of episodes, however long they are
         plan = replace(plan, steps_per_run=max(plan.steps_per_run, 2 * plan.n_envs * spec.max_episode_steps))
     penalty = PIDLagrangian() if spec is not None else None
-    limit = _schedule(run, spec.max_cost) if spec is not None else None
+    limit = _schedule(run, spec.max_cost, max(SWEEP[0], tuning.penalty_start)) if spec is not None else None
     # a cost step is priced in units of the task's typical reward per step, so that lambda ~ 1 means
     # "as bad as a step's reward is good" on every task (rewards per step differ 100-fold across tasks)
     cost_unit = spec.reward_per_step if spec is not None else 1.0
     venv = _wrap_recording(make_vec_env(env_id, plan.n_envs, seed), recorder, penalty, cost_unit)
+    if tuning.normalize:  # the recorder below it keeps the raw observations and rewards
+        venv = VecNormalize(venv, norm_obs=True, norm_reward=True)
     episodes: list[dict[str, np.ndarray]] = []
     bar = tqdm(total=plan.steps_per_run, desc=f"{env_id} behaviour run {run}", unit="step", leave=False)
 
@@ -305,8 +324,8 @@ def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, ru
             fresh = recorder.take()
             episodes.extend(fresh)
             bar.update(plan.n_steps * plan.n_envs)
-            if fresh and penalty is not None:
-                progress = self.num_timesteps / plan.steps_per_run
+            progress = self.num_timesteps / plan.steps_per_run
+            if fresh and penalty is not None and progress >= tuning.penalty_start:
                 penalty.update(float(np.mean([e["costs"].sum() for e in fresh])), limit(progress))
             if fresh and checkpoints is not None:  # locomotion: snapshot the policy and its return
                 checkpoints.append((len(episodes), float(np.mean([e["rewards"].sum() for e in fresh]))))
@@ -317,7 +336,24 @@ def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, ru
     bar.close()
     episodes.extend(recorder.take())
     model.save(policy_path)
+    if tuning.normalize:  # the observation statistics the policy needs, as plain arrays
+        np.savez(_obs_stats_path(policy_path), mean=venv.obs_rms.mean, var=venv.obs_rms.var,
+                 clip=venv.clip_obs, epsilon=venv.epsilon)
     return episodes
+
+
+def _obs_stats_path(policy_path: Path) -> Path:
+    return policy_path.with_name(f"{policy_path.stem}_obs.npz")
+
+
+def _normalizer(policy_path: Path | None) -> Callable[[np.ndarray], np.ndarray]:
+    """What a saved policy's observations go through: its VecNormalize statistics, if it had any."""
+    path = _obs_stats_path(policy_path) if policy_path is not None else None
+    if path is None or not path.is_file():
+        return lambda obs: obs
+    with np.load(path) as stats:
+        mean, var, clip, eps = (stats[k] for k in ("mean", "var", "clip", "epsilon"))
+    return lambda obs: np.clip((obs - mean) / np.sqrt(var + eps), -clip, clip).astype(np.float32)
 
 
 def _rollouts(env_id: str, policy_path: Path | None, noise: float, plan: Plan, seed: int,
@@ -326,6 +362,7 @@ def _rollouts(env_id: str, policy_path: Path | None, noise: float, plan: Plan, s
     """Episodes of a saved policy, its mean action plus Gaussian noise of scale ``noise`` (or its
     own sampled actions with ``deterministic=False``); ``policy_path=None``: uniform actions."""
     model = PPO.load(policy_path, device="cpu") if policy_path is not None else None
+    normalize = _normalizer(policy_path)
     recorder = EpisodeRecorder(plan.n_envs)
     venv = _wrap_recording(make_vec_env(env_id, plan.n_envs, seed), recorder, None)
     rng = np.random.default_rng(seed)
@@ -336,7 +373,7 @@ def _rollouts(env_id: str, policy_path: Path | None, noise: float, plan: Plan, s
         if model is None:
             actions = rng.uniform(venv.action_space.low, venv.action_space.high, (plan.n_envs, *venv.action_space.shape))
         else:
-            actions = model.predict(obs, deterministic=deterministic)[0]
+            actions = model.predict(normalize(obs), deterministic=deterministic)[0]
             actions = actions + noise * rng.standard_normal(actions.shape)
         venv.step_async(actions)
         obs, *_ = venv.step_wait()
@@ -381,7 +418,7 @@ def _generate_safe(spec: SafeTaskSpec, size: str, seed: int, out: Path | None, f
     path = Path(out) if out is not None else dataset_path(spec.env_id, size, seed)
     _target(path, force)
     started = time.perf_counter()
-    work = Workspace(path.stem)
+    work = Workspace(path.stem, {"plan": asdict(plan), "behaviour": asdict(spec.behaviour), "seed": seed})
     parts = []
     for run in range(plan.runs):
         policy = work.policy(f"run{run}")
@@ -439,7 +476,7 @@ def _generate_locomotion(env_id: str, size: str, seed: int, out: Path | None, fo
     for path in paths.values():
         _target(path, force)
     started = time.perf_counter()
-    work = Workspace(f"{env_id}-{size}-s{seed}")
+    work = Workspace(f"{env_id}-{size}-s{seed}", {"plan": asdict(plan), "seed": seed})
     policy = work.policy("run0")
     checkpoints_file = work.root / "checkpoints.json"
     if checkpoints_file.exists() and policy.exists():

@@ -34,6 +34,8 @@ def test_cost_limit_schedule_sweeps_both_ways() -> None:
     up, down = gen._schedule(0, 80.0), gen._schedule(1, 80.0)
     assert up(0.0) == 0.0 and up(0.5) == pytest.approx(40.0) and up(1.0) == 80.0
     assert down(0.05) == 80.0 and down(0.95) == 0.0
+    late = gen._schedule(0, 80.0, begin=0.5)  # a task whose penalty starts half-way sweeps from there
+    assert late(0.5) == 0.0 and late(0.7) == pytest.approx(40.0) and late(0.9) == 80.0
 
 
 def test_recorder_splits_episodes_and_keeps_terminal_observations() -> None:
@@ -141,3 +143,31 @@ def test_cli_data_commands(data_home: Path, capsys: pytest.CaptureFixture[str]) 
     (data_home / "junk.hdf5").write_bytes(b"not a dataset")
     assert main(["data", "info", str(data_home / "junk.hdf5")]) == 2
     assert "truncated or corrupt" in capsys.readouterr().err
+
+
+def test_tuned_behaviour_runs_normalise_and_a_new_recipe_redoes_the_stages(data_home: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from aligngym.envs.safety.specs import BehaviourTuning
+
+    spec = gen.SAFE_TASKS["aligngym/DroneCircle-v0"]
+    assert spec.behaviour.normalize and spec.behaviour.penalty_start > 0
+    (path,) = gen.generate(spec.env_id, "tiny", seed=0)
+    work = data_home / ".work" / path.stem
+    with np.load(work / "run0_obs.npz") as stats:
+        mean, var, eps = stats["mean"], stats["var"], stats["epsilon"]
+    assert not np.allclose(var, 1.0)  # statistics were gathered
+    obs = np.ones((2, mean.size), np.float32)
+    np.testing.assert_allclose(gen._normalizer(work / "run0.zip")(obs),
+                               np.clip((obs - mean) / np.sqrt(var + eps), -10, 10), rtol=1e-5)
+    assert gen._normalizer(None)(obs) is obs  # uniform actions: nothing to normalise
+
+    trained = []
+    real = gen._train_run
+    monkeypatch.setattr(gen, "_train_run", lambda *a, **k: trained.append(1) or real(*a, **k))
+    gen.generate(spec.env_id, "tiny", seed=0, force=True)
+    assert not trained  # same recipe: every stage reused
+    monkeypatch.setitem(gen.SAFE_TASKS, spec.env_id, replace(spec, behaviour=BehaviourTuning()))
+    gen.generate(spec.env_id, "tiny", seed=0, force=True)
+    assert trained and not (work / "run0_obs.npz").exists()  # stale stages were not reused
