@@ -44,6 +44,10 @@ Deviations from the official code:
   original: 3e6); the ``cpu`` configs, with far fewer steps, shorten it in proportion.
 - Evaluation plays ``eval_episodes`` episodes at the end and every ``eval_every`` steps (the
   original also evaluates at step 0).
+- ``critic_warmup`` (default 0, as in the paper) lets the first steps train only the critics. The
+  critics never read the actor, so this changes no fixed point; it matters for short runs, whose
+  actor would otherwise learn from weights of unconverged reachability values (see
+  ``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -100,6 +104,7 @@ class Config(OfflineConfig):
     critic_lr: float = Field(3e-4, gt=0)
     value_lr: float = Field(3e-4, gt=0)
     scale_rewards: bool = True  # r * T / (R_max - R_min) with the task's constants
+    critic_warmup: int = Field(0, ge=0)  # the first this many steps train only the critics (paper: 0)
 
     def smoke(self) -> Config:
         small = super().smoke()
@@ -282,6 +287,7 @@ class FISOR(OfflineAlgorithm[FISORPolicy]):
         self.cost_v_optim = self._create_optimizer(self.cost_v, TorchOptimizerFactory(torch.optim.Adam, lr=config.value_lr))
         self.cost_q_optim = self._create_optimizer(self.cost_q, TorchOptimizerFactory(torch.optim.Adam, lr=config.critic_lr))
         self.register_buffer("actor_step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("critic_step", torch.zeros((), dtype=torch.long))
         self.data: dict[str, torch.Tensor] = {}
         self.to(device)
 
@@ -313,17 +319,25 @@ class FISOR(OfflineAlgorithm[FISORPolicy]):
         b = {k: v[idx] for k, v in self.data.items()}
         obs_act = torch.cat([b["obs"], b["act"]], dim=-1)
         weights = self.actor_weights(b["obs"], obs_act)  # before this step's critic updates
-        actor_losses = [self.update_actor(b["obs"][part], b["act"][part], weights[part])
-                        for part in torch.arange(len(idx), device=idx.device).chunk(cfg.actor_updates)]
+        actor_losses = [float("nan")]  # no actor update during the critics' warm-up
+        if int(self.critic_step) >= cfg.critic_warmup:
+            actor_losses = [self.update_actor(b["obs"][part], b["act"][part], weights[part])
+                            for part in torch.arange(len(idx), device=idx.device).chunk(cfg.actor_updates)]
         c = {k: v[:cfg.critic_batch_size] for k, v in b.items()}
         c_obs_act = obs_act[:cfg.critic_batch_size]
         losses = self.update_critics(c, c_obs_act)
+        self.critic_step += 1
         self._polyak(self.target_reward_q, self.reward_q, cfg.critic_tau)
         self._polyak(self.policy.target_cost_q, self.cost_q, cfg.critic_tau)
         with torch.no_grad():
             feasible = (self.cost_v(b["obs"])[0] <= 0).float().mean()
         return FISORTrainingStats(loss_actor=float(np.mean(actor_losses)), **losses,
                                   mean_weight=float(weights.mean()), feasible_share=float(feasible))
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        if "critic_step" not in state_dict and "actor_step" in state_dict:  # written before critic_warmup
+            state_dict = {**state_dict, "critic_step": state_dict["actor_step"] // self.config.actor_updates}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @torch.no_grad()
     def actor_weights(self, obs: torch.Tensor, obs_act: torch.Tensor) -> torch.Tensor:

@@ -135,6 +135,31 @@ def test_a_training_step_moves_every_network_and_the_ema_slowly(tiny_data: Path,
     assert np.isfinite(stats.loss_actor) and stats.mean_weight >= 0
 
 
+def test_critic_warmup_trains_only_the_critics_first(tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALIGNGYM_DATA", str(tiny_data))
+    from aligngym.agents.offline import load_data, make_env
+    from tianshou.utils.torch_utils import policy_within_training_step
+
+    cfg = small_config(critic_warmup=2)
+    algo = make_fisor(critic_warmup=2)
+    buffer = algo.process_buffer(load_data(cfg, make_env(cfg)).to_replay_buffer())
+    actor = algo.actor.out.weight.detach().clone()
+    critic = algo.cost_q.weights[0].detach().clone()
+    for step in range(3):
+        with policy_within_training_step(algo.policy):
+            stats = algo.update(buffer, cfg.batch_size)
+        if step < 2:  # warm-up: critics move, the actor and its EMA do not
+            assert torch.equal(algo.actor.out.weight, actor) and int(algo.actor_step) == 0
+            assert not torch.equal(algo.cost_q.weights[0], critic) and np.isnan(stats.loss_actor)
+    assert not torch.equal(algo.actor.out.weight, actor) and int(algo.actor_step) == cfg.actor_updates
+    assert int(algo.critic_step) == 3
+    # a checkpoint written before critic_warmup existed (no critic_step) still loads
+    old = {k: v for k, v in algo.state_dict().items() if k != "critic_step"}
+    fresh = make_fisor(critic_warmup=2)
+    fresh.load_state_dict(old)
+    assert int(fresh.critic_step) == int(algo.actor_step) // cfg.actor_updates
+
+
 def test_save_load_round_trip_gives_the_same_actions() -> None:
     algo = make_fisor()
     state = algo.state_dict()
