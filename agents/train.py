@@ -89,8 +89,9 @@ def save_checkpoint(path: Path, config: RunConfig, state: dict[str, Any]) -> Non
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path) -> tuple[RunConfig, dict[str, Any]]:
+def load_checkpoint(path: str | Path) -> tuple[RunConfig, dict[str, Any]]:
     """Read a checkpoint without executing pickled code; returns (config, state)."""
+    path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
