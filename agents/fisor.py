@@ -109,7 +109,8 @@ class Config(OfflineConfig):
     def smoke(self) -> Config:
         small = super().smoke()
         return small.model_copy(update={"batch_size": 32, "critic_batch_size": 16, "candidates": 4,
-                                        "actor_hidden": 32, "time_hidden": 16, "critic_hidden": (32, 32)})
+                                        "actor_hidden": 32, "time_hidden": 16, "critic_hidden": (32, 32),
+                                        "critic_warmup": min(self.critic_warmup, small.steps // 2)})
 
 
 # ---------------------------------------------------------------------- networks
