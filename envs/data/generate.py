@@ -33,7 +33,8 @@ record D4RL's reference returns (``ref_min_score`` / ``ref_max_score``) for D4RL
 score ``100 (R - random) / (expert - random)``.
 
 Resumable: every finished stage (a behaviour run with its saved policy, a set of noisy rollouts)
-is written to ``<data dir>/.work/<file stem>/`` and skipped when the command runs again.
+is written to ``<data dir>/.work/<file stem>/`` and skipped when the command runs again (stages
+made with another plan, tuning or seed, as recorded in ``recipe.json`` there, are deleted and redone).
 Deterministic: the same task, size and seed give the same file (on the same machine; the
 behaviour nets run on one thread). Deviations from DSRL: PPO instead of TRPO, far fewer environment steps on CPU.
 """
