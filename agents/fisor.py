@@ -319,11 +319,12 @@ class FISOR(OfflineAlgorithm[FISORPolicy]):
         idx = torch.as_tensor(batch.indices, device=self.policy.betas.device)
         b = {k: v[idx] for k, v in self.data.items()}
         obs_act = torch.cat([b["obs"], b["act"]], dim=-1)
-        weights = self.actor_weights(b["obs"], obs_act)  # before this step's critic updates
-        actor_losses = [float("nan")]  # no actor update during the critics' warm-up
+        actor_losses, mean_weight = [float("nan")], float("nan")  # no actor work during the critics' warm-up
         if int(self.critic_step) >= cfg.critic_warmup:
+            weights = self.actor_weights(b["obs"], obs_act)  # before this step's critic updates
             actor_losses = [self.update_actor(b["obs"][part], b["act"][part], weights[part])
                             for part in torch.arange(len(idx), device=idx.device).chunk(cfg.actor_updates)]
+            mean_weight = float(weights.mean())
         c = {k: v[:cfg.critic_batch_size] for k, v in b.items()}
         c_obs_act = obs_act[:cfg.critic_batch_size]
         losses = self.update_critics(c, c_obs_act)
@@ -333,7 +334,7 @@ class FISOR(OfflineAlgorithm[FISORPolicy]):
         with torch.no_grad():
             feasible = (self.cost_v(b["obs"])[0] <= 0).float().mean()
         return FISORTrainingStats(loss_actor=float(np.mean(actor_losses)), **losses,
-                                  mean_weight=float(weights.mean()), feasible_share=float(feasible))
+                                  mean_weight=mean_weight, feasible_share=float(feasible))
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         if "critic_step" not in state_dict and "actor_step" in state_dict:  # written before critic_warmup
