@@ -34,7 +34,7 @@ def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = No
     result = agent_evaluate(config, state, n, **options)
     step = int(state.get("step", 0))
     result["checkpoint_step"] = step
-    name = "_".join(["eval", *(f"{k}-{v}" for k, v in sorted(options.items()))]) + ".json"
+    name = result_name(options)
     (run_dir / name).write_text(json.dumps(result, indent=2, sort_keys=True))
     result["written_to"] = str(run_dir / name)
     if not options:
@@ -43,3 +43,8 @@ def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = No
                 if key.startswith("eval/"):
                     writer.add_scalar(key, value, global_step=step)
     return result
+
+
+def result_name(options: dict[str, Any]) -> str:
+    """The file an evaluation with ``options`` writes in the run folder (``eval.json`` without)."""
+    return "_".join(["eval", *(f"{k}-{v}" for k, v in sorted(options.items()))]) + ".json"

@@ -44,7 +44,7 @@ def run_one(agent: str, task: str, seed: int, variant: str, out: Path, episodes:
 
     torch.set_num_threads(1)
     from aligngym.agents.config import load_config
-    from aligngym.agents.evaluate import evaluate
+    from aligngym.agents.evaluate import evaluate, result_name
     from aligngym.agents.train import finish
 
     overrides = [f"seed={seed}", "show_progress=false", f"run_root={out / 'runs' / agent / task / f's{seed}'}", *extra]
@@ -52,8 +52,7 @@ def run_one(agent: str, task: str, seed: int, variant: str, out: Path, episodes:
     scorings = {agent: {}, **({"fisor_first_feasible": {"selection": "first_feasible"}} if agent == "fisor" else {})}
     rows = []
     for column, options in scorings.items():
-        name = "_".join(["eval", *(f"{k}-{v}" for k, v in options.items())]) + ".json"
-        scored = run_dir / name
+        scored = run_dir / result_name(options)
         result = json.loads(scored.read_text()) if scored.is_file() else {}
         if result.get("episodes") != episodes or result.get("checkpoint_step") is None:
             result = evaluate(run_dir, episodes=episodes, **options)
