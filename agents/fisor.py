@@ -329,8 +329,6 @@ class FISOR(OfflineAlgorithm[FISORPolicy]):
         c_obs_act = obs_act[:cfg.critic_batch_size]
         losses = self.update_critics(c, c_obs_act)
         self.critic_step += 1
-        self._polyak(self.target_reward_q, self.reward_q, cfg.critic_tau)
-        self._polyak(self.policy.target_cost_q, self.cost_q, cfg.critic_tau)
         with torch.no_grad():
             feasible = (self.cost_v(b["obs"])[0] <= 0).float().mean()
         return FISORTrainingStats(loss_actor=float(np.mean(actor_losses)), **losses,
@@ -386,6 +384,8 @@ class FISOR(OfflineAlgorithm[FISORPolicy]):
             target = reachability_target(b["h"], self.cost_v(b["obs_next"])[0], b["mask"], cfg.discount)
         loss_cq = ((self.cost_q(obs_act) - target) ** 2).mean()
         self.cost_q_optim.step(loss_cq)
+        self._polyak(self.target_reward_q, self.reward_q, cfg.critic_tau)
+        self._polyak(self.policy.target_cost_q, self.cost_q, cfg.critic_tau)
         return {"loss_reward_value": loss_rv.item(), "loss_reward_q": loss_rq.item(),
                 "loss_cost_value": loss_cv.item(), "loss_cost_q": loss_cq.item()}
 

@@ -56,8 +56,6 @@ def train_critics(config: fisor.Config, data: object, algo: fisor.FISOR, steps: 
         idx = torch.as_tensor(rng.integers(0, size, config.critic_batch_size))
         b = {k: v[idx] for k, v in algo.data.items()}
         algo.update_critics(b, torch.cat([b["obs"], b["act"]], dim=-1))
-        algo._polyak(algo.target_reward_q, algo.reward_q, config.critic_tau)
-        algo._polyak(algo.policy.target_cost_q, algo.cost_q, config.critic_tau)
 
 
 def report(args: argparse.Namespace, config: fisor.Config, state: dict, data: object, algo: fisor.FISOR) -> None:
