@@ -246,7 +246,7 @@ def _wrap_recording(venv: VecEnv, recorder: EpisodeRecorder, penalty: PIDLagrang
 # ---------------------------------------------------------------------- stages
 class Workspace:
     """``<data dir>/.work/<stem>/``: finished stages as HDF5 (+ SB3 policies), for resuming.
-    ``recipe`` (the plan and tuning that make the stages) is kept in ``recipe.json``; stages made
+    ``recipe`` (the task, plan and tuning that make the stages) is kept in ``recipe.json``; stages made
     by another recipe are deleted rather than reused."""
 
     def __init__(self, stem: str, recipe: dict[str, Any]) -> None:
@@ -419,7 +419,8 @@ def _generate_safe(spec: SafeTaskSpec, size: str, seed: int, out: Path | None, f
     path = Path(out) if out is not None else dataset_path(spec.env_id, size, seed)
     _target(path, force)
     started = time.perf_counter()
-    work = Workspace(path.stem, {"plan": asdict(plan), "behaviour": asdict(spec.behaviour), "seed": seed})
+    work = Workspace(path.stem, {"task": spec.env_id, "plan": asdict(plan), "behaviour": asdict(spec.behaviour),
+                                 "seed": seed})  # --out names the folder: the task is part of the recipe
     parts = []
     for run in range(plan.runs):
         policy = work.policy(f"run{run}")

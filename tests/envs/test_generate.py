@@ -171,3 +171,18 @@ def test_tuned_behaviour_runs_normalise_and_a_new_recipe_redoes_the_stages(data_
     monkeypatch.setitem(gen.SAFE_TASKS, spec.env_id, replace(spec, behaviour=BehaviourTuning()))
     gen.generate(spec.env_id, "tiny", seed=0, force=True)
     assert trained and not (work / "run0_obs.npz").exists()  # stale stages were not reused
+
+
+def test_out_paths_with_the_same_name_do_not_share_stages_across_tasks(data_home: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # the work folder is named after --out's stem; BallRun's stages must not become CarRun's data
+    # (both have 7-d observations and 2-d actions, so no shape check would notice)
+    trained = []
+    real = gen._train_run
+    monkeypatch.setattr(gen, "_train_run", lambda env_id, *a, **k: trained.append(env_id) or real(env_id, *a, **k))
+    (ball,) = gen.generate("aligngym/BallRun-v0", "tiny", seed=0, out=data_home / "a" / "ds.hdf5")
+    runs = len(trained)
+    (car,) = gen.generate("aligngym/CarRun-v0", "tiny", seed=0, out=data_home / "b" / "ds.hdf5")
+    assert trained[runs:] and set(trained[runs:]) == {"aligngym/CarRun-v0"}
+    assert load_dataset(car).attrs["env_id"] == "aligngym/CarRun-v0"
+    assert not np.array_equal(load_dataset(ball).arrays["observations"], load_dataset(car).arrays["observations"])
