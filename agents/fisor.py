@@ -61,14 +61,15 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, PositiveInt, model_validator
 from tianshou.algorithm.algorithm_base import OfflineAlgorithm, Policy, TrainingStats
 from tianshou.algorithm.optim import TorchOptimizerFactory
 from tianshou.data import Batch, ReplayBuffer
 from torch import nn
 
-from aligngym.agents.config import validate
-from aligngym.agents.offline import OfflineConfig, offline_evaluate, offline_train
+from aligngym.agents.config import ConfigError, validate
+from aligngym.agents.offline import (OfflineConfig, action_bound, make_env, observation_dim, offline_evaluate,
+                                     offline_train)
 from aligngym.envs.data.dataset import OfflineDataset
 
 
@@ -98,7 +99,7 @@ class Config(OfflineConfig):
     actor_dropout: float = Field(0.1, ge=0, lt=1)
     time_features: int = Field(64, ge=2)  # Fourier features of the diffusion step
     time_hidden: int = Field(128, ge=1)  # MLP over them (the conditioning vector)
-    critic_hidden: tuple[int, ...] = (256, 256)
+    critic_hidden: tuple[PositiveInt, ...] = Field((256, 256), min_length=1)
     actor_lr: float = Field(3e-4, gt=0)  # AdamW, cosine decay to 0 over actor_decay_steps
     actor_decay_steps: int = Field(3_000_000, ge=1)
     critic_lr: float = Field(3e-4, gt=0)
@@ -106,11 +107,38 @@ class Config(OfflineConfig):
     scale_rewards: bool = True  # r * T / (R_max - R_min) with the task's constants
     critic_warmup: int = Field(0, ge=0)  # the first this many steps train only the critics (paper: 0)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        problems = []
+        if self.critic_warmup >= self.steps:
+            problems.append(f"critic_warmup ({self.critic_warmup}) must be below steps ({self.steps}), "
+                            f"or the actor never trains")
+        if self.critic_batch_size > self.batch_size:
+            problems.append(f"critic_batch_size ({self.critic_batch_size}) must be at most batch_size "
+                            f"({self.batch_size}): the critics use the first critic_batch_size of each batch")
+        if self.batch_size < self.actor_updates:
+            problems.append(f"batch_size ({self.batch_size}) must be at least actor_updates ({self.actor_updates})")
+        if self.time_features % 2:
+            problems.append(f"time_features ({self.time_features}) must be even (half cosines, half sines)")
+        if self.beta_max <= self.beta_min:
+            problems.append(f"beta_max ({self.beta_max}) must be above beta_min ({self.beta_min})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     def smoke(self) -> Config:
         small = super().smoke()
         return small.model_copy(update={"batch_size": 32, "critic_batch_size": 16, "candidates": 4,
                                         "actor_hidden": 32, "time_hidden": 16, "critic_hidden": (32, 32),
                                         "critic_warmup": min(self.critic_warmup, small.steps // 2)})
+
+    def preflight(self) -> None:
+        super().preflight()
+        env = make_env(self)
+        try:
+            reward_scale(self, env)
+        finally:
+            env.close()
 
 
 # ---------------------------------------------------------------------- networks
@@ -209,6 +237,14 @@ class FISORPolicy(Policy):
         self.candidates = candidates
         self.selection = selection
         self.act_dim = int(np.prod(action_space.shape))
+        self.ema_actor.eval()
+
+    def train(self, mode: bool = True) -> FISORPolicy:
+        """The EMA network is only ever sampled from (the official sampler passes ``training=False``):
+        its dropout stays off whatever mode the policy is put in."""
+        super().train(mode)
+        self.ema_actor.eval()
+        return self
 
     @torch.no_grad()
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
@@ -319,7 +355,8 @@ class FISOR(OfflineAlgorithm[FISORPolicy]):
         idx = torch.as_tensor(batch.indices, device=self.policy.betas.device)
         b = {k: v[idx] for k, v in self.data.items()}
         obs_act = torch.cat([b["obs"], b["act"]], dim=-1)
-        actor_losses, mean_weight = [float("nan")], float("nan")  # no actor work during the critics' warm-up
+        # no actor work during the critics' warm-up: NaN, which the runner leaves out of the logs
+        actor_losses, mean_weight = [float("nan")], float("nan")
         if int(self.critic_step) >= cfg.critic_warmup:
             weights = self.actor_weights(b["obs"], obs_act)  # before this step's critic updates
             actor_losses = [self.update_actor(b["obs"][part], b["act"][part], weights[part])
@@ -427,15 +464,23 @@ def feasibility_weights(reward_adv: torch.Tensor, cost_q: torch.Tensor, cost_v: 
 
 
 # ---------------------------------------------------------------------- runner hooks
-def build(config: Config, env: gym.Env, dataset: OfflineDataset, device: torch.device) -> FISOR:
-    if not isinstance(env.action_space, gym.spaces.Box):
-        raise ValueError(f"FISOR needs a continuous (Box) action space; {config.task} has {env.action_space}")
+def reward_scale(config: Config, env: gym.Env) -> float:
+    """Checks that the task suits FISOR (actions in [-1, 1], which its sampler clips to) and returns
+    the reward scale ``T / (R_max - R_min)`` (1 with ``scale_rewards: false``)."""
+    if action_bound(config, env) != 1.0:
+        raise ConfigError(f"fisor samples actions in [-1, 1]; {config.task} has bounds "
+                          f"[-{action_bound(config, env):g}, {action_bound(config, env):g}] "
+                          f"(wrap the env in gymnasium's RescaleAction and register that)")
+    if not config.scale_rewards:
+        return 1.0
     task = getattr(env.unwrapped, "task", None)
-    if config.scale_rewards and task is None:
-        raise ValueError(f"{config.task} has no normalisation constants to scale rewards by; set scale_rewards: false")
-    scale = task.max_episode_steps / (task.reward_max - task.reward_min) if config.scale_rewards else 1.0
-    obs_dim = int(np.prod(env.observation_space.shape))
-    return FISOR(config, obs_dim, env.action_space, scale, device)
+    if task is None:
+        raise ConfigError(f"{config.task} has no normalisation constants to scale rewards by; set scale_rewards: false")
+    return task.max_episode_steps / (task.reward_max - task.reward_min)
+
+
+def build(config: Config, env: gym.Env, dataset: OfflineDataset | None, device: torch.device) -> FISOR:
+    return FISOR(config, observation_dim(env), env.action_space, reward_scale(config, env), device)
 
 
 def train(config: Config, run: Any, state: dict[str, Any] | None) -> None:

@@ -4,7 +4,8 @@ An offline agent module (``agents/fisor.py``, ``agents/baselines/*.py``) defines
 (a subclass of :class:`OfflineConfig`) and ``build(config, env, dataset, device)`` returning a
 tianshou :class:`~tianshou.algorithm.algorithm_base.OfflineAlgorithm` whose policy maps a
 ``Batch(obs=...)`` to actions; then ``train = offline_train`` and ``evaluate = offline_evaluate``
-from here. An optional ``select_data(config, dataset) -> OfflineDataset`` picks the part of the
+from here. ``build`` gets ``dataset=None`` when a run is evaluated: a run folder is scored
+without its dataset, so whatever an agent derives from the data belongs in its checkpoint. An optional ``select_data(config, dataset) -> OfflineDataset`` picks the part of the
 dataset the agent is built from and trains on (BC-Safe's cost filter). The loop is tianshou's
 offline step (``algorithm.update(buffer, batch_size)``) with the runner's logging, checkpoints and
 exact resume around it:
@@ -22,6 +23,7 @@ exact resume around it:
 
 from __future__ import annotations
 
+import difflib
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -35,7 +37,7 @@ from tianshou.data import Batch
 from tianshou.utils.torch_utils import policy_within_training_step
 from tqdm import tqdm
 
-from aligngym.agents.config import RunConfig
+from aligngym.agents.config import ConfigError, RunConfig
 from aligngym.agents.train import CheckpointError, Run, resolve_device, to_numpy
 from aligngym.envs.data.dataset import OfflineDataset, dataset_path, load_dataset
 
@@ -65,6 +67,7 @@ class OfflineConfig(RunConfig):
     show_progress: bool = True  # progress bar on the terminal
 
     def preflight(self) -> None:
+        make_env(self).close()  # an unknown task id stops the run before its folder exists
         ds = self.dataset
         path = Path(ds.path) if ds.path is not None else dataset_path(self.task, ds.size, ds.seed)
         if not path.is_file():
@@ -79,9 +82,15 @@ class OfflineConfig(RunConfig):
 
 
 def make_env(config: OfflineConfig) -> gym.Env:
-    """The task's env (checks the id), its target cost set to ``cost_limit``."""
+    """The task's env (an unknown id is a ConfigError naming the nearest one), its target cost set
+    to ``cost_limit``."""
     import aligngym.envs  # noqa: F401  (registers the ids)
 
+    if config.task not in gym.registry:
+        hint = difflib.get_close_matches(config.task, list(gym.registry), n=1)
+        raise ConfigError(f"task '{config.task}' is not a registered environment"
+                          + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                          + "; aligngym's ids: " + ", ".join(sorted(k for k in gym.registry if k.startswith("aligngym/"))))
     env = gym.make(config.task)
     if hasattr(env.unwrapped, "set_target_cost"):
         env.unwrapped.set_target_cost(config.cost_limit)
@@ -93,6 +102,22 @@ def load_data(config: OfflineConfig, env: gym.Env) -> OfflineDataset:
     ds = config.dataset
     path = Path(ds.path) if ds.path is not None else dataset_path(config.task, ds.size, ds.seed)
     return load_dataset(path, env=env.unwrapped, env_id=config.task, size=ds.size, seed=ds.seed)
+
+
+def action_bound(config: OfflineConfig, env: gym.Env) -> float:
+    """``a`` of a Box action space ``[-a, a]^n`` (OSRL scales its tanh outputs by ``high[0]``)."""
+    space = env.action_space
+    if not isinstance(space, gym.spaces.Box):
+        raise ConfigError(f"{config.agent} needs a continuous (Box) action space; {config.task} has {space}")
+    high, low = np.asarray(space.high, dtype=np.float64), np.asarray(space.low, dtype=np.float64)
+    if not (np.all(np.isfinite(high)) and np.allclose(high, high.flat[0]) and np.allclose(low, -high)):
+        raise ConfigError(f"{config.agent} needs actions bounded in [-a, a] with one a for every dimension; "
+                          f"{config.task} has low={low.tolist()}, high={high.tolist()}")
+    return float(high.flat[0])
+
+
+def observation_dim(env: gym.Env) -> int:
+    return int(np.prod(env.observation_space.shape))
 
 
 def act(policy: torch.nn.Module, obs: np.ndarray) -> np.ndarray:
@@ -157,14 +182,14 @@ def _set_rng_state(buffer: Any, state: dict[str, Any]) -> None:
     torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8))
 
 
-def setup(module: Any, config: OfflineConfig, state: dict[str, Any] | None,
-          device: torch.device) -> tuple[gym.Env, OfflineDataset, Any]:
-    """Env, dataset and the agent's algorithm, restored from ``state`` when given."""
+def setup(module: Any, config: OfflineConfig, state: dict[str, Any] | None, device: torch.device,
+          data: bool = True) -> tuple[gym.Env, OfflineDataset | None, Any]:
+    """Env, dataset (None with ``data=False``) and the agent's algorithm, restored from ``state`` when given."""
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
     env = make_env(config)
-    dataset = load_data(config, env)
-    if hasattr(module, "select_data"):  # the agent trains on part of the data (BC-Safe)
+    dataset = load_data(config, env) if data else None
+    if dataset is not None and hasattr(module, "select_data"):  # the agent trains on part of the data (BC-Safe)
         dataset = module.select_data(config, dataset)
     algorithm = module.build(config, env, dataset, device)
     if state is not None:
@@ -213,7 +238,8 @@ def offline_train(module: Any, config: OfflineConfig, run: Run, state: dict[str,
             step += 1
             bar.update(1)
             for name, value in stats.get_loss_stats_dict().items():
-                losses[name].append(float(value))
+                if not np.isnan(value):  # NaN: not computed this step (FISOR's actor during its warm-up)
+                    losses[name].append(float(value))
             if step % config.log_every == 0 or step == config.steps:
                 means = {k.replace("loss/", ""): float(np.mean(v)) for k, v in losses.items()}
                 # losses to loss/*; an agent's other statistics (weights, shares) to train/*
@@ -242,7 +268,7 @@ def algorithm_rates(algorithm: Any) -> dict[str, float]:
 def offline_evaluate(module: Any, config: OfflineConfig, state: dict[str, Any], episodes: int) -> dict[str, Any]:
     """``aligngym eval RUN_DIR``: the checkpoint's policy over ``episodes`` episodes."""
     device = resolve_device(config.device)
-    _, _, algorithm = setup(module, config, state, device)
+    _, _, algorithm = setup(module, config, state, device, data=False)
     result: dict[str, Any] = evaluate_policy(config, algorithm.policy, episodes, seed=20_000)
     result["cost_limit"] = config.cost_limit
     result["episodes"] = episodes

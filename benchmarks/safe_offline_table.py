@@ -11,7 +11,8 @@ unfinished ones), evaluates each final policy over ``--episodes`` episodes at th
 limit, and writes ``OUT/table.md``: per task and agent the normalised reward / normalised cost
 (DSRL's normalisation, mean over seeds), unsafe entries (cost > 1) in gray italics, the best
 safe reward of a row in bold, as in FISOR's Table 1; results accumulate in ``OUT/results.json``
-across invocations (run agents or tasks in separate invocations). The datasets must exist
+across invocations (run agents or tasks in separate invocations), each with the variant and the
+``--set`` overrides it was made with; the table shows those of this invocation's. The datasets must exist
 (``aligngym data generate TASK --size full``).
 """
 
@@ -48,27 +49,38 @@ def run_one(agent: str, task: str, seed: int, variant: str, out: Path, episodes:
     from aligngym.agents.train import finish
 
     overrides = [f"seed={seed}", "show_progress=false", f"run_root={out / 'runs' / agent / task / f's{seed}'}", *extra]
-    run_dir = finish(load_config(config_path(agent, task, variant), overrides))
+    config = load_config(config_path(agent, task, variant), overrides)
+    run_dir = finish(config)
     scorings = {agent: {}, **({"fisor_first_feasible": {"selection": "first_feasible"}} if agent == "fisor" else {})}
     rows = []
     for column, options in scorings.items():
         scored = run_dir / result_name(options)
         result = json.loads(scored.read_text()) if scored.is_file() else {}
-        if result.get("episodes") != episodes or result.get("checkpoint_step") is None:
+        if result.get("episodes") != episodes or result.get("checkpoint_step") != config.steps:  # stale or other
             result = evaluate(run_dir, episodes=episodes, **options)
-        rows.append({"agent": column, "task": task, "seed": seed, "run": str(run_dir),
-                     "reward": result["eval/normalized_return"], "cost": result["eval/normalized_cost"]})
+        rows.append({"agent": column, "task": task, "seed": seed, "variant": variant, "extra": list(extra),
+                     "run": str(run_dir), "reward": result["eval/normalized_return"],
+                     "cost": result["eval/normalized_cost"]})
     return rows
 
 
-def write_table(out: Path, results: list[dict], variant: str, seeds: int) -> Path:
+def same_setting(row: dict, variant: str, extra: list[str]) -> bool:
+    """Whether a saved result was made with these configs (rows from before variants were recorded: cpu)."""
+    return row.get("variant", "cpu") == variant and row.get("extra", []) == list(extra)
+
+
+def write_table(out: Path, results: list[dict], variant: str, seeds: int, extra: list[str]) -> Path:
+    """``OUT/table.md`` from the results made with ``variant`` and ``extra``; ``OUT/results.json`` keeps all."""
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    results = [r for r in results if same_setting(r, variant, extra)]
     tasks = [t for t in TASKS if any(r["task"] == t for r in results)]
     agents = [a for a in COLUMNS if any(r["agent"] == a for r in results)]
     lines = [f"Normalised reward / normalised cost (DSRL's normalisation, cost limit of the configs), mean over "
              f"{seeds} seeds (a cell over fewer says how many in brackets), `{variant}` configs; *gray italics*: "
              f"unsafe (cost > 1); **bold**: the best safe reward of the row; `fisor_first_feasible`: the FISOR runs "
              f"acting by the first feasible candidate (not the paper's rule). "
-             f"`python benchmarks/safe_offline_table.py --variant {variant} --seeds {seeds}` "
+             f"`python benchmarks/safe_offline_table.py --variant {variant} --seeds {seeds}"
+             f"{''.join(f' --set {e}' for e in extra)}` "
              f"on {platform.processor() or platform.machine()} ({os.cpu_count()} CPUs).", "",
              "| task | " + " | ".join(agents) + " |", "|---|" + "---|" * len(agents)]
     summary = {a: {"safe": 0, "tasks": 0} for a in agents}
@@ -95,7 +107,6 @@ def write_table(out: Path, results: list[dict], variant: str, seeds: int) -> Pat
     lines.append("| safe on | " + " | ".join(f"{summary[a]['safe']}/{summary[a]['tasks']}" for a in agents) + " |")
     path = out / "table.md"
     path.write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps(results, indent=1))
     return path
 
 
@@ -124,13 +135,13 @@ def main() -> None:
             for future in as_completed(futures):
                 results = json.loads(saved.read_text()) if saved.is_file() else []  # other invocations' too
                 for r in future.result():  # replaces an earlier result of the same run
-                    results = [o for o in results
-                               if (o["agent"], o["task"], o["seed"]) != (r["agent"], r["task"], r["seed"])]
+                    results = [o for o in results if not (same_setting(o, args.variant, args.extra) and
+                               (o["agent"], o["task"], o["seed"]) == (r["agent"], r["task"], r["seed"]))]
                     results.append(r)
                     print(f"{r['agent']:8s} {r['task']:13s} s{r['seed']}: reward {r['reward']:.2f} "
                           f"cost {r['cost']:.2f}", flush=True)
-                write_table(args.out, results, args.variant, args.seeds)
-    print(write_table(args.out, results, args.variant, args.seeds).read_text())
+                write_table(args.out, results, args.variant, args.seeds, args.extra)
+    print(write_table(args.out, results, args.variant, args.seeds, args.extra).read_text())
 
 
 if __name__ == "__main__":

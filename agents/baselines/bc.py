@@ -48,9 +48,9 @@ from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousActorDeterministic
 
-from aligngym.agents.baselines.common import action_bound, observation_dim
 from aligngym.agents.config import ConfigError
-from aligngym.agents.offline import OfflineConfig, load_data, make_env, offline_evaluate, offline_train
+from aligngym.agents.offline import (OfflineConfig, action_bound, load_data, make_env, observation_dim,
+                                     offline_evaluate, offline_train)
 from aligngym.envs.data.dataset import OfflineDataset
 
 

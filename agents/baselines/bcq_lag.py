@@ -78,9 +78,8 @@ from tianshou.utils.net.common import MLP, Net
 from tianshou.utils.net.continuous import VAE, Perturbation
 from torch import nn
 
-from aligngym.agents.baselines.common import action_bound, observation_dim
 from aligngym.agents.config import ConfigError
-from aligngym.agents.offline import OfflineConfig, offline_evaluate, offline_train
+from aligngym.agents.offline import OfflineConfig, action_bound, observation_dim, offline_evaluate, offline_train
 from aligngym.envs.data.dataset import OfflineDataset
 
 

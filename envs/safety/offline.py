@@ -48,7 +48,8 @@ class OfflineEnvMixin:
         """The task's offline data as D4RL/DSRL arrays (``observations``, ``actions``, ``rewards``,
         ``costs``, ``terminals``, ``timeouts``, ``next_observations``).
 
-        Without ``h5path`` it loads the generated dataset from the data directory
+        Without ``h5path`` it loads the generated dataset of ``size`` (default ``full``, DSRL's
+        size; ``aligngym data generate`` defaults to ``small``) and ``seed`` from the data directory
         (``$ALIGNGYM_DATA``, default ``~/.cache/aligngym/datasets``); a missing one raises an
         error that names the ``aligngym data generate`` command that makes it.
         """

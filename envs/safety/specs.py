@@ -5,8 +5,8 @@ DSRL normalises an episode's return ``R`` and cost ``C`` with constants that bel
 only when the threshold ``L`` is 0. AlignGym's tasks are re-implementations, so their returns are
 not on DSRL's scale; ``reward_min`` / ``reward_max`` are the minimum and maximum episode return
 of AlignGym's own generated ``full`` dataset for the task, seed 0 (``own_range``). Where no
-full dataset has been generated yet (the MuJoCo tasks), DSRL's constants stand in and
-``reference`` says that instead. Regenerating a full dataset with other code changes these
+full dataset has been generated yet (the MuJoCo tasks: ``own_range`` is None), DSRL's constants
+stand in. Regenerating a full dataset with other code changes these
 numbers: update the row (``aligngym data info FILE`` prints ``min/max_episode_reward``).
 
 CarCircle and DroneCircle needed per-task tuning of the behaviour runs (``behaviour``, see
@@ -49,11 +49,6 @@ class SafeTaskSpec:
     @property
     def reward_max(self) -> float:
         return (self.own_range or self.dsrl_range)[1]
-
-    @property
-    def reference(self) -> str:
-        return ("AlignGym's full dataset of the task, seed 0 (aligngym data generate TASK --size full)"
-                if self.own_range else "dsrl/infos.py (DSRL's constants; no AlignGym full dataset yet)")
 
     @property
     def reward_per_step(self) -> float:

@@ -9,12 +9,13 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import aligngym.envs  # noqa: F401
 from aligngym.agents.config import ConfigError, load_config
 from aligngym.agents.evaluate import evaluate
 from aligngym.agents.fisor import (FISOR, Config, EnsembleMLP, expectile_loss, feasibility_weights,
-                                   reachability_target, reward_target, vp_beta_schedule)
+                                   reachability_target, reward_scale, reward_target, vp_beta_schedule)
 from aligngym.agents.train import load_checkpoint, resume, train
 from aligngym.envs.data.generate import generate
 
@@ -213,6 +214,7 @@ def test_runner_trains_resumes_and_evaluates_deterministically(tiny_data: Path, 
     for key, value in s1["algorithm"].items():
         if isinstance(value, torch.Tensor):
             assert torch.equal(value, s3["algorithm"][key]), key
+    monkeypatch.setenv("ALIGNGYM_DATA", str(tmp_path / "elsewhere"))  # a run is scored without its dataset
     result = evaluate(first, episodes=2)
     assert {"eval/normalized_return", "eval/normalized_cost", "eval/return", "eval/cost"} <= set(result)
     assert result["cost_limit"] == 10.0 and (first / "eval.json").is_file()
@@ -229,10 +231,15 @@ def test_runner_trains_resumes_and_evaluates_deterministically(tiny_data: Path, 
 @pytest.mark.parametrize("path", sorted([*CONFIGS.glob("*.yaml"), *CONFIGS.glob("cpu/*.yaml")]),
                          ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_every_config_runs_smoke_end_to_end(tiny_data: Path, tmp_path: Path, path: Path) -> None:
-    config = load_config(path, [f"run_root={tmp_path}", "show_progress=false", "steps=2"], smoke=True)
+    config = load_config(path, [f"run_root={tmp_path}", "show_progress=false"], smoke=True)
     run_dir = train(config)
     result = evaluate(run_dir, episodes=1)
-    assert result["checkpoint_step"] == 2 and np.isfinite(result["eval/normalized_cost"])
+    assert result["checkpoint_step"] == 4 and np.isfinite(result["eval/normalized_cost"])
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    actor_loss = events.Scalars("loss/loss_actor")
+    assert all(np.isfinite(e.value) for e in actor_loss)  # no NaN logged while the actor waits
+    assert [e.step for e in actor_loss] == ([4] if config.critic_warmup >= 2 else [2, 4])
 
 
 @pytest.mark.slow
@@ -286,3 +293,82 @@ def test_evaluation_counts_every_step_including_the_last() -> None:
     result = evaluate_policy(config, Push(), episodes=3, seed=0)
     assert result["eval/cost"] == 91.0 and result["eval/length"] == 100.0
     assert result["eval/normalized_cost"] == pytest.approx(9.1) and result["safe"] is False
+
+
+def test_critic_updates_use_the_right_networks_reductions_and_expectiles() -> None:
+    """On one hand-made batch, with the optimiser steps switched off so every network keeps its
+    values: each loss must be the one built from min over the target Q_r, max over the target Q_h,
+    the upper (V_r) and lower (V_h) expectiles, and the V nets at s' in the backups; the actor's
+    weights likewise read the *target* Q nets."""
+    algo = make_fisor()
+    torch.manual_seed(3)
+    with torch.no_grad():  # targets differ from the online nets, members from each other
+        for p in [*algo.target_reward_q.parameters(), *algo.policy.target_cost_q.parameters()]:
+            p.add_(0.3 * torch.randn_like(p))
+    for optim in (algo.reward_v_optim, algo.reward_q_optim, algo.cost_v_optim, algo.cost_q_optim):
+        optim.step = lambda loss: None
+    n = 16
+    b = {"obs": torch.randn(n, 8), "obs_next": torch.randn(n, 8), "act": torch.rand(n, 2) * 2 - 1,
+         "rew": torch.randn(n), "h": torch.where(torch.rand(n) < 0.3, 25.0, -1.0),
+         "mask": (torch.rand(n) < 0.8).float()}
+    obs_act = torch.cat([b["obs"], b["act"]], dim=-1)
+    cfg = algo.config
+    with torch.no_grad():
+        target_rq, target_cq = algo.target_reward_q(obs_act), algo.policy.target_cost_q(obs_act)
+        assert not torch.allclose(target_rq[0], target_rq[1]) and not torch.allclose(target_cq[0], target_cq[1])
+        v_r, v_h = algo.reward_v(b["obs"])[0], algo.cost_v(b["obs"])[0]
+        expected = {
+            "loss_reward_value": expectile_loss(target_rq.min(dim=0).values - v_r, 0.9),
+            "loss_reward_q": ((algo.reward_q(obs_act) - reward_target(
+                b["rew"], algo.reward_v(b["obs_next"])[0], b["mask"], cfg.discount)) ** 2).mean(),
+            "loss_cost_value": expectile_loss(target_cq.max(dim=0).values - v_h, 0.1),
+            "loss_cost_q": ((algo.cost_q(obs_act) - reachability_target(
+                b["h"], algo.cost_v(b["obs_next"])[0], b["mask"], cfg.discount)) ** 2).mean()}
+        weights = feasibility_weights(target_rq.min(dim=0).values - v_r, target_cq.max(dim=0).values, v_h, cfg)
+    np.testing.assert_allclose(algo.actor_weights(b["obs"], obs_act).numpy(), weights.numpy(), rtol=1e-6)
+    losses = algo.update_critics(b, obs_act)
+    for name, value in expected.items():
+        assert losses[name] == pytest.approx(float(value), rel=1e-5), name
+    # and the swapped readings would have given other numbers (the check can fail)
+    assert float(expectile_loss(target_rq.max(dim=0).values - v_r, 0.9)) != pytest.approx(losses["loss_reward_value"])
+    assert float(expectile_loss(target_cq.max(dim=0).values - v_h, 0.9)) != pytest.approx(losses["loss_cost_value"])
+
+
+def test_config_refuses_settings_that_cannot_train() -> None:
+    path = CONFIGS / "cpu" / "ball_circle.yaml"
+    for override, message in [("steps=5000", "critic_warmup \\(50000\\) must be below steps"),
+                              ("critic_batch_size=4096", "critic_batch_size .* at most batch_size"),
+                              ("time_features=63", "time_features .* even"),
+                              ("beta_max=0.05", "beta_max .* above beta_min"),
+                              ("critic_hidden=[0]", "critic_hidden")]:
+        with pytest.raises(ConfigError, match=message):
+            load_config(path, [override])
+    load_config(path, ["steps=5000", "critic_warmup=0"])  # a short run without the warm-up is fine
+
+
+def test_tasks_fisor_cannot_act_in_are_refused_before_a_run_folder_exists(tmp_path: Path) -> None:
+    config = load_config(CONFIGS / "ball_circle.yaml", [f"run_root={tmp_path}"])
+    pendulum = gym.make("Pendulum-v1")  # actions in [-2, 2]
+    with pytest.raises(ConfigError, match="samples actions in \\[-1, 1\\]"):
+        reward_scale(config.model_copy(update={"task": "Pendulum-v1"}), pendulum)
+    with pytest.raises(ConfigError, match="no normalisation constants"):
+        reward_scale(config.model_copy(update={"task": "MountainCarContinuous-v0"}),
+                     gym.make("MountainCarContinuous-v0"))
+    typo = load_config(CONFIGS / "ball_circle.yaml", [f"run_root={tmp_path}", "task=aligngym/BallCirle-v0"])
+    with pytest.raises(ConfigError, match="did you mean 'aligngym/BallCircle-v0'"):
+        train(typo)
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_ema_network_samples_without_dropout_in_any_mode() -> None:
+    algo = make_fisor(actor_dropout=0.5)
+    obs = torch.randn(6, 8)
+    torch.nn.Module.train(algo.policy.ema_actor, False)  # the reference: dropout certainly off
+    torch.manual_seed(0)
+    without_dropout = algo.policy.sample(obs)
+    for mode in (True, False):
+        algo.train(mode)
+        assert not algo.policy.ema_actor.training
+        torch.manual_seed(0)
+        assert torch.equal(algo.policy.sample(obs), without_dropout)
+    assert algo.actor.train().training  # the trained network keeps its dropout
