@@ -10,7 +10,8 @@ the actor then imitates the safest actions almost everywhere (safe, little rewar
 
 Then it scores the checkpoint's policy over ``--episodes`` episodes with each candidate-selection
 rule (``min_cost``: the official lowest ``Q_h`` of 16; ``first_feasible``: the first with
-``Q_h <= 0``) and with a single candidate (the weighted diffusion policy alone), and reports how
+``Q_h <= 0``) and with a single candidate (the weighted diffusion policy alone), (with the mean episode length: an episode cut short by a termination, a
+flip or fall, also ends its cost) and reports how
 much ``Q_h`` differs between the feasible candidates of a state (``Q_h`` of every feasible
 action has the fixed point -1, so a spread is approximation error, which ``min_cost`` ranks by).
 
@@ -73,13 +74,13 @@ def report(args: argparse.Namespace, config: fisor.Config, state: dict, data: ob
             print(f"| {name} | {mask.sum():,} | {np.mean(value[mask] <= 0):.2f} | {np.median(value[mask]):.2f} |")
     policy = algo.policy
     spread(config, obs, policy)
-    print("\n| acting rule | normalised return | normalised cost |")
-    print("|---|---|---|")
+    print("\n| acting rule | normalised return | normalised cost | mean episode length |")
+    print("|---|---|---|---|")
     for rule, candidates in [("min_cost", config.candidates), ("first_feasible", config.candidates), ("one sample", 1)]:
         policy.selection, policy.candidates = ("min_cost" if rule == "one sample" else rule), candidates
         scores = evaluate_policy(config, policy, args.episodes, seed=20_000)
         print(f"| {rule} ({candidates} candidates) | {scores['eval/normalized_return']:.3f} | "
-              f"{scores['eval/normalized_cost']:.2f} |", flush=True)
+              f"{scores['eval/normalized_cost']:.2f} | {scores['eval/length']:.0f} |", flush=True)
 
 
 @torch.no_grad()

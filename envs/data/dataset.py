@@ -323,6 +323,10 @@ class OfflineDataset:
     def episode_returns(self) -> np.ndarray:
         return self._episode_sum(self.arrays["rewards"])
 
+    def episode_terminated(self) -> np.ndarray:
+        """Whether each episode ended in a termination (a fall, a flip), not a timeout."""
+        return self._episode_sum(self.arrays["terminals"]) > 0
+
     def episode_costs(self) -> np.ndarray:
         """Undiscounted cost per episode; zeros when the data has no ``costs`` (D4RL)."""
         return self._episode_sum(self._costs())
@@ -459,16 +463,20 @@ def summary(ds: OfflineDataset) -> str:
     lines.append("arrays:")
     lines += [f"  {key}: shape {value.shape} dtype {value.dtype}"
               for key, value in sorted(ds.arrays.items())]
+    terminated = ds.episode_terminated()
     lines += [f"transitions: {len(ds)}", f"episodes: {len(returns)}",
-              f"episode return: {_stats(returns)}", f"episode cost: {_stats(costs)}"]
+              f"episode return: {_stats(returns)}", f"episode cost: {_stats(costs)}",
+              f"episodes ending in a termination: {float(np.mean(terminated)) if len(costs) else float('nan'):.1%}"]
     if "costs" not in ds.arrays:
         lines.append("(no costs in this file: episode costs are 0)")
     thresholds = ds.attrs.get("cost_limits")
     if thresholds is None or np.size(thresholds) == 0:
         thresholds = DEFAULT_COST_THRESHOLDS
     for limit in np.atleast_1d(np.asarray(thresholds, dtype=np.float64)):
-        share = float(np.mean(costs <= limit)) if len(costs) else float("nan")
-        lines.append(f"episodes with cost <= {limit:g}: {share:.1%}")
+        within = costs <= limit
+        share = float(np.mean(within)) if len(costs) else float("nan")
+        ended = f" ({float(np.mean(terminated[within])):.0%} of them end in a termination)" if within.any() else ""
+        lines.append(f"episodes with cost <= {limit:g}: {share:.1%}{ended}")
     return "\n".join(lines)
 
 

@@ -368,11 +368,13 @@ def test_summary_reports_episodes_and_costs():
     assert "episodes: 3" in text and "transitions: 9" in text
     assert "episode cost: min 0.000  mean 1.000  max 2.000" in text
     assert "episode return: min 2.000  mean 9.333  max 20.000" in text
-    assert "cost <= 10: 100.0%" in text
+    assert "cost <= 10: 100.0% (33% of them end in a termination)" in text  # episode A
+    assert "episodes ending in a termination: 33.3%" in text
+    np.testing.assert_array_equal(_dataset().episode_terminated(), [True, False, False])
     limited = _dataset()
     limited.attrs["cost_limits"] = [0.5, 1.0]
     text = summary(limited)
-    assert "cost <= 0.5: 33.3%" in text and "cost <= 1: 66.7%" in text
+    assert "cost <= 0.5: 33.3% (0% of" in text and "cost <= 1: 66.7% (0% of" in text
     assert "cost <= 10:" not in text
 
 
