@@ -10,10 +10,11 @@ the actor then imitates the safest actions almost everywhere (safe, little rewar
 
 Then it scores the checkpoint's policy over ``--episodes`` episodes with each candidate-selection
 rule (``min_cost``: the official lowest ``Q_h`` of 16; ``first_feasible``: the first with
-``Q_h <= 0``) and with a single candidate (the weighted diffusion policy alone), (with the mean episode length: an episode cut short by a termination, a
-flip or fall, also ends its cost) and reports how
-much ``Q_h`` differs between the feasible candidates of a state (``Q_h`` of every feasible
-action has the fixed point -1, so a spread is approximation error, which ``min_cost`` ranks by).
+``Q_h <= 0``) and with a single candidate (the weighted diffusion policy alone), with the mean
+episode length (an episode cut short by a termination, a flip or a fall, also stops its cost),
+and reports how much ``Q_h`` differs between the feasible candidates of a state (``Q_h`` of every
+feasible action has the fixed point -1, so a spread is approximation error, which ``min_cost``
+ranks by).
 
 ``--critic-steps N`` first trains the critics alone for N more steps (the actor untouched) and then
 measures again: does the choice among candidates change when ``Q_h`` is closer to convergence?
