@@ -186,3 +186,44 @@ def test_out_paths_with_the_same_name_do_not_share_stages_across_tasks(data_home
     assert trained[runs:] and set(trained[runs:]) == {"aligngym/CarRun-v0"}
     assert load_dataset(car).attrs["env_id"] == "aligngym/CarRun-v0"
     assert not np.array_equal(load_dataset(ball).arrays["observations"], load_dataset(car).arrays["observations"])
+
+
+def test_a_charged_termination_costs_the_rest_of_the_horizon() -> None:
+    from stable_baselines3.common.vec_env import VecEnv
+
+    class Scripted(VecEnv):  # two envs; the second step ends env 0 by termination, env 1 by timeout
+        def __init__(self) -> None:
+            box = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+            super().__init__(2, box, box)
+            self.t = 0
+
+        def reset(self) -> np.ndarray:
+            self.t = 0
+            return np.zeros((2, 1), np.float32)
+
+        def step_async(self, actions: np.ndarray) -> None:
+            self.t += 1
+
+        def step_wait(self):  # noqa: ANN202
+            done = np.array([self.t == 2, self.t == 2])
+            infos = [{"cost": 1.0}, {"cost": 1.0, "TimeLimit.truncated": self.t == 2}]
+            for info in infos:
+                if self.t == 2:
+                    info["terminal_observation"] = np.zeros(1, np.float32)
+            return np.zeros((2, 1), np.float32), np.full(2, 5.0, np.float32), done, infos
+
+        def close(self) -> None: ...
+        def get_attr(self, name, indices=None):  # noqa: ANN001, ANN201
+            return [None] * 2  # render_mode
+        def set_attr(self, *a, **k): ...  # noqa: ANN002, ANN003, ANN201
+        def env_method(self, *a, **k): ...  # noqa: ANN002, ANN003, ANN201
+        def env_is_wrapped(self, *a, **k): ...  # noqa: ANN002, ANN003, ANN201
+
+    penalty = gen.PIDLagrangian()
+    penalty.value = 2.0
+    for horizon, expected in [(10, [5 - 2 * 0.5 * (1 + 8), 5 - 2 * 0.5 * 1]), (None, [5 - 1.0, 5 - 1.0])]:
+        venv = gen._wrap_recording(Scripted(), gen.EpisodeRecorder(2), penalty, cost_unit=0.5, horizon=horizon)
+        venv.reset()
+        first = venv.step(np.zeros((2, 1)))[1]
+        np.testing.assert_allclose(first, [4.0, 4.0])  # no episode ended: only the step's cost
+        np.testing.assert_allclose(venv.step(np.zeros((2, 1)))[1], expected)
