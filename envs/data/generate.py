@@ -14,10 +14,7 @@ Safe tasks (DSRL, ``scripts/train_trpol_expert.py`` + FSRL's ``TrajectoryBuffer`
    runs the other way. Every episode collected during training is kept. Per-task tuning
    (``SafeTaskSpec.behaviour``): ``penalty_start`` lets PPO learn the task unpenalised for a
    first part of each run (the sweep then starts there), ``normalize`` gives PPO running-normalised
-   observations and rewards (SB3 ``VecNormalize``; the data keep the raw ones),
-   ``charge_terminations`` makes the penalty price a termination at step t (the drone flipping)
-   as ``T - t`` costly steps, so that a strict cost limit does not teach the agent to end its
-   episodes early (the data keep the env's own rewards and costs).
+   observations and rewards (SB3 ``VecNormalize``; the data keep the raw ones).
 2. **Noisy rollouts** of each run's final policy (Gaussian noise of each scale in ``noise``
    added to its deterministic action) widen the coverage.
 3. **Filter.** Episodes costlier than the task's ``max_cost`` (DSRL's cmax) or earning less than
@@ -221,10 +218,8 @@ class PIDLagrangian:
 
 
 def _wrap_recording(venv: VecEnv, recorder: EpisodeRecorder, penalty: PIDLagrangian | None,
-                    cost_unit: float = 1.0, horizon: int | None = None) -> VecEnv:
-    """A VecEnvWrapper that records episodes and (with a penalty) trains on ``r - lambda cost_unit c``.
-    With a ``horizon`` T, an episode that terminates at its step t (not a timeout) is also charged
-    ``T - t`` costly steps in that reward: ending the episode must not be a way out of its cost."""
+                    cost_unit: float = 1.0) -> VecEnv:
+    """A VecEnvWrapper that records episodes and (with a penalty) trains on ``r - lambda cost_unit c``."""
 
     class _Recording(VecEnvWrapper):
         def reset(self) -> np.ndarray:
@@ -240,15 +235,9 @@ def _wrap_recording(venv: VecEnv, recorder: EpisodeRecorder, penalty: PIDLagrang
 
         def step_wait(self):  # noqa: ANN202
             obs, rewards, dones, infos = self.venv.step_wait()
-            steps = np.array([len(episode) + 1 for episode in recorder.open])  # t of this step
             costs = recorder.record(self._actions, obs, rewards, dones, infos)
             if penalty is not None:
-                charged = costs.copy()
-                if horizon is not None:
-                    ended = np.array([d and not info.get("TimeLimit.truncated", False)
-                                      for d, info in zip(dones, infos)])
-                    charged += ended * np.maximum(horizon - steps, 0)
-                rewards = rewards - penalty.value * cost_unit * charged
+                rewards = rewards - penalty.value * cost_unit * costs
             return obs, rewards.astype(np.float32), dones, infos
 
     return _Recording(venv)
@@ -322,8 +311,7 @@ def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, ru
     # a cost step is priced in units of the task's typical reward per step, so that lambda ~ 1 means
     # "as bad as a step's reward is good" on every task (rewards per step differ 100-fold across tasks)
     cost_unit = spec.reward_per_step if spec is not None else 1.0
-    venv = _wrap_recording(make_vec_env(env_id, plan.n_envs, seed), recorder, penalty, cost_unit,
-                           spec.max_episode_steps if spec is not None and tuning.charge_terminations else None)
+    venv = _wrap_recording(make_vec_env(env_id, plan.n_envs, seed), recorder, penalty, cost_unit)
     if tuning.normalize:  # the recorder below it keeps the raw observations and rewards
         venv = VecNormalize(venv, norm_obs=True, norm_reward=True)
     episodes: list[dict[str, np.ndarray]] = []

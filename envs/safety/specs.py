@@ -27,7 +27,6 @@ class BehaviourTuning:
     penalty_start: float = 0.0  # fraction of each run before the Lagrangian penalty acts
     normalize: bool = False     # PPO sees running-normalised observations and rewards (SB3 VecNormalize)
     steps_scale: float = 1.0    # environment steps of each run, relative to the size's plan
-    charge_terminations: bool = False  # the penalty prices a termination (flip, fall) as T - t costly steps
 
 
 @dataclass(frozen=True)
