@@ -68,8 +68,7 @@ from tianshou.data import Batch, ReplayBuffer
 from torch import nn
 
 from aligngym.agents.config import ConfigError, validate
-from aligngym.agents.offline import (OfflineConfig, action_bound, make_env, observation_dim, offline_evaluate,
-                                     offline_train)
+from aligngym.agents.offline import OfflineConfig, action_bound, observation_dim, offline_evaluate, offline_train
 from aligngym.envs.data.dataset import OfflineDataset
 
 
@@ -132,13 +131,8 @@ class Config(OfflineConfig):
                                         "actor_hidden": 32, "time_hidden": 16, "critic_hidden": (32, 32),
                                         "critic_warmup": min(self.critic_warmup, small.steps // 2)})
 
-    def preflight(self) -> None:
-        super().preflight()
-        env = make_env(self)
-        try:
-            reward_scale(self, env)
-        finally:
-            env.close()
+    def check_env(self, env: gym.Env) -> None:
+        reward_scale(self, env)
 
 
 # ---------------------------------------------------------------------- networks
@@ -467,9 +461,9 @@ def feasibility_weights(reward_adv: torch.Tensor, cost_q: torch.Tensor, cost_v: 
 def reward_scale(config: Config, env: gym.Env) -> float:
     """Checks that the task suits FISOR (actions in [-1, 1], which its sampler clips to) and returns
     the reward scale ``T / (R_max - R_min)`` (1 with ``scale_rewards: false``)."""
-    if action_bound(config, env) != 1.0:
-        raise ConfigError(f"fisor samples actions in [-1, 1]; {config.task} has bounds "
-                          f"[-{action_bound(config, env):g}, {action_bound(config, env):g}] "
+    bound = action_bound(config, env)
+    if bound != 1.0:
+        raise ConfigError(f"fisor samples actions in [-1, 1]; {config.task} has bounds [-{bound:g}, {bound:g}] "
                           f"(wrap the env in gymnasium's RescaleAction and register that)")
     if not config.scale_rewards:
         return 1.0

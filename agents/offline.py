@@ -5,8 +5,10 @@ An offline agent module (``agents/fisor.py``, ``agents/baselines/*.py``) defines
 tianshou :class:`~tianshou.algorithm.algorithm_base.OfflineAlgorithm` whose policy maps a
 ``Batch(obs=...)`` to actions; then ``train = offline_train`` and ``evaluate = offline_evaluate``
 from here. ``build`` gets ``dataset=None`` when a run is evaluated: a run folder is scored
-without its dataset, so whatever an agent derives from the data belongs in its checkpoint. An optional ``select_data(config, dataset) -> OfflineDataset`` picks the part of the
-dataset the agent is built from and trains on (BC-Safe's cost filter). The loop is tianshou's
+without its dataset, so whatever an agent derives from the data belongs in its checkpoint. An
+optional ``select_data(config, dataset) -> OfflineDataset`` picks the part of the dataset the agent
+is built from and trains on (BC-Safe's cost filter); a Config may override ``check_env(env)`` to
+refuse a task before a run folder exists (FISOR: actions in [-1, 1]). The loop is tianshou's
 offline step (``algorithm.update(buffer, batch_size)``) with the runner's logging, checkpoints and
 exact resume around it:
 
@@ -67,11 +69,18 @@ class OfflineConfig(RunConfig):
     show_progress: bool = True  # progress bar on the terminal
 
     def preflight(self) -> None:
-        make_env(self).close()  # an unknown task id stops the run before its folder exists
+        env = make_env(self)  # an unknown task id stops the run before its folder exists
+        try:
+            self.check_env(env)
+        finally:
+            env.close()
         ds = self.dataset
         path = Path(ds.path) if ds.path is not None else dataset_path(self.task, ds.size, ds.seed)
         if not path.is_file():
             load_dataset(path, env_id=self.task, size=ds.size, seed=ds.seed)  # raises, naming the command
+
+    def check_env(self, env: gym.Env) -> None:
+        """Raise a ConfigError if the agent cannot work on ``env`` (called by ``preflight``)."""
 
     def smoke(self) -> OfflineConfig:
         return self.model_copy(update={

@@ -354,6 +354,8 @@ def test_tasks_fisor_cannot_act_in_are_refused_before_a_run_folder_exists(tmp_pa
     with pytest.raises(ConfigError, match="no normalisation constants"):
         reward_scale(config.model_copy(update={"task": "MountainCarContinuous-v0"}),
                      gym.make("MountainCarContinuous-v0"))
+    with pytest.raises(ConfigError, match="samples actions in \\[-1, 1\\]"):  # through train's preflight
+        train(config.model_copy(update={"task": "Pendulum-v1"}))
     typo = load_config(CONFIGS / "ball_circle.yaml", [f"run_root={tmp_path}", "task=aligngym/BallCirle-v0"])
     with pytest.raises(ConfigError, match="did you mean 'aligngym/BallCircle-v0'"):
         train(typo)
