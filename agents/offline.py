@@ -8,7 +8,8 @@ from here. ``build`` gets ``dataset=None`` when a run is evaluated: a run folder
 without its dataset, so whatever an agent derives from the data belongs in its checkpoint. An
 optional ``select_data(config, dataset) -> OfflineDataset`` picks the part of the dataset the agent
 is built from and trains on (BC-Safe's cost filter); a Config may override ``check_env(env)`` to
-refuse a task before a run folder exists (FISOR: actions in [-1, 1]). The loop is tianshou's
+refuse to start before a run folder exists (FISOR: actions in [-1, 1]; BC-Safe: no episode within
+the cost limit). The loop is tianshou's
 offline step (``algorithm.update(buffer, batch_size)``) with the runner's logging, checkpoints and
 exact resume around it:
 
@@ -80,7 +81,8 @@ class OfflineConfig(RunConfig):
             load_dataset(path, env_id=self.task, size=ds.size, seed=ds.seed)  # raises, naming the command
 
     def check_env(self, env: gym.Env) -> None:
-        """Raise a ConfigError if the agent cannot work on ``env`` (called by ``preflight``)."""
+        """Raise a ConfigError if the run cannot start on ``env`` (called by ``preflight``, with the
+        env it made)."""
 
     def smoke(self) -> OfflineConfig:
         return self.model_copy(update={

@@ -49,8 +49,8 @@ from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousActorDeterministic
 
 from aligngym.agents.config import ConfigError
-from aligngym.agents.offline import (OfflineConfig, action_bound, load_data, make_env, observation_dim,
-                                     offline_evaluate, offline_train)
+from aligngym.agents.offline import (OfflineConfig, action_bound, load_data, observation_dim, offline_evaluate,
+                                     offline_train)
 from aligngym.envs.data.dataset import OfflineDataset
 
 
@@ -67,10 +67,9 @@ class Config(OfflineConfig):
         small = super().smoke()
         return small.model_copy(update={"actor_hidden": (32, 32)})
 
-    def preflight(self) -> None:
-        super().preflight()
+    def check_env(self, env: gym.Env) -> None:
         if self.agent == "bc_safe":  # an empty selection stops the run before its folder exists
-            select_data(self, load_data(self, make_env(self)))
+            select_data(self, load_data(self, env))
 
 
 def select_data(config: Config, dataset: OfflineDataset) -> OfflineDataset:
