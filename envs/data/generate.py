@@ -439,8 +439,7 @@ def _generate_safe(spec: SafeTaskSpec, size: str, seed: int, out: Path | None, f
         _rollouts(spec.env_id, None, 0.0, plan, seed + 7, episodes=plan.noisy_episodes), {}))
     random_return = float(np.mean(random_part.episode_returns()))
     stage_seconds += float(random_part.attrs.get("seconds", 0.0))
-    affordable = np.flatnonzero((costs <= spec.max_cost) & (returns >= random_return))
-    kept = affordable[_fit_grid(returns[affordable], costs[affordable], plan.episodes, seed)]
+    kept = _filter(spec, returns, costs, random_return, plan.episodes, seed)
     data = everything.select_episodes(kept)
     kept_returns, kept_costs = data.episode_returns(), data.episode_costs()
     attrs = {
@@ -454,6 +453,17 @@ def _generate_safe(spec: SafeTaskSpec, size: str, seed: int, out: Path | None, f
         "seconds": round(stage_seconds + time.perf_counter() - started, 1),
     }
     return write_dataset(path, data.arrays, attrs)
+
+
+def _filter(spec: SafeTaskSpec, returns: np.ndarray, costs: np.ndarray, random_return: float, episodes: int,
+            seed: int) -> np.ndarray:
+    """Indices of the collected episodes that the dataset keeps (step 3 of the module docstring)."""
+    passed = np.flatnonzero((costs <= spec.max_cost) & (returns >= random_return))
+    if len(passed) == 0:
+        raise DatasetError(f"none of the {len(returns)} collected {spec.name} episodes costs at most "
+                           f"{spec.max_cost:g} and earns at least the random return {random_return:.1f}; "
+                           "generate a larger size")
+    return passed[_fit_grid(returns[passed], costs[passed], episodes, seed)]
 
 
 def _fit_grid(returns: np.ndarray, costs: np.ndarray, episodes: int, seed: int) -> np.ndarray:

@@ -186,3 +186,12 @@ def test_out_paths_with_the_same_name_do_not_share_stages_across_tasks(data_home
     assert trained[runs:] and set(trained[runs:]) == {"aligngym/CarRun-v0"}
     assert load_dataset(car).attrs["env_id"] == "aligngym/CarRun-v0"
     assert not np.array_equal(load_dataset(ball).arrays["observations"], load_dataset(car).arrays["observations"])
+
+
+def test_filter_drops_costly_and_poor_episodes_and_says_when_none_is_left() -> None:
+    spec = gen.SAFE_TASKS["aligngym/DroneCircle-v0"]  # max_cost 100
+    returns = np.array([50.0, 300.0, 5.0, 200.0, 250.0])
+    costs = np.array([0.0, 150.0, 0.0, 40.0, 100.0])
+    assert sorted(gen._filter(spec, returns, costs, 10.0, 100, 0)) == [0, 3, 4]
+    with pytest.raises(DatasetError, match="none of the 5 collected DroneCircle episodes"):
+        gen._filter(spec, returns, costs, 400.0, 100, 0)
