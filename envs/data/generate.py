@@ -27,8 +27,11 @@ Safe tasks (DSRL, ``scripts/train_trpol_expert.py`` + FSRL's ``TrajectoryBuffer`
 D4RL locomotion (``Hopper-v5``, ``HalfCheetah-v5``, ``Walker2d-v5``): one PPO run with a
 checkpoint after every rollout; ``expert`` = rollouts of the checkpoint whose training episodes
 scored best, ``medium`` = rollouts of the earlier checkpoint whose return is closest to a third
-of the expert's, ``medium-replay`` = every training episode up
-to that checkpoint, ``random`` = uniform actions, ``medium-expert`` = medium + expert. The files
+of the way from the random policy's return to the expert's (D4RL's "about a third of the expert";
+measured from random, so that it also means something where returns are negative, as in
+HalfCheetah), ``medium-replay`` = every training episode up to that checkpoint, ``random`` =
+uniform actions, ``medium-expert`` = medium + expert. A run whose best checkpoint does not beat
+the random policy is refused (a DatasetError: nothing was learned to make medium or expert data of). The files
 record D4RL's reference returns (``ref_min_score`` / ``ref_max_score``) for D4RL's normalised
 score ``100 (R - random) / (expert - random)``.
 
@@ -499,20 +502,27 @@ def _generate_locomotion(env_id: str, size: str, seed: int, out: Path | None, fo
         replay = episodes_to_dataset(_train_run(env_id, None, plan, seed, 0, policy, checkpoints), {})
         write_dataset(work.root / "run0.hdf5", replay.arrays, {})
         checkpoints_file.write_text(json.dumps(checkpoints))
+    random = work.stage("random", lambda: episodes_to_dataset(
+        _rollouts(env_id, None, 0.0, plan, seed + 1, transitions=plan.transitions), {}))
+    random_return = float(np.mean(random.episode_returns()))
     # expert: the checkpoint whose training episodes scored best; medium: the earlier checkpoint
-    # nearest a third of that (both played with their own sampled actions, as they were scored)
+    # nearest a third of the way from random to expert (both played with their own sampled
+    # actions, as they were scored; their stages are named by checkpoint)
     expert = int(np.argmax([ret for _, ret in checkpoints]))
     expert_return = checkpoints[expert][1]
-    medium = int(np.argmin([abs(ret - expert_return / 3) for _, ret in checkpoints[:expert + 1]]))
+    if expert_return <= random_return:
+        raise DatasetError(f"{env_id}: the behaviour run's best return ({expert_return:.1f}) does not beat "
+                           f"uniform random actions ({random_return:.1f}); generate a larger size")
+    medium_target = random_return + (expert_return - random_return) / 3
+    medium = int(np.argmin([abs(ret - medium_target) for _, ret in checkpoints[:expert + 1]]))
     medium_policy = policy.with_name(f"{policy.stem}_{medium}.zip")
     expert_policy = policy.with_name(f"{policy.stem}_{expert}.zip")
     made: dict[str, OfflineDataset] = {
-        "random": work.stage("random", lambda: episodes_to_dataset(
-            _rollouts(env_id, None, 0.0, plan, seed + 1, transitions=plan.transitions), {})),
-        "medium": work.stage("medium", lambda: episodes_to_dataset(
+        "random": random,
+        "medium": work.stage(f"medium{medium}", lambda: episodes_to_dataset(
             _rollouts(env_id, medium_policy, 0.0, plan, seed + 2, transitions=plan.transitions,
                       deterministic=False), {})),
-        "expert": work.stage("expert", lambda: episodes_to_dataset(
+        "expert": work.stage(f"expert{expert}", lambda: episodes_to_dataset(
             _rollouts(env_id, expert_policy, 0.0, plan, seed + 3, transitions=plan.transitions,
                       deterministic=False), {})),
         "medium-replay": replay.select_episodes(np.arange(checkpoints[medium][0])),
@@ -523,9 +533,11 @@ def _generate_locomotion(env_id: str, size: str, seed: int, out: Path | None, fo
         ds = made[kind]
         rets = ds.episode_returns()
         attrs = {"env_id": env_id, "kind": kind, "size": size, "seed": seed, "generator": "aligngym data generate",
-                 "behaviour": "PPO (stable-baselines3); expert = best checkpoint, medium = checkpoint nearest a third of it",
+                 "behaviour": "PPO (stable-baselines3); expert = best checkpoint, medium = checkpoint nearest "
+                              "a third of the way from random to expert",
                  "plan": asdict(plan), "ref_min_score": ref_min, "ref_max_score": ref_max,
                  "behaviour_expert_return": expert_return, "behaviour_medium_return": checkpoints[medium][1],
+                 "behaviour_random_return": random_return,
                  "max_episode_reward": float(rets.max()), "min_episode_reward": float(rets.min()),
                  "seconds": round(time.perf_counter() - started, 1)}
         written.append(write_dataset(paths[kind], ds.arrays, attrs))

@@ -3,6 +3,7 @@ determinism, resuming, and the command line."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import gymnasium as gym
@@ -120,6 +121,18 @@ def test_tiny_locomotion_kinds(data_home: Path) -> None:
     assert gen.d4rl_normalized_score("Hopper-v5", -20.272305) == pytest.approx(0.0)
     buffer = kinds["medium-replay"].to_replay_buffer()
     assert len(buffer) == len(kinds["medium-replay"])
+    # medium: the checkpoint nearest a third of the way from random to expert
+    checkpoints_file = data_home / ".work" / "Hopper-v5-tiny-s0" / "checkpoints.json"
+    returns = [ret for _, ret in json.loads(checkpoints_file.read_text())]
+    random_return = expert.attrs["behaviour_random_return"]
+    assert random_return == pytest.approx(np.mean(kinds["random"].episode_returns()))
+    target = random_return + (max(returns) - random_return) / 3
+    best = int(np.argmax(returns))
+    assert expert.attrs["behaviour_medium_return"] == min(returns[:best + 1], key=lambda r: abs(r - target))
+    # a run that learned nothing makes no medium or expert data
+    checkpoints_file.write_text(json.dumps([[n, -1e6] for n, _ in json.loads(checkpoints_file.read_text())]))
+    with pytest.raises(DatasetError, match="does not beat uniform random actions"):
+        gen.generate("Hopper-v5", "tiny", seed=0, force=True)
 
 
 def test_unknown_task_and_size_are_refused(data_home: Path) -> None:
