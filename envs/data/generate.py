@@ -255,6 +255,8 @@ class Workspace:
     def __init__(self, stem: str, recipe: dict[str, Any]) -> None:
         self.root = data_dir() / ".work" / stem
         self.root.mkdir(parents=True, exist_ok=True)
+        self.stage_seconds = 0.0  # what the stages this call used cost to make
+        self.made_seconds = 0.0   # of which made by this call
         recorded = self.root / "recipe.json"
         wanted = json.dumps(recipe, sort_keys=True)
         if not recorded.is_file() or recorded.read_text() != wanted:
@@ -269,14 +271,23 @@ class Workspace:
         path = self.root / f"{name}.hdf5"
         if path.exists():
             try:
-                return load_dataset(path)
+                ds = load_dataset(path)
+                self.stage_seconds += float(ds.attrs.get("seconds", 0.0))
+                return ds
             except DatasetError:
                 path.unlink()  # an unreadable stage is redone
         started = time.perf_counter()
         ds = make()
         ds.attrs["seconds"] = round(time.perf_counter() - started, 1)  # what the stage cost to make
         write_dataset(path, ds.arrays, ds.attrs)
+        self.made_seconds += ds.attrs["seconds"]
+        self.stage_seconds += ds.attrs["seconds"]
         return ds
+
+    def seconds(self, started: float) -> float:
+        """Compute time of the dataset: every stage it used (made now or by an earlier, interrupted
+        call) plus this call's time outside the stages it made."""
+        return round(self.stage_seconds + time.perf_counter() - started - self.made_seconds, 1)
 
     def policy(self, name: str) -> Path:
         return self.root / f"{name}.zip"
@@ -435,13 +446,11 @@ def _generate_safe(spec: SafeTaskSpec, size: str, seed: int, out: Path | None, f
                           episodes=plan.noisy_episodes), {})))
     everything = OfflineDataset.concatenate(parts)
     costs, returns = everything.episode_costs(), everything.episode_returns()
-    stage_seconds = sum(float(p.attrs.get("seconds", 0.0)) for p in parts)
     # DSRL keeps episodes inside a reward window [rmin, rmax]; rmin here is what uniformly random
     # actions earn on average, which drops the early-training episodes that run the wrong way
     random_part = work.stage("random", lambda: episodes_to_dataset(
         _rollouts(spec.env_id, None, 0.0, plan, seed + 7, episodes=plan.noisy_episodes), {}))
     random_return = float(np.mean(random_part.episode_returns()))
-    stage_seconds += float(random_part.attrs.get("seconds", 0.0))
     kept = _filter(spec, returns, costs, random_return, plan.episodes, seed)
     data = everything.select_episodes(kept)
     kept_returns, kept_costs = data.episode_returns(), data.episode_costs()
@@ -452,8 +461,7 @@ def _generate_safe(spec: SafeTaskSpec, size: str, seed: int, out: Path | None, f
         "max_episode_reward": float(kept_returns.max()), "min_episode_reward": float(kept_returns.min()),
         "max_episode_cost": float(kept_costs.max()), "min_episode_cost": float(kept_costs.min()),
         "episodes_collected": int(len(returns)), "episodes": int(len(kept)), "random_return": random_return,
-        # compute time of every stage, whether made now or by an earlier, interrupted call
-        "seconds": round(stage_seconds + time.perf_counter() - started, 1),
+        "seconds": work.seconds(started),
     }
     return write_dataset(path, data.arrays, attrs)
 
@@ -494,14 +502,15 @@ def _generate_locomotion(env_id: str, size: str, seed: int, out: Path | None, fo
     work = Workspace(f"{env_id}-{size}-s{seed}", {"plan": asdict(plan), "seed": seed})
     policy = work.policy("run0")
     checkpoints_file = work.root / "checkpoints.json"
-    if checkpoints_file.exists() and policy.exists():
-        checkpoints = [tuple(c) for c in json.loads(checkpoints_file.read_text())]
-        replay = load_dataset(work.root / "run0.hdf5")
-    else:
-        checkpoints: list[tuple[int, float]] = []
+    checkpoints: list[tuple[int, float]] = []
+
+    def train() -> OfflineDataset:  # the policies and checkpoints.json are on disk before the stage is
         replay = episodes_to_dataset(_train_run(env_id, None, plan, seed, 0, policy, checkpoints), {})
-        write_dataset(work.root / "run0.hdf5", replay.arrays, {})
         checkpoints_file.write_text(json.dumps(checkpoints))
+        return replay
+
+    replay = work.stage("run0", train)
+    checkpoints = checkpoints or [tuple(c) for c in json.loads(checkpoints_file.read_text())]
     random = work.stage("random", lambda: episodes_to_dataset(
         _rollouts(env_id, None, 0.0, plan, seed + 1, transitions=plan.transitions), {}))
     random_return = float(np.mean(random.episode_returns()))
@@ -539,7 +548,7 @@ def _generate_locomotion(env_id: str, size: str, seed: int, out: Path | None, fo
                  "behaviour_expert_return": expert_return, "behaviour_medium_return": checkpoints[medium][1],
                  "behaviour_random_return": random_return,
                  "max_episode_reward": float(rets.max()), "min_episode_reward": float(rets.min()),
-                 "seconds": round(time.perf_counter() - started, 1)}
+                 "seconds": work.seconds(started)}
         written.append(write_dataset(paths[kind], ds.arrays, attrs))
     return written
 

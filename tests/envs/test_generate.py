@@ -4,6 +4,7 @@ determinism, resuming, and the command line."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -69,8 +70,11 @@ def test_core_vec_env_times_out_at_the_task_length() -> None:
 
 def test_tiny_safe_dataset_is_complete_deterministic_and_resumable(data_home: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    started = time.perf_counter()
     (path,) = gen.generate("aligngym/BallCircle-v0", "tiny", seed=0)
+    elapsed = time.perf_counter() - started
     assert path == dataset_path("aligngym/BallCircle-v0", "tiny", 0)
+    assert 0 < load_dataset(path).attrs["seconds"] <= elapsed + 0.1  # fresh stages are counted once
     env = gym.make("aligngym/BallCircle-v0")
     data = env.unwrapped.get_dataset(size="tiny")  # through the DSRL API, shapes checked
     ds = load_dataset(path)
@@ -99,6 +103,8 @@ def test_tiny_safe_dataset_is_complete_deterministic_and_resumable(data_home: Pa
     monkeypatch.setattr(gen, "_rollouts", no_training)
     (resumed,) = gen.generate("aligngym/BallCircle-v0", "tiny", seed=0, force=True)
     np.testing.assert_array_equal(load_dataset(resumed).arrays["rewards"], ds.arrays["rewards"])
+    # the resumed file still reports what its stages cost to make
+    assert load_dataset(resumed).attrs["seconds"] >= 0.9 * ds.attrs["seconds"] - 0.1
 
 
 def test_mujoco_safe_task_runs_long_enough_for_whole_episodes(data_home: Path) -> None:
