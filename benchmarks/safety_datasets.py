@@ -3,6 +3,8 @@
     python benchmarks/safety_datasets.py [--size full] [--seed 0] [--tasks BallRun-v0 ...]
                                          [--out benchmarks/datasets]
 
+(the MuJoCo tasks' files: ``--tasks HopperVelocity-v1 ... --out benchmarks/datasets/mujoco``)
+
 For each task: ``aligngym data generate`` (resuming finished stages, reusing a finished file),
 then the wall time of that call, file size, transitions, episodes, return and cost ranges and the
 share of episodes under each DSRL threshold, into ``OUT/datasets_<size>.md``; the reward-cost
@@ -48,6 +50,7 @@ def main() -> None:
         seconds = float(ds.attrs.get("seconds", elapsed))  # compute time of all its stages
         returns, costs = ds.episode_returns(), ds.episode_costs()
         under = " / ".join(f"{np.mean(costs <= limit):.0%}" for limit in spec.cost_limits)
+        under += f" ({' / '.join(f'{limit:g}' for limit in spec.cost_limits)})"
         plot_reward_cost(ds, args.out / f"{spec.name}-{args.size}.png", cost_limits=list(spec.cost_limits),
                          title=f"{env_id} ({args.size}, seed {args.seed})")
         rows.append(f"| {spec.name} | {seconds / 60:.1f} | {path.stat().st_size / 2**20:.1f} | {len(ds):,} | "
@@ -56,8 +59,9 @@ def main() -> None:
         print(rows[-1], flush=True)
     table = "\n".join([
         f"Datasets of size `{args.size}`, seed {args.seed}, on {platform.processor() or platform.machine()} "
-        f"({os.cpu_count()} CPUs); `python benchmarks/safety_datasets.py --size {args.size}`.", "",
-        "| task | minutes | MiB | transitions | episodes | episode return | episode cost | share with cost <= each DSRL threshold (10 / 20 / 40) |",
+        f"({os.cpu_count()} CPUs); "
+        f"`python benchmarks/safety_datasets.py --size {args.size} --tasks {' '.join(args.tasks)}`.", "",
+        "| task | minutes | MiB | transitions | episodes | episode return | episode cost | share with cost <= each DSRL threshold (the thresholds) |",
         "|---|---|---|---|---|---|---|---|", *rows, ""])
     (args.out / f"datasets_{args.size}.md").write_text(table)
     print(table)
