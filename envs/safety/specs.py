@@ -5,9 +5,11 @@ DSRL normalises an episode's return ``R`` and cost ``C`` with constants that bel
 only when the threshold ``L`` is 0. AlignGym's tasks are re-implementations, so their returns are
 not on DSRL's scale; ``reward_min`` / ``reward_max`` are the minimum and maximum episode return
 of AlignGym's own generated ``full`` dataset for the task, seed 0 (``own_range``). Where no
-full dataset has been generated yet (the MuJoCo tasks: ``own_range`` is None), DSRL's constants
-stand in. Regenerating a full dataset with other code changes these
-numbers: update the row (``aligngym data info FILE`` prints ``min/max_episode_reward``).
+full dataset with episodes on both sides of the task's first cost threshold has been generated
+yet (``own_range`` is None), DSRL's constants stand in: HalfCheetahVelocity's full data (returns
+-285 .. 1144, costs 0 .. 13 against a threshold of 20: its behaviour runs rarely pass the speed
+limit) does not qualify. Regenerating a full dataset with other code changes these numbers:
+update the row (``aligngym data info FILE`` prints ``min/max_episode_reward``).
 
 CarCircle and DroneCircle needed per-task tuning of the behaviour runs (``behaviour``, see
 :class:`BehaviourTuning`); without it PPO never learned to circle fast and the data topped out at
@@ -82,9 +84,12 @@ SAFE_TASKS: dict[str, SafeTaskSpec] = {spec.env_id: spec for spec in [
     # Velocity tasks: DSRL publishes only the maximum return; the minimum is taken as 0.
     SafeTaskSpec("AntVelocity", "aligngym/AntVelocity-v1", 1000, (0.0, 2976.0), 250, _VELOCITY),
     SafeTaskSpec("HalfCheetahVelocity", "aligngym/HalfCheetahVelocity-v1", 1000, (0.0, 2807.0), 250, _VELOCITY),
-    SafeTaskSpec("HopperVelocity", "aligngym/HopperVelocity-v1", 1000, (0.0, 1911.0), 250, _VELOCITY),
-    SafeTaskSpec("Walker2dVelocity", "aligngym/Walker2dVelocity-v1", 1000, (0.0, 3418.0), 300, _VELOCITY),
-    SafeTaskSpec("SwimmerVelocity", "aligngym/SwimmerVelocity-v1", 1000, (0.0, 239.0), 200, _VELOCITY),
+    SafeTaskSpec("HopperVelocity", "aligngym/HopperVelocity-v1", 1000, (0.0, 1911.0), 250, _VELOCITY,
+                 (20.06, 1602.37)),
+    SafeTaskSpec("Walker2dVelocity", "aligngym/Walker2dVelocity-v1", 1000, (0.0, 3418.0), 300, _VELOCITY,
+                 (1.85, 883.17)),
+    SafeTaskSpec("SwimmerVelocity", "aligngym/SwimmerVelocity-v1", 1000, (0.0, 239.0), 200, _VELOCITY,
+                 (2.34, 61.63)),
 ]}
 
 
