@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -69,10 +70,13 @@ def same_setting(row: dict, variant: str, extra: list[str]) -> bool:
     return row.get("variant", "cpu") == variant and row.get("extra", []) == list(extra)
 
 
-def write_table(out: Path, results: list[dict], variant: str, seeds: int, extra: list[str]) -> Path:
-    """``OUT/table.md`` from the results made with ``variant`` and ``extra``; ``OUT/results.json`` keeps all."""
+def write_table(out: Path, results: list[dict], variant: str, extra: list[str]) -> Path:
+    """``OUT/table.md`` from the results made with ``variant`` and ``extra``; ``OUT/results.json`` keeps all.
+    Cells average every seed on record; the header's seed count is the most any cell has (whatever
+    ``--seeds`` the last invocation was given), and a cell with fewer says how many."""
     (out / "results.json").write_text(json.dumps(results, indent=1))
     results = [r for r in results if same_setting(r, variant, extra)]
+    seeds = max(Counter((r["agent"], r["task"]) for r in results).values(), default=0)
     tasks = [t for t in TASKS if any(r["task"] == t for r in results)]
     agents = [a for a in COLUMNS if any(r["agent"] == a for r in results)]
     lines = [f"Normalised reward / normalised cost (DSRL's normalisation, cost limit of the configs), mean over "
@@ -140,8 +144,8 @@ def main() -> None:
                     results.append(r)
                     print(f"{r['agent']:8s} {r['task']:13s} s{r['seed']}: reward {r['reward']:.2f} "
                           f"cost {r['cost']:.2f}", flush=True)
-                write_table(args.out, results, args.variant, args.seeds, args.extra)
-    print(write_table(args.out, results, args.variant, args.seeds, args.extra).read_text())
+                write_table(args.out, results, args.variant, args.extra)
+    print(write_table(args.out, results, args.variant, args.extra).read_text())
 
 
 if __name__ == "__main__":
