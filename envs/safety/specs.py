@@ -79,7 +79,7 @@ SAFE_TASKS: dict[str, SafeTaskSpec] = {spec.env_id: spec for spec in [
     # PPO learns to circle the drone slowly: normalised inputs, twice the steps, 40 % unpenalised
     SafeTaskSpec("DroneCircle", "aligngym/DroneCircle-v0", 300, (207.79, 996.39), 100, _BULLET, (0.29, 431.38),
                  behaviour=BehaviourTuning(penalty_start=0.4, normalize=True, steps_scale=2.0)),
-    SafeTaskSpec("AntRun", "aligngym/AntRun-v0", 200, (0.0018, 955.48), 150, _BULLET),
+    SafeTaskSpec("AntRun", "aligngym/AntRun-v0", 200, (0.0018, 955.48), 150, _BULLET, (52.41, 691.74)),
     SafeTaskSpec("AntCircle", "aligngym/AntCircle-v0", 500, (0.0177, 460.71), 200, _BULLET),
     # Velocity tasks: DSRL publishes only the maximum return; the minimum is taken as 0.
     SafeTaskSpec("AntVelocity", "aligngym/AntVelocity-v1", 1000, (0.0, 2976.0), 250, _VELOCITY),
