@@ -72,13 +72,13 @@ class OfflineConfig(RunConfig):
     def preflight(self) -> None:
         env = make_env(self)  # an unknown task id stops the run before its folder exists
         try:
+            ds = self.dataset
+            path = Path(ds.path) if ds.path is not None else dataset_path(self.task, ds.size, ds.seed)
+            if not path.is_file():
+                load_dataset(path, env_id=self.task, size=ds.size, seed=ds.seed)  # raises, naming the command
             self.check_env(env)
         finally:
             env.close()
-        ds = self.dataset
-        path = Path(ds.path) if ds.path is not None else dataset_path(self.task, ds.size, ds.seed)
-        if not path.is_file():
-            load_dataset(path, env_id=self.task, size=ds.size, seed=ds.seed)  # raises, naming the command
 
     def check_env(self, env: gym.Env) -> None:
         """Raise a ConfigError if the run cannot start on ``env`` (called by ``preflight``, with the

@@ -78,6 +78,17 @@ def test_bc_safe_refuses_a_limit_that_keeps_no_episode(tiny_data, tmp_path):
     assert bc.select_data(bc_all, ball_circle()).arrays["observations"].shape[0] == len(ball_circle())
 
 
+@pytest.mark.parametrize("agent", AGENTS)
+def test_a_missing_dataset_names_the_command_before_a_run_folder_exists(agent, tmp_path, monkeypatch):
+    from aligngym.envs.data.dataset import DatasetError
+
+    monkeypatch.setenv("ALIGNGYM_DATA", str(tmp_path / "empty"))
+    config = load_config(CONFIGS / agent / "car_run.yaml", [f"run_root={tmp_path / 'runs'}"])
+    with pytest.raises(DatasetError, match="aligngym data generate aligngym/CarRun-v0 --size full --seed 0"):
+        train(config)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 # ---------------------------------------------------------------------- BCQ-Lag's Lagrangian
 def test_cost_threshold_is_the_discounted_value_of_the_limit_spread_over_the_episode():
     limit, gamma, steps = 10.0, 0.99, 200
