@@ -57,14 +57,29 @@ def main() -> None:
                     f"{len(returns)} | {returns.min():.1f} .. {returns.max():.1f} | {costs.min():.0f} .. "
                     f"{costs.max():.0f} | {under} |")
         print(rows[-1], flush=True)
+    table_path = args.out / f"datasets_{args.size}.md"
     table = "\n".join([
         f"Datasets of size `{args.size}`, seed {args.seed}, on {platform.processor() or platform.machine()} "
         f"({os.cpu_count()} CPUs); "
-        f"`python benchmarks/safety_datasets.py --size {args.size} --tasks {' '.join(args.tasks)}`.", "",
+        f"`python benchmarks/safety_datasets.py --size {args.size} --tasks TASK ...` (a row per task, "
+        "the latest invocation's; rows of other tasks are kept).", "",
         "| task | minutes | MiB | transitions | episodes | episode return | episode cost | share with cost <= each DSRL threshold (the thresholds) |",
-        "|---|---|---|---|---|---|---|---|", *rows, ""])
-    (args.out / f"datasets_{args.size}.md").write_text(table)
+        "|---|---|---|---|---|---|---|---|", *merge_rows(table_path, rows), ""])
+    table_path.write_text(table)
     print(table)
+
+
+def merge_rows(table: Path, rows: list[str]) -> list[str]:
+    """``rows`` with the rows of other tasks already in ``table`` (earlier invocations), in the order of
+    ``SAFE_TASKS``."""
+    by_task = {}
+    if table.exists():
+        for line in table.read_text().splitlines():
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if line.startswith("| ") and cells[0] in {s.name for s in SAFE_TASKS.values()}:
+                by_task[cells[0]] = line
+    by_task.update({row.split("|")[1].strip(): row for row in rows})
+    return [by_task[s.name] for s in SAFE_TASKS.values() if s.name in by_task]
 
 
 if __name__ == "__main__":
