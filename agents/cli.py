@@ -121,8 +121,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
         print(summary(ds))
         return 0
     out = Path(args.out) if args.out else Path(args.file).with_suffix(".png")
-    limits = ds.attrs.get("cost_limits")
-    plot_reward_cost(ds, out, cost_limits=limits, title=str(ds.attrs.get("env_id", Path(args.file).stem)))
+    plot_reward_cost(ds, out, title=str(ds.attrs.get("env_id", Path(args.file).stem)))
     print(f"wrote {out}")
     return 0
 
@@ -189,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "filter, one HDF5. Locomotion (Hopper-v5, HalfCheetah-v5, "
                                     "Walker2d-v5): D4RL's random/medium/expert/medium-replay/"
                                     "medium-expert files. Rerunning resumes from finished stages.")
-    g.add_argument("task", help="a safe task id (aligngym/BallCircle-v0) or Hopper-v5/HalfCheetah-v5/Walker2d-v5")
+    g.add_argument("task", help="a safe task id (aligngym/BallCircle-v0, or BallCircle) or "
+                                "Hopper-v5/HalfCheetah-v5/Walker2d-v5")
     g.add_argument("--size", choices=("tiny", "small", "full"), default="small",
                    help="tiny: seconds (tests); small: minutes on 2 cores; full: DSRL-sized (default small)")
     g.add_argument("--seed", type=int, default=0, help="the same seed gives the same file (default 0)")

@@ -75,7 +75,7 @@ class OfflineConfig(RunConfig):
             ds = self.dataset
             path = Path(ds.path) if ds.path is not None else dataset_path(self.task, ds.size, ds.seed)
             if not path.is_file():
-                load_dataset(path, env_id=self.task, size=ds.size, seed=ds.seed)  # raises, naming the command
+                load_data(self, env)  # raises (a generated file's error names the command that makes it)
             self.check_env(env)
         finally:
             env.close()
@@ -111,8 +111,10 @@ def make_env(config: OfflineConfig) -> gym.Env:
 def load_data(config: OfflineConfig, env: gym.Env) -> OfflineDataset:
     """The run's dataset; a missing one raises an error naming the command that makes it."""
     ds = config.dataset
-    path = Path(ds.path) if ds.path is not None else dataset_path(config.task, ds.size, ds.seed)
-    return load_dataset(path, env=env.unwrapped, env_id=config.task, size=ds.size, seed=ds.seed)
+    if ds.path is not None:  # the user's own file: no generate command makes it
+        return load_dataset(Path(ds.path), env=env.unwrapped)
+    return load_dataset(dataset_path(config.task, ds.size, ds.seed), env=env.unwrapped, env_id=config.task,
+                        size=ds.size, seed=ds.seed)
 
 
 def action_bound(config: OfflineConfig, env: gym.Env) -> float:

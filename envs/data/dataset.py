@@ -52,7 +52,7 @@ FLAG_KEYS = ("terminals", "timeouts")
 SCALAR_KEYS = ("rewards", "costs", "terminals", "timeouts")  # one number per transition
 _SPACE_KEYS = ("observations", "next_observations", "actions")  # may hold discrete indices
 _JSON_ATTRS = "aligngym_json_attrs"  # names the attributes that were JSON-encoded on write
-DEFAULT_COST_THRESHOLDS = (10.0, 20.0, 40.0)
+DEFAULT_COST_THRESHOLDS = (10.0, 20.0, 40.0)  # DSRL's Bullet thresholds: for files of no known task
 
 
 class DatasetError(Exception):
@@ -469,10 +469,7 @@ def summary(ds: OfflineDataset) -> str:
               f"episodes ending in a termination: {float(np.mean(terminated)) if len(costs) else float('nan'):.1%}"]
     if "costs" not in ds.arrays:
         lines.append("(no costs in this file: episode costs are 0)")
-    thresholds = ds.attrs.get("cost_limits")
-    if thresholds is None or np.size(thresholds) == 0:
-        thresholds = DEFAULT_COST_THRESHOLDS
-    for limit in np.atleast_1d(np.asarray(thresholds, dtype=np.float64)):
+    for limit in cost_thresholds(ds):
         within = costs <= limit
         share = float(np.mean(within)) if len(costs) else float("nan")
         ended = f" ({float(np.mean(terminated[within])):.0%} of them end in a termination)" if within.any() else ""
@@ -480,21 +477,37 @@ def summary(ds: OfflineDataset) -> str:
     return "\n".join(lines)
 
 
+def cost_thresholds(ds: OfflineDataset) -> tuple[float, ...]:
+    """The cost thresholds a file is judged at: its ``cost_limits`` attribute (AlignGym's files), else
+    those of the safe task its ``env_id`` attribute or file name names (DSRL's files carry no
+    attributes but are named after their task, e.g. ``SafetyHopperVelocityGymnasium-v1-...``), else
+    DSRL's Bullet thresholds (10, 20, 40)."""
+    from aligngym.envs.safety.specs import SAFE_TASKS
+
+    limits = ds.attrs.get("cost_limits")
+    if limits is not None and np.size(limits) > 0:
+        return tuple(float(x) for x in np.atleast_1d(np.asarray(limits, dtype=np.float64)))
+    env_id = str(ds.attrs.get("env_id", ""))
+    name = ds.path.name if ds.path is not None else ""
+    for spec in SAFE_TASKS.values():
+        if env_id == spec.env_id or spec.name in name:
+            return spec.cost_limits
+    return DEFAULT_COST_THRESHOLDS
+
+
 def plot_reward_cost(ds: OfflineDataset, out_png: str | Path,
                      cost_limits: Sequence[float] | None = None,
                      title: str | None = None) -> Path:
     """DSRL-style scatter of episode cost (x) against episode return (y), saved atomically.
 
-    Dashed vertical lines mark ``cost_limits`` (default: the file's ``cost_limits`` attribute).
+    Dashed vertical lines mark ``cost_limits`` (default: :func:`cost_thresholds`).
     Draws on an Agg canvas directly so the caller's pyplot backend is left alone.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     out_png = Path(out_png)
-    if cost_limits is None:
-        cost_limits = ds.attrs.get("cost_limits")
-    cost_limits = [] if cost_limits is None else np.atleast_1d(np.asarray(cost_limits, float))
+    cost_limits = cost_thresholds(ds) if cost_limits is None else np.atleast_1d(np.asarray(cost_limits, float))
     fig = Figure(figsize=(6, 4.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

@@ -60,7 +60,7 @@ from tqdm import tqdm
 from aligngym.envs.data.dataset import (DatasetError, OfflineDataset, data_dir, dataset_path, load_dataset,
                                         write_dataset)
 from aligngym.envs.data.filters import grid_filter
-from aligngym.envs.safety.specs import SAFE_TASKS, BehaviourTuning, SafeTaskSpec
+from aligngym.envs.safety.specs import SAFE_TASKS, BehaviourTuning, SafeTaskSpec, task_spec
 
 LOCOMOTION = {  # D4RL's reference returns (d4rl/infos.py REF_MIN_SCORE / REF_MAX_SCORE)
     "Hopper-v5": (-20.272305, 3234.3),
@@ -407,6 +407,11 @@ def generate(env_id: str, size: str = "small", seed: int = 0, out: Path | None =
 
     if size not in PLANS:
         raise DatasetError(f"size must be one of {', '.join(PLANS)}, got {size!r}")
+    if env_id not in LOCOMOTION and env_id not in SAFE_TASKS:
+        try:  # a safe task's short name (BallCircle) or file stem (BallCircle-v0)
+            env_id = task_spec(env_id).env_id
+        except KeyError:
+            pass
     if env_id not in LOCOMOTION and env_id not in SAFE_TASKS:
         known = ", ".join([*SAFE_TASKS, *LOCOMOTION])
         raise DatasetError(f"no dataset recipe for {env_id!r}; known tasks: {known}")

@@ -55,5 +55,7 @@ class OfflineEnvMixin:
         """
         from aligngym.envs.data.dataset import dataset_path, load_dataset
 
-        path = Path(h5path) if h5path is not None else dataset_path(self.spec_id, size, seed)
-        return load_dataset(path, env=self, env_id=self.spec_id, size=size, seed=seed).arrays
+        if h5path is not None:  # the user's own file: no generate command makes it
+            return load_dataset(Path(h5path), env=self).arrays
+        return load_dataset(dataset_path(self.spec_id, size, seed), env=self, env_id=self.spec_id, size=size,
+                            seed=seed).arrays

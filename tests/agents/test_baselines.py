@@ -86,6 +86,10 @@ def test_a_missing_dataset_names_the_command_before_a_run_folder_exists(agent, t
     config = load_config(CONFIGS / agent / "car_run.yaml", [f"run_root={tmp_path / 'runs'}"])
     with pytest.raises(DatasetError, match="aligngym data generate aligngym/CarRun-v0 --size full --seed 0"):
         train(config)
+    mine = load_config(CONFIGS / agent / "car_run.yaml", [f"run_root={tmp_path / 'runs'}",
+                                                          f"dataset.path={tmp_path / 'mine.hdf5'}"])
+    with pytest.raises(DatasetError, match="mine.hdf5 is missing$"):  # a user's file: no command makes it
+        train(mine)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 

@@ -14,6 +14,7 @@ from aligngym.envs.data import dataset as dataset_module
 from aligngym.envs.data.dataset import (
     DatasetError,
     OfflineDataset,
+    cost_thresholds,
     data_dir,
     dataset_path,
     generate_command,
@@ -376,6 +377,19 @@ def test_summary_reports_episodes_and_costs():
     text = summary(limited)
     assert "cost <= 0.5: 33.3% (0% of" in text and "cost <= 1: 66.7% (0% of" in text
     assert "cost <= 10:" not in text
+
+
+def test_cost_thresholds_come_from_the_file_else_its_task_else_dsrls_bullet_ones(tmp_path):
+    limited = _dataset()
+    limited.attrs["cost_limits"] = [0.5, 1.0]
+    assert cost_thresholds(limited) == (0.5, 1.0)
+    assert cost_thresholds(_dataset()) == (10.0, 20.0, 40.0)  # env_id "test": no known task
+    dsrl = load_dataset(_write_raw(tmp_path / "SafetyHopperVelocityGymnasium-v1-250-1000.hdf5", _arrays()))
+    assert cost_thresholds(dsrl) == (20.0, 40.0, 80.0)  # DSRL's files: no attributes, the task in the name
+    assert "cost <= 80: 100.0%" in summary(dsrl) and "cost <= 10:" not in summary(dsrl)
+    mine = _dataset()
+    mine.attrs["env_id"] = "aligngym/SwimmerVelocity-v1"
+    assert cost_thresholds(mine) == (20.0, 40.0, 80.0)
 
 
 def test_plot_writes_png(tmp_path):

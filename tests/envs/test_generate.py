@@ -149,7 +149,7 @@ def test_unknown_task_and_size_are_refused(data_home: Path) -> None:
 
 
 def test_cli_data_commands(data_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["data", "generate", "aligngym/BallRun-v0", "--size", "tiny", "--seed", "2"]) == 0
+    assert main(["data", "generate", "BallRun-v0", "--size", "tiny", "--seed", "2"]) == 0  # a short name works
     path = dataset_path("aligngym/BallRun-v0", "tiny", 2)
     assert f"wrote {path}" in capsys.readouterr().out
     assert main(["data", "info", str(path)]) == 0

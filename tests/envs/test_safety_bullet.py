@@ -239,6 +239,8 @@ def test_missing_dataset_names_the_command(tmp_path, monkeypatch) -> None:  # no
     env = gym.make("aligngym/CarCircle-v0").unwrapped
     with pytest.raises(DatasetError, match=r"aligngym data generate aligngym/CarCircle-v0 --size full --seed 0"):
         env.get_dataset()
+    with pytest.raises(DatasetError, match="is missing$"):  # the user's own path: no command makes it
+        env.get_dataset(tmp_path / "mine.hdf5")
 
 
 def test_module_prefix_make_works_in_a_fresh_interpreter() -> None:
