@@ -62,8 +62,11 @@ Differences from Bullet-Safety-Gym (the bodies are models, not PyBullet):
   stops sinking and brakes sliding (friction 0.8) but does not right a tilted drone or make it
   bounce; resting on it counts as 1 ground contact. Ground and walls are resolved once per env
   step rather than per physics sub-step.
-- **Walls** (Circle): an agent is kept 0.5 m inside the octagon and loses its outward velocity;
-  no bounce.
+- **Walls** (Circle): an agent is kept 0.5 m inside the octagon; the Ball and the Drone lose their
+  outward velocity, the Car (whose speed is along its heading) stops. No bounce. The reference's
+  walls are 2 m tall; here they stop the Drone at any height.
+- **Car reset**: the reference sets every joint of the racecar (wheels and steering hinges) to
+  ``U(-0.1, 0.1)`` rad; the model has no wheel joints and starts with its steering angle at 0.
 - **Seeding**: ``reset(seed=...)`` seeds the spawn (the reference ignores it and draws from the
   global ``np.random``).
 - Both cost parts are always present in ``info`` (the reference adds a key only while it is
