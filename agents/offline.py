@@ -29,6 +29,8 @@ from __future__ import annotations
 import difflib
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -206,12 +208,19 @@ def setup(module: Any, config: OfflineConfig, state: dict[str, Any] | None, devi
         dataset = module.select_data(config, dataset)
     algorithm = module.build(config, env, dataset, device)
     if state is not None:
-        try:
+        with checkpoint_errors():
             algorithm.load_state_dict(to_torch_state(state["algorithm"], device))
-        except (KeyError, RuntimeError, ValueError, TypeError) as err:
-            raise CheckpointError(f"the checkpoint does not fit this config or is incomplete "
-                                  f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
     return env, dataset, algorithm
+
+
+@contextmanager
+def checkpoint_errors() -> Iterator[None]:
+    """Restoring a checkpoint's state: a missing or ill-shaped entry is a CheckpointError."""
+    try:
+        yield
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as err:
+        raise CheckpointError(f"the checkpoint does not fit this config or is incomplete "
+                              f"({type(err).__name__}: {(str(err).splitlines() or [''])[0][:160]})") from None
 
 
 def to_torch_state(state: Any, device: torch.device) -> Any:
@@ -234,8 +243,9 @@ def offline_train(module: Any, config: OfflineConfig, run: Run, state: dict[str,
     buffer._random_state = np.random.RandomState(np.random.SeedSequence(config.seed).generate_state(1)[0])
     step = 0
     if state is not None:
-        step = int(state["step"])
-        _set_rng_state(buffer, to_numpy(state["rng"]))
+        with checkpoint_errors():
+            step = int(state["step"])
+            _set_rng_state(buffer, to_numpy(state["rng"]))
     losses: dict[str, list[float]] = defaultdict(list)
     bar = tqdm(total=config.steps, initial=step, desc=run.dir.name, unit="step", disable=not config.show_progress,
                dynamic_ncols=True)

@@ -211,6 +211,19 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tiny_data, t
     assert evaluate(first, episodes=1)["eval/return"] == evaluate(reference, episodes=1)["eval/return"]
 
 
+@pytest.mark.parametrize("entry", ["step", "rng", "algorithm"])
+def test_a_checkpoint_lacking_an_entry_is_refused_clearly_on_resume(tiny_data, tmp_path, entry):
+    from aligngym.agents.train import CheckpointError
+
+    run = train(smoke_config("bc_all", tmp_path))
+    payload = torch.load(run / "checkpoint.pt", weights_only=True)
+    del payload["state"][entry]
+    payload["config"]["steps"] = 6
+    torch.save(payload, run / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="incomplete"):
+        resume(run)
+
+
 # ---------------------------------------------------------------------- config errors
 def test_wrong_config_keys_and_values_are_refused():
     path = CONFIGS / "bcq_lag" / "ball_circle.yaml"
