@@ -23,8 +23,9 @@ OSRL's loss); the loss is logged as ``loss/loss``.
 
 Deviations from OSRL:
 
-- Batches come from tianshou's replay buffer (uniform with replacement, numpy's global generator)
-  instead of a PyTorch ``DataLoader`` over an ``IterableDataset`` with 8 workers; same distribution.
+- Batches come from tianshou's replay buffer (uniform with replacement, from the buffer's own
+  generator seeded with the run's seed) instead of a PyTorch ``DataLoader`` over an
+  ``IterableDataset`` with 8 workers; same distribution.
 - Evaluation plays ``eval_episodes`` episodes at once (one env each, fixed seeds) and logs DSRL's
   normalised scores; only the last checkpoint is kept (OSRL also keeps the lowest-cost one).
 - Only OSRL's ``all`` and ``safe`` modes; ``risky``, ``boundary``, ``frontier`` and ``multi-task``
