@@ -44,6 +44,12 @@ Deviations from the official code:
   original: 3e6); the ``cpu`` configs, with far fewer steps, shorten it in proportion.
 - Evaluation plays ``eval_episodes`` episodes at the end and every ``eval_every`` steps (the
   original also evaluates at step 0).
+- 1,000,000 gradient steps (the official loop runs ``range(1, max_steps + 1)`` with
+  ``max_steps = 1e6 + 1``: one more) and a given seed (the official default ``-1`` draws one).
+- ``cost_limit: 10`` in every config, the official default. The paper's BulletGym rows may have used
+  5 (a replication in the official repository's issue #6 changed it to 5; the paper does not say);
+  ``--set cost_limit=5`` runs that reading. It only sets the normalised cost's threshold: FISOR's
+  training ignores it (hard constraint: ``h`` marks every costly step).
 - ``critic_warmup`` (default 0, as in the paper) lets the first steps train only the critics. The
   critics never read the actor, so this changes no fixed point; it matters for short runs, whose
   actor would otherwise learn from weights of unconverged reachability values (see
@@ -119,6 +125,9 @@ class Config(OfflineConfig):
             problems.append(f"batch_size ({self.batch_size}) must be at least actor_updates ({self.actor_updates})")
         if self.time_features % 2:
             problems.append(f"time_features ({self.time_features}) must be even (half cosines, half sines)")
+        if self.cost_weight_min > self.cost_weight_max:
+            problems.append(f"cost_weight_min ({self.cost_weight_min}) must be at most cost_weight_max "
+                            f"({self.cost_weight_max})")
         if self.beta_max <= self.beta_min:
             problems.append(f"beta_max ({self.beta_max}) must be above beta_min ({self.beta_min})")
         if problems:

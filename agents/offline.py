@@ -74,17 +74,15 @@ class OfflineConfig(RunConfig):
     def preflight(self) -> None:
         env = make_env(self)  # an unknown task id stops the run before its folder exists
         try:
-            ds = self.dataset
-            path = Path(ds.path) if ds.path is not None else dataset_path(self.task, ds.size, ds.seed)
-            if not path.is_file():
-                load_data(self, env)  # raises (a generated file's error names the command that makes it)
             self.check_env(env)
+            if not dataset_file(self).is_file():
+                load_data(self, env)  # raises (a generated file's error names the command that makes it)
         finally:
             env.close()
 
     def check_env(self, env: gym.Env) -> None:
         """Raise a ConfigError if the run cannot start on ``env`` (called by ``preflight``, with the
-        env it made)."""
+        env it made, before it checks that the dataset file exists)."""
 
     def smoke(self) -> OfflineConfig:
         return self.model_copy(update={
@@ -110,13 +108,18 @@ def make_env(config: OfflineConfig) -> gym.Env:
     return env
 
 
+def dataset_file(config: OfflineConfig) -> Path:
+    """The run's dataset file: ``dataset.path``, else the generated file of the task, size and seed."""
+    ds = config.dataset
+    return Path(ds.path) if ds.path is not None else dataset_path(config.task, ds.size, ds.seed)
+
+
 def load_data(config: OfflineConfig, env: gym.Env) -> OfflineDataset:
-    """The run's dataset; a missing one raises an error naming the command that makes it."""
+    """The run's dataset; a missing generated one raises an error naming the command that makes it."""
     ds = config.dataset
     if ds.path is not None:  # the user's own file: no generate command makes it
-        return load_dataset(Path(ds.path), env=env.unwrapped)
-    return load_dataset(dataset_path(config.task, ds.size, ds.seed), env=env.unwrapped, env_id=config.task,
-                        size=ds.size, seed=ds.seed)
+        return load_dataset(dataset_file(config), env=env.unwrapped)
+    return load_dataset(dataset_file(config), env=env.unwrapped, env_id=config.task, size=ds.size, seed=ds.seed)
 
 
 def action_bound(config: OfflineConfig, env: gym.Env) -> float:

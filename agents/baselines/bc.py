@@ -50,8 +50,8 @@ from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousActorDeterministic
 
 from aligngym.agents.config import ConfigError
-from aligngym.agents.offline import (OfflineConfig, action_bound, load_data, observation_dim, offline_evaluate,
-                                     offline_train)
+from aligngym.agents.offline import (OfflineConfig, action_bound, dataset_file, load_data, observation_dim,
+                                     offline_evaluate, offline_train)
 from aligngym.envs.data.dataset import OfflineDataset
 
 
@@ -69,7 +69,8 @@ class Config(OfflineConfig):
         return small.model_copy(update={"actor_hidden": (32, 32)})
 
     def check_env(self, env: gym.Env) -> None:
-        if self.agent == "bc_safe":  # an empty selection stops the run before its folder exists
+        # an empty selection stops the run before its folder exists (a missing file: preflight's check)
+        if self.agent == "bc_safe" and dataset_file(self).is_file():
             select_data(self, load_data(self, env))
 
 

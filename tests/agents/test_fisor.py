@@ -340,6 +340,7 @@ def test_config_refuses_settings_that_cannot_train() -> None:
                               ("critic_batch_size=4096", "critic_batch_size .* at most batch_size"),
                               ("time_features=63", "time_features .* even"),
                               ("beta_max=0.05", "beta_max .* above beta_min"),
+                              ("cost_weight_min=200", "cost_weight_min .* at most cost_weight_max"),
                               ("critic_hidden=[0]", "critic_hidden")]:
         with pytest.raises(ConfigError, match=message):
             load_config(path, [override])
