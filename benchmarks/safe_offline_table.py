@@ -81,8 +81,8 @@ def write_table(out: Path, results: list[dict], variant: str, extra: list[str]) 
     agents = [a for a in COLUMNS if any(r["agent"] == a for r in results)]
     lines = [f"Normalised reward / normalised cost (DSRL's normalisation, cost limit of the configs), mean over "
              f"{seeds} seeds (a cell over fewer says how many in brackets), `{variant}` configs; *gray italics*: "
-             f"unsafe (cost > 1); **bold**: the best safe reward of the row; `fisor_first_feasible`: the FISOR runs "
-             f"acting by the first feasible candidate (not the paper's rule). "
+             f"unsafe (cost > 1); **bold**: the best safe reward of the row among the paper's algorithms; `fisor_first_feasible`: the "
+             f"FISOR runs acting by the first feasible candidate (not the paper's rule, never bold). "
              f"`python benchmarks/safe_offline_table.py --variant {variant} --seeds {seeds}"
              f"{''.join(f' --set {e}' for e in extra)}` "
              f"on {platform.processor() or platform.machine()} ({os.cpu_count()} CPUs).", "",
@@ -95,7 +95,7 @@ def write_table(out: Path, results: list[dict], variant: str, extra: list[str]) 
             if rows:
                 scores[agent] = (float(np.mean([r["reward"] for r in rows])), float(np.mean([r["cost"] for r in rows])))
                 counts[agent] = len(rows)
-        safe = {a: s for a, s in scores.items() if s[1] <= 1.0}
+        safe = {a: s for a, s in scores.items() if s[1] <= 1.0 and a in AGENTS}  # the paper's algorithms
         best = max(safe, key=lambda a: safe[a][0]) if safe else None
         for agent in agents:
             if agent not in scores:
