@@ -108,6 +108,32 @@ def test_acting_samples_in_bounds_and_picks_the_lowest_cost_value(monkeypatch: p
     assert calls == [12] * 5
 
 
+def test_the_sampler_inverts_the_noising_of_an_oracle_noise_predictor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a network that predicts the exact noise of a known action x0, DDPM's last reverse step
+    returns x0 from wherever the chain is, and without the added noise every step lands on the
+    posterior mean ``sqrt(ab') beta / (1 - ab) x0 + sqrt(alpha) (1 - ab') / (1 - ab) x_t``."""
+    policy = make_fisor().policy
+    x0 = torch.tensor([0.3, -0.6])
+    seen: list[torch.Tensor] = []
+
+    def oracle(x: torch.Tensor, obs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        seen.append(x.clone())
+        alpha_bar = policy.alpha_bars[t].unsqueeze(-1)
+        return (x - torch.sqrt(alpha_bar) * x0) / torch.sqrt(1 - alpha_bar)
+
+    monkeypatch.setattr(policy.ema_actor, "forward", oracle)
+    torch.manual_seed(0)
+    np.testing.assert_allclose(policy.sample(torch.zeros(64, 8)).numpy(), x0.expand(64, 2).numpy(), atol=1e-5)
+    seen.clear()
+    monkeypatch.setattr(torch, "randn_like", torch.zeros_like)  # no noise between the steps
+    policy.sample(torch.zeros(64, 8))
+    betas, alphas, bars = policy.betas, policy.alphas, policy.alpha_bars
+    for t, (x_t, x_prev) in zip(range(len(betas) - 1, 0, -1), zip(seen, seen[1:])):
+        mean = (torch.sqrt(bars[t - 1]) * betas[t] / (1 - bars[t]) * x0
+                + torch.sqrt(alphas[t]) * (1 - bars[t - 1]) / (1 - bars[t]) * x_t)
+        np.testing.assert_allclose(x_prev.numpy(), mean.clamp(-1, 1).numpy(), atol=1e-5, err_msg=f"step {t}")
+
+
 def test_a_training_step_moves_every_network_and_the_ema_slowly(tiny_data: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALIGNGYM_DATA", str(tiny_data))
