@@ -269,17 +269,23 @@ class BCQLag(OfflineAlgorithm[BCQLagPolicy], LaggedNetworkPolyakUpdateAlgorithmM
                                    loss_actor=loss_actor.item(), qc_penalty=qc_penalty.item(),
                                    lagrangian=multiplier.item(), cost_value=cost_value.mean().item())
 
+    @torch.no_grad()
+    def backup(self, target: nn.Module, obs_next: torch.Tensor, signal: torch.Tensor,
+               mask: torch.Tensor) -> torch.Tensor:
+        """``signal + gamma mask max_k mix(Q1', Q2')(s', a'_k)``: ``a'_k`` are ``sample_action_num`` VAE
+        samples per next state perturbed by the target actor, ``mix`` the clipped double-Q blend."""
+        cfg = self.config
+        tiled = obs_next.repeat_interleave(cfg.sample_action_num, dim=0)
+        act_next = self.actor_target(tiled, self.policy.vae.decode(tiled))
+        q1, q2 = target(tiled, act_next)
+        mixed = cfg.lambda_mix * torch.min(q1, q2) + (1 - cfg.lambda_mix) * torch.max(q1, q2)
+        next_value = mixed.view(len(obs_next), cfg.sample_action_num).max(dim=1).values
+        return signal + cfg.gamma * mask * next_value
+
     def critic_step(self, critic: DoubleQEnsemble, target: nn.Module, optim: Any, obs: torch.Tensor,
                     act: torch.Tensor, obs_next: torch.Tensor, signal: torch.Tensor, mask: torch.Tensor) -> float:
-        """One regression of every member on ``signal + gamma mask max_k mix(Q1', Q2')(s', a'_k)``."""
-        cfg = self.config
-        with torch.no_grad():
-            tiled = obs_next.repeat_interleave(cfg.sample_action_num, dim=0)
-            act_next = self.actor_target(tiled, self.policy.vae.decode(tiled))
-            q1, q2 = target(tiled, act_next)
-            mixed = cfg.lambda_mix * torch.min(q1, q2) + (1 - cfg.lambda_mix) * torch.max(q1, q2)
-            next_value = mixed.view(len(obs_next), cfg.sample_action_num).max(dim=1).values
-            backup = signal + cfg.gamma * mask * next_value
+        """One regression of every member of ``critic`` on :meth:`backup`."""
+        backup = self.backup(target, obs_next, signal, mask)
         loss = ((critic.members(obs, act) - backup) ** 2).mean(dim=1).sum()
         optim.step(loss)
         return loss.item()

@@ -150,6 +150,35 @@ def test_bcq_lag_feeds_its_cost_critic_into_the_multiplier(tiny_data):
     env.close()
 
 
+def test_bcq_lag_targets_mix_the_twin_critics_and_take_the_best_sample(tiny_data, monkeypatch):
+    """Hand-made target: VAE samples a0 in {-0.5, 0, 0.5}, the target actor leaves them, Q1' = 10 a0 + s0,
+    Q2' = 4 a0 + s0. Mix 0.75 min + 0.25 max per sample: -4.25, 0, 2.75 (+ s0); max over samples 2.75 + s0
+    (a plain min would give 2, max 5, mean 3.5). Reward backups stop at episode ends; cost backups do not."""
+    config = smoke_config("bcq_lag", Path("unused"), "sample_action_num=3")
+    env, dataset, algorithm = setup(bcq_lag, config, None, torch.device("cpu"))
+    calls = []  # what the update regresses each critic on
+    monkeypatch.setattr(algorithm, "backup", lambda t, o, sig, m: calls.append((t, sig, m)) or sig)
+    buffer = algorithm.process_buffer(dataset.to_replay_buffer())
+    with policy_within_training_step(algorithm.policy):
+        algorithm.update(buffer, 2048)  # large enough to hold episode ends
+    (reward_target, _, reward_mask), (cost_target, _, cost_mask) = calls
+    assert reward_target is algorithm.critic_target and cost_target is algorithm.cost_critic_target
+    assert 0 < int((reward_mask == 0).sum()) < len(reward_mask), "reward backups stop at episode ends"
+    assert bool((cost_mask == 1).all()), "the cost backup bootstraps through every transition (OSRL)"
+    monkeypatch.undo()
+
+    samples = torch.tensor([[-0.5, 0.0], [0.0, 0.0], [0.5, 0.0]])
+    monkeypatch.setattr(algorithm.policy.vae, "decode", lambda s: samples.repeat(len(s) // 3, 1))
+    monkeypatch.setattr(algorithm.actor_target, "forward", lambda s, a: a)
+    target = lambda s, a: (10 * a[:, 0] + s[:, 0], 4 * a[:, 0] + s[:, 0])  # noqa: E731
+    obs_next = torch.zeros(2, 8)
+    obs_next[:, 0] = torch.tensor([1.0, -2.0])
+    signal, mask = torch.tensor([0.5, 1.0]), torch.tensor([1.0, 0.0])
+    expected = signal + 0.99 * mask * (2.75 + obs_next[:, 0])
+    np.testing.assert_allclose(algorithm.backup(target, obs_next, signal, mask).numpy(), expected.numpy(), rtol=1e-6)
+    env.close()
+
+
 # ---------------------------------------------------------------------- configs through the runner
 def test_configs_cover_every_agent_and_task_with_osrl_settings():
     for agent in AGENTS:
