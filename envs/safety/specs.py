@@ -6,14 +6,13 @@ only when the threshold ``L`` is 0. AlignGym's tasks are re-implementations, so 
 not on DSRL's scale; ``reward_min`` / ``reward_max`` are the minimum and maximum episode return
 of AlignGym's own generated ``full`` dataset for the task, seed 0 (``own_range``). Where no
 full dataset with episodes on both sides of the task's first cost threshold has been generated
-yet (``own_range`` is None), DSRL's constants stand in: HalfCheetahVelocity's full data (returns
--285 .. 1144, costs 0 .. 13 against a threshold of 20: its behaviour runs rarely pass the speed
-limit) does not qualify. Regenerating a full dataset with other code changes these numbers:
+yet (``own_range`` is None), DSRL's constants stand in. Regenerating a full dataset with other code changes these numbers:
 update the row (``aligngym data info FILE`` prints ``min/max_episode_reward``).
 
-CarCircle and DroneCircle needed per-task tuning of the behaviour runs (``behaviour``, see
-:class:`BehaviourTuning`); without it PPO never learned to circle fast and the data topped out at
-returns of 89 and 241 (DSRL's: 534 and 996).
+CarCircle, DroneCircle and HalfCheetahVelocity needed per-task tuning of the behaviour runs
+(``behaviour``, see :class:`BehaviourTuning`); without it PPO never learned to circle fast (the
+data topped out at returns of 89 and 241; DSRL's: 534 and 996), or never held HalfCheetah's speed
+limit (costs 0 .. 13 against a threshold of 20: no unsafe episode).
 """
 
 from __future__ import annotations
@@ -83,7 +82,11 @@ SAFE_TASKS: dict[str, SafeTaskSpec] = {spec.env_id: spec for spec in [
     SafeTaskSpec("AntCircle", "aligngym/AntCircle-v0", 500, (0.0177, 460.71), 200, _BULLET),
     # Velocity tasks: DSRL publishes only the maximum return; the minimum is taken as 0.
     SafeTaskSpec("AntVelocity", "aligngym/AntVelocity-v1", 1000, (0.0, 2976.0), 250, _VELOCITY),
-    SafeTaskSpec("HalfCheetahVelocity", "aligngym/HalfCheetahVelocity-v1", 1000, (0.0, 2807.0), 250, _VELOCITY),
+    # default PPO never held 3.21 m/s (costs 0-13 in 500k-step runs): normalised inputs, twice the
+    # steps, 40 % unpenalised, as DroneCircle
+    SafeTaskSpec("HalfCheetahVelocity", "aligngym/HalfCheetahVelocity-v1", 1000, (0.0, 2807.0), 250, _VELOCITY,
+                 (-245.91, 2531.71),
+                 behaviour=BehaviourTuning(penalty_start=0.4, normalize=True, steps_scale=2.0)),
     SafeTaskSpec("HopperVelocity", "aligngym/HopperVelocity-v1", 1000, (0.0, 1911.0), 250, _VELOCITY,
                  (20.06, 1602.37)),
     SafeTaskSpec("Walker2dVelocity", "aligngym/Walker2dVelocity-v1", 1000, (0.0, 3418.0), 300, _VELOCITY,
