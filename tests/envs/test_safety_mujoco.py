@@ -97,8 +97,9 @@ def test_same_seed_same_trajectory(env_id):
     assert not np.array_equal(_rollout(env_id, 4, actions[:1])[0], first[0])  # the seed is used
 
 
-def test_rgb_array_render():
-    env, _ = _make("aligngym/AntCircle-v0", render_mode="rgb_array", width=64, height=48)
+@pytest.mark.parametrize("env_id", IDS)
+def test_rgb_array_render(env_id):
+    env, _ = _make(env_id, render_mode="rgb_array", width=64, height=48)
     env.reset(seed=0)
     frame = env.render()
     env.close()
