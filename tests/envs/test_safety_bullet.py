@@ -251,3 +251,33 @@ def test_module_prefix_make_works_in_a_fresh_interpreter() -> None:
             "obs, _ = env.reset(seed=0); print(obs.shape, env.step(env.action_space.sample())[4]['cost'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("(18,)")
+
+
+@pytest.mark.parametrize("agent", ["Ball", "Car", "Drone"])
+def test_observation_entries_have_the_references_scalings(agent: str) -> None:
+    """Each observation entry against the body's state, with the reference's scalings (layout in the
+    module docstring; shared/reference/bullet-safety-gym.md)."""
+    core = BulletCore(agent, "Circle", num_envs=4, seed=0)
+    core.reset()
+    rng = np.random.default_rng(1)
+    for _ in range(15):
+        obs = core.step(rng.uniform(-0.3, 0.3, (4, core.act_dim)))[0]
+    pos, vel = core.pos, core.vel
+    r = np.hypot(pos[:, 0], pos[:, 1])
+    np.testing.assert_allclose(obs[:, 0:2], 0.1 * pos[:, :2])
+    np.testing.assert_allclose(obs[:, -1], (r - 7) / 10)  # Circle's extra entry
+    if agent == "Ball":
+        np.testing.assert_allclose(obs[:, 2:4], 0.2 * vel[:, :2])
+        np.testing.assert_allclose(obs[:, 4:6], 0.1 * np.stack([-vel[:, 1], vel[:, 0]], 1) / 0.5)  # rolling
+    elif agent == "Car":
+        np.testing.assert_allclose(obs[:, 2:4], vel[:, :2])  # not scaled
+        np.testing.assert_allclose(obs[:, 4:6], np.stack([np.sin(core.yaw), np.cos(core.yaw)], 1))
+    else:
+        np.testing.assert_allclose(obs[:, 2], 0.1 * pos[:, 2])
+        np.testing.assert_allclose(obs[:, 3:6], 0.2 * vel)
+        quat = obs[:, 6:10]
+        np.testing.assert_allclose(np.linalg.norm(quat, axis=1), 1.0, rtol=1e-9)
+        np.testing.assert_allclose(np.abs(np.sum(quat * core.quat, axis=1)), 1.0, rtol=1e-9)  # same rotation
+        hover = np.array([1, -1, 1, -1]) * 461.5228
+        np.testing.assert_allclose(obs[:, 13:17], 2.5e-3 * (core.rotor - hover))
+        assert np.abs(obs[:, 13:17]).max() > 0  # the rotors were driven away from hover
