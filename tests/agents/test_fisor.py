@@ -202,6 +202,32 @@ def test_save_load_round_trip_gives_the_same_actions() -> None:
     np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+def test_actor_loss_is_weighted_per_sample_and_its_learning_rate_decays_on_a_cosine() -> None:
+    generator = torch.Generator().manual_seed(7)
+    obs, act = torch.randn(32, 8, generator=generator), torch.rand(32, 2, generator=generator) * 2 - 1
+    weight = torch.rand(32, generator=generator)
+
+    def first_loss(w: torch.Tensor) -> float:  # a fresh agent (same initial nets), the same draws
+        algo = make_fisor(actor_decay_steps=100)
+        torch.manual_seed(3)
+        return algo.update_actor(obs, act, w)
+
+    algo = make_fisor(actor_decay_steps=100)
+    torch.manual_seed(3)  # by hand: mean over samples of weight x squared noise-prediction error
+    t = torch.randint(0, 5, (32,))
+    noise = torch.randn_like(act)
+    bar = algo.policy.alpha_bars[t].unsqueeze(-1)
+    with torch.no_grad():
+        error = ((algo.actor(torch.sqrt(bar) * act + torch.sqrt(1 - bar) * noise, obs, t) - noise) ** 2).sum(-1)
+    assert first_loss(weight) == pytest.approx(float((weight * error).mean()), rel=1e-5)
+    assert first_loss(2 * weight) == pytest.approx(2 * first_loss(weight), rel=1e-5)
+    assert first_loss(torch.zeros(32)) == 0.0
+    for step, fraction in [(0, 1.0), (50, 0.5), (100, 0.0), (150, 0.0)]:  # clamped at the end
+        algo.actor_step.fill_(step)
+        algo.update_actor(obs, act, weight)
+        assert algo.actor_optim._optim.param_groups[0]["lr"] == pytest.approx(3e-4 * fraction, abs=1e-12)
+
+
 def test_configs_exist_for_every_safe_task_and_validate() -> None:
     names = {"ball_run", "ball_circle", "car_run", "car_circle", "drone_run", "drone_circle", "ant_run", "ant_circle"}
     assert {p.stem for p in CONFIGS.glob("*.yaml")} == names
@@ -209,8 +235,14 @@ def test_configs_exist_for_every_safe_task_and_validate() -> None:
     for path in [*CONFIGS.glob("*.yaml"), *(CONFIGS / "cpu").glob("*.yaml")]:
         config = load_config(path)
         assert config.agent == "fisor" and config.task.startswith("aligngym/")
-    paper = load_config(CONFIGS / "ball_circle.yaml")
-    assert (paper.batch_size, paper.critic_batch_size, paper.candidates, paper.diffusion_steps) == (2048, 256, 16, 5)
+    for path in CONFIGS.glob("*.yaml"):  # the paper's settings (official configs/train_config.py)
+        paper = load_config(path)
+        assert (paper.batch_size, paper.critic_batch_size, paper.candidates, paper.diffusion_steps) == (2048, 256, 16, 5)
+        assert (paper.steps, paper.actor_decay_steps, paper.critic_warmup) == (1_000_000, 3_000_000, 0)
+        assert (paper.actor_lr, paper.critic_lr, paper.value_lr) == (3e-4, 3e-4, 3e-4)
+        assert (paper.discount, paper.actor_tau, paper.critic_tau) == (0.99, 0.001, 0.005)
+        assert (paper.actor_hidden, paper.actor_blocks, paper.actor_dropout) == (256, 3, 0.1)
+        assert (paper.reward_expectile, paper.cost_expectile, paper.cost_scale) == (0.9, 0.9, 25.0)
     with pytest.raises(ConfigError, match="did you mean 'cost_temperature'"):
         load_config(CONFIGS / "ball_circle.yaml", ["cost_temprature=3"])
 
