@@ -20,8 +20,9 @@ exact resume around it:
   played and ``eval/return``, ``eval/cost``, ``eval/normalized_return``, ``eval/normalized_cost``,
   ``eval/length`` logged (DSRL's normalisation at ``cost_limit``);
 - a checkpoint (weights, optimiser states, step, and the random states of the buffer's sampler,
-  numpy and torch) every ``checkpoint_every`` steps and at the end; ``aligngym train --resume``
-  continues bit for bit on CPU.
+  numpy, torch and CUDA) every ``checkpoint_every`` steps and at the end; ``aligngym train --resume``
+  continues bit for bit on CPU (on a GPU the random streams resume too, but some CUDA kernels are
+  not deterministic).
 """
 
 from __future__ import annotations
@@ -189,15 +190,20 @@ def _set_random_state(rs: np.random.RandomState, state: dict[str, Any]) -> None:
 
 
 def _rng_state(buffer: Any) -> dict[str, Any]:
-    """Every random stream training draws from: the buffer's sampler, numpy's and torch's."""
+    """Every random stream training draws from: the buffer's sampler, numpy's, torch's CPU generator
+    and, on a GPU machine, each CUDA device's (FISOR draws its diffusion noise on the device)."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
     return {"buffer": _random_state(buffer._random_state), "numpy": _random_state(np.random.mtrand._rand),
-            "torch": torch.get_rng_state()}
+            "torch": torch.get_rng_state(), "cuda": list(cuda)}
 
 
 def _set_rng_state(buffer: Any, state: dict[str, Any]) -> None:
     _set_random_state(buffer._random_state, state["buffer"])
     _set_random_state(np.random.mtrand._rand, state["numpy"])
     torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8))
+    cuda = state.get("cuda") or []  # absent in checkpoints written before it was saved
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([torch.as_tensor(s, dtype=torch.uint8) for s in cuda])
 
 
 def setup(module: Any, config: OfflineConfig, state: dict[str, Any] | None, device: torch.device,
