@@ -135,6 +135,10 @@ def test_tiny_locomotion_kinds(data_home: Path) -> None:
     target = random_return + (max(returns) - random_return) / 3
     best = int(np.argmax(returns))
     assert expert.attrs["behaviour_medium_return"] == min(returns[:best + 1], key=lambda r: abs(r - target))
+    # medium-replay: every training episode up to the medium checkpoint, and no later one
+    medium_at = min(range(best + 1), key=lambda i: abs(returns[i] - target))
+    episodes_then = json.loads(checkpoints_file.read_text())[medium_at][0]
+    assert len(kinds["medium-replay"].episode_returns()) == episodes_then
     # a run that learned nothing makes no medium or expert data
     checkpoints_file.write_text(json.dumps([[n, -1e6] for n, _ in json.loads(checkpoints_file.read_text())]))
     with pytest.raises(DatasetError, match="does not beat uniform random actions"):
