@@ -14,7 +14,8 @@ Safe tasks (DSRL, ``scripts/train_trpol_expert.py`` + FSRL's ``TrajectoryBuffer`
    runs the other way. Every episode collected during training is kept. Per-task tuning
    (``SafeTaskSpec.behaviour``): ``penalty_start`` lets PPO learn the task unpenalised for a
    first part of each run (the sweep then starts there), ``normalize`` gives PPO running-normalised
-   observations and rewards (SB3 ``VecNormalize``; the data keep the raw ones).
+   observations and rewards (SB3 ``VecNormalize``; the data keep the raw ones), ``alive_bonus`` adds
+   that many ``u`` to every step PPO trains on (not to the data), so that falling early stops paying.
 2. **Noisy rollouts** of each run's final policy (Gaussian noise of each scale in ``noise``
    added to its deterministic action) widen the coverage.
 3. **Filter.** Episodes costlier than the task's ``max_cost`` (DSRL's cmax) or earning less than
@@ -221,8 +222,9 @@ class PIDLagrangian:
 
 
 def _wrap_recording(venv: VecEnv, recorder: EpisodeRecorder, penalty: PIDLagrangian | None,
-                    cost_unit: float = 1.0) -> VecEnv:
-    """A VecEnvWrapper that records episodes and (with a penalty) trains on ``r - lambda cost_unit c``."""
+                    cost_unit: float = 1.0, alive_bonus: float = 0.0) -> VecEnv:
+    """A VecEnvWrapper that records episodes (the env's own rewards) and trains on
+    ``r + alive_bonus cost_unit - lambda cost_unit c`` (without a penalty: ``r``)."""
 
     class _Recording(VecEnvWrapper):
         def reset(self) -> np.ndarray:
@@ -240,7 +242,7 @@ def _wrap_recording(venv: VecEnv, recorder: EpisodeRecorder, penalty: PIDLagrang
             obs, rewards, dones, infos = self.venv.step_wait()
             costs = recorder.record(self._actions, obs, rewards, dones, infos)
             if penalty is not None:
-                rewards = rewards - penalty.value * cost_unit * costs
+                rewards = rewards + alive_bonus * cost_unit - penalty.value * cost_unit * costs
             return obs, rewards.astype(np.float32), dones, infos
 
     return _Recording(venv)
@@ -325,7 +327,7 @@ def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, ru
     # a cost step is priced in units of the task's typical reward per step, so that lambda ~ 1 means
     # "as bad as a step's reward is good" on every task (rewards per step differ 100-fold across tasks)
     cost_unit = spec.reward_per_step if spec is not None else 1.0
-    venv = _wrap_recording(make_vec_env(env_id, plan.n_envs, seed), recorder, penalty, cost_unit)
+    venv = _wrap_recording(make_vec_env(env_id, plan.n_envs, seed), recorder, penalty, cost_unit, tuning.alive_bonus)
     if tuning.normalize:  # the recorder below it keeps the raw observations and rewards
         venv = VecNormalize(venv, norm_obs=True, norm_reward=True)
     episodes: list[dict[str, np.ndarray]] = []
@@ -438,7 +440,10 @@ def _generate_safe(spec: SafeTaskSpec, size: str, seed: int, out: Path | None, f
     path = Path(out) if out is not None else dataset_path(spec.env_id, size, seed)
     _target(path, force)
     started = time.perf_counter()
-    work = Workspace(path.stem, {"task": spec.env_id, "plan": asdict(plan), "behaviour": asdict(spec.behaviour),
+    behaviour = asdict(spec.behaviour)
+    if not behaviour["alive_bonus"]:  # added later: recorded only when set, so older stages stay valid
+        del behaviour["alive_bonus"]
+    work = Workspace(path.stem, {"task": spec.env_id, "plan": asdict(plan), "behaviour": behaviour,
                                  "seed": seed})  # --out names the folder: the task is part of the recipe
     parts = []
     for run in range(plan.runs):

@@ -28,6 +28,7 @@ class BehaviourTuning:
     penalty_start: float = 0.0  # fraction of each run before the Lagrangian penalty acts
     normalize: bool = False     # PPO sees running-normalised observations and rewards (SB3 VecNormalize)
     steps_scale: float = 1.0    # environment steps of each run, relative to the size's plan
+    alive_bonus: float = 0.0    # added to each training step's reward, in units of reward_per_step (not in the data)
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,16 @@ SAFE_TASKS: dict[str, SafeTaskSpec] = {spec.env_id: spec for spec in [
     SafeTaskSpec("DroneCircle", "aligngym/DroneCircle-v0", 300, (207.79, 996.39), 100, _BULLET, (0.29, 431.38),
                  behaviour=BehaviourTuning(penalty_start=0.4, normalize=True, steps_scale=2.0)),
     SafeTaskSpec("AntRun", "aligngym/AntRun-v0", 200, (0.0018, 955.48), 150, _BULLET, (52.41, 691.74)),
-    SafeTaskSpec("AntCircle", "aligngym/AntCircle-v0", 500, (0.0177, 460.71), 200, _BULLET),
+    # the light MuJoCo ant falls easily and the task pays little for staying up (0.01 a step, less
+    # than the control costs): with the generic recipe 99.9 % of the episodes ended in a fall
+    # (returns 0-60), with DroneCircle's tuning the runs learned to fall at once; PPO also gets a
+    # bonus for every step it stays up
+    SafeTaskSpec("AntCircle", "aligngym/AntCircle-v0", 500, (0.0177, 460.71), 200, _BULLET,
+                 behaviour=BehaviourTuning(penalty_start=0.4, normalize=True, steps_scale=2.0, alive_bonus=0.1)),
     # Velocity tasks: DSRL publishes only the maximum return; the minimum is taken as 0.
-    SafeTaskSpec("AntVelocity", "aligngym/AntVelocity-v1", 1000, (0.0, 2976.0), 250, _VELOCITY),
+    # generic recipe: 90 % of the episodes ended in a fall, costs 0-40 (97 % within 20): tuned too
+    SafeTaskSpec("AntVelocity", "aligngym/AntVelocity-v1", 1000, (0.0, 2976.0), 250, _VELOCITY,
+                 behaviour=BehaviourTuning(penalty_start=0.4, normalize=True, steps_scale=2.0)),
     # default PPO never held 3.21 m/s (costs 0-13 in 500k-step runs): normalised inputs, twice the
     # steps, 40 % unpenalised, as DroneCircle
     SafeTaskSpec("HalfCheetahVelocity", "aligngym/HalfCheetahVelocity-v1", 1000, (0.0, 2807.0), 250, _VELOCITY,

@@ -57,6 +57,23 @@ def test_recorder_splits_episodes_and_keeps_terminal_observations() -> None:
     assert rec.take() == []
 
 
+def test_ppo_trains_on_the_penalised_reward_with_the_alive_bonus_but_the_data_keep_the_envs() -> None:
+    spec = gen.SAFE_TASKS["aligngym/BallRun-v0"]
+    recorder, penalty = gen.EpisodeRecorder(64), gen.PIDLagrangian()
+    penalty.value = 2.0
+    venv = gen._wrap_recording(gen.make_vec_env(spec.env_id, 64, seed=0), recorder, penalty, cost_unit=3.0,
+                               alive_bonus=0.5)
+    venv.reset()
+    for _ in range(spec.max_episode_steps):  # full force along +x: costly (too fast) after a few steps
+        _, trained, dones, infos = venv.step(np.tile([1.0, 0.0], (64, 1)))
+    episodes = recorder.take()
+    assert dones.all() and len(episodes) == 64
+    last = np.array([e["rewards"][-1] for e in episodes])  # the env's own rewards, as the data keep them
+    costs = np.array([e["costs"][-1] for e in episodes])
+    assert costs.max() == 1.0
+    np.testing.assert_allclose(trained, last + 0.5 * 3.0 - 2.0 * 3.0 * costs, rtol=1e-5)  # env order
+
+
 def test_core_vec_env_times_out_at_the_task_length() -> None:
     venv = gen.make_vec_env("aligngym/BallRun-v0", 3, seed=0)
     assert isinstance(venv, gen.CoreVecEnv)
@@ -194,6 +211,9 @@ def test_tuned_behaviour_runs_normalise_and_a_new_recipe_redoes_the_stages(data_
     monkeypatch.setitem(gen.SAFE_TASKS, spec.env_id, replace(spec, behaviour=BehaviourTuning()))
     gen.generate(spec.env_id, "tiny", seed=0, force=True)
     assert trained and not (work / "run0_obs.npz").exists()  # stale stages were not reused
+    # alive_bonus came later: a recipe without it is recorded as before, so older stages stay valid
+    assert json.loads((work / "recipe.json").read_text())["behaviour"] == {
+        "penalty_start": 0.0, "normalize": False, "steps_scale": 1.0}
 
 
 def test_out_paths_with_the_same_name_do_not_share_stages_across_tasks(data_home: Path,
