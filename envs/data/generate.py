@@ -15,7 +15,8 @@ Safe tasks (DSRL, ``scripts/train_trpol_expert.py`` + FSRL's ``TrajectoryBuffer`
    (``SafeTaskSpec.behaviour``): ``penalty_start`` lets PPO learn the task unpenalised for a
    first part of each run (the sweep then starts there), ``normalize`` gives PPO running-normalised
    observations and rewards (SB3 ``VecNormalize``; the data keep the raw ones), ``alive_bonus`` adds
-   that many ``u`` to every step PPO trains on (not to the data), so that falling early stops paying.
+   that many ``u`` to every step PPO trains on (not to the data), so that falling early stops paying,
+   and ``initial_log_std`` starts PPO with calmer exploration.
 2. **Noisy rollouts** of each run's final policy (Gaussian noise of each scale in ``noise``
    added to its deterministic action) widen the coverage.
 3. **Filter.** Episodes costlier than the task's ``max_cost`` (DSRL's cmax) or earning less than
@@ -306,12 +307,12 @@ def _schedule(run: int, max_cost: float, begin: float = SWEEP[0]) -> Callable[[f
     return limit
 
 
-def _ppo(venv: VecEnv, plan: Plan, seed: int) -> PPO:
+def _ppo(venv: VecEnv, plan: Plan, seed: int, log_std_init: float = 0.0) -> PPO:
     import torch
 
     return PPO("MlpPolicy", venv, n_steps=plan.n_steps, batch_size=min(256, plan.n_steps * plan.n_envs),
                seed=seed, device="cpu", verbose=0,
-               policy_kwargs={"net_arch": list(plan.net), "activation_fn": torch.nn.Tanh})
+               policy_kwargs={"net_arch": list(plan.net), "activation_fn": torch.nn.Tanh, "log_std_init": log_std_init})
 
 
 def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, run: int, policy_path: Path,
@@ -348,7 +349,7 @@ def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, ru
                 checkpoints.append((len(episodes), float(np.mean([e["rewards"].sum() for e in fresh]))))
                 self.model.save(policy_path.with_name(f"{policy_path.stem}_{len(checkpoints) - 1}.zip"))
 
-    model = _ppo(venv, plan, seed * 1000 + run)
+    model = _ppo(venv, plan, seed * 1000 + run, tuning.initial_log_std)
     model.learn(plan.steps_per_run, callback=_Lagrange())
     bar.close()
     episodes.extend(recorder.take())
@@ -441,8 +442,9 @@ def _generate_safe(spec: SafeTaskSpec, size: str, seed: int, out: Path | None, f
     _target(path, force)
     started = time.perf_counter()
     behaviour = asdict(spec.behaviour)
-    if not behaviour["alive_bonus"]:  # added later: recorded only when set, so older stages stay valid
-        del behaviour["alive_bonus"]
+    for later in ("alive_bonus", "initial_log_std"):  # added later: recorded only when set, so that
+        if not behaviour[later]:                      # stages made before stay valid
+            del behaviour[later]
     work = Workspace(path.stem, {"task": spec.env_id, "plan": asdict(plan), "behaviour": behaviour,
                                  "seed": seed})  # --out names the folder: the task is part of the recipe
     parts = []

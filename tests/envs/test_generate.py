@@ -74,6 +74,20 @@ def test_ppo_trains_on_the_penalised_reward_with_the_alive_bonus_but_the_data_ke
     np.testing.assert_allclose(trained, last + 0.5 * 3.0 - 2.0 * 3.0 * costs, rtol=1e-5)  # env order
 
 
+def test_a_tasks_initial_log_std_reaches_ppo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from aligngym.envs.safety.specs import BehaviourTuning
+
+    spec = replace(gen.SAFE_TASKS["aligngym/BallRun-v0"], behaviour=BehaviourTuning(initial_log_std=-1.0))
+    made = []
+    real = gen._ppo
+    monkeypatch.setattr(gen, "_ppo", lambda *a: made.append(real(*a)) or made[-1])
+    gen._train_run(spec.env_id, spec, replace(gen.PLANS["tiny"], steps_per_run=512), 0, 0, tmp_path / "p.zip")
+    (model,) = made
+    assert model.policy.log_std.detach().numpy() == pytest.approx([-1.0, -1.0], abs=0.05)  # 2 small updates
+
+
 def test_core_vec_env_times_out_at_the_task_length() -> None:
     venv = gen.make_vec_env("aligngym/BallRun-v0", 3, seed=0)
     assert isinstance(venv, gen.CoreVecEnv)
@@ -211,7 +225,8 @@ def test_tuned_behaviour_runs_normalise_and_a_new_recipe_redoes_the_stages(data_
     monkeypatch.setitem(gen.SAFE_TASKS, spec.env_id, replace(spec, behaviour=BehaviourTuning()))
     gen.generate(spec.env_id, "tiny", seed=0, force=True)
     assert trained and not (work / "run0_obs.npz").exists()  # stale stages were not reused
-    # alive_bonus came later: a recipe without it is recorded as before, so older stages stay valid
+    # alive_bonus and initial_log_std came later: a recipe without them is recorded as before, so
+    # older stages stay valid
     assert json.loads((work / "recipe.json").read_text())["behaviour"] == {
         "penalty_start": 0.0, "normalize": False, "steps_scale": 1.0}
 
