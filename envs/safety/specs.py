@@ -6,8 +6,8 @@ only when the threshold ``L`` is 0. AlignGym's tasks are re-implementations, so 
 not on DSRL's scale; ``reward_min`` / ``reward_max`` are the minimum and maximum episode return
 of AlignGym's own generated ``full`` dataset for the task, seed 0 (``own_range``). Where no
 full dataset with episodes on both sides of the task's first cost threshold has been generated
-yet (``own_range`` is None: AntCircle and AntVelocity, whose behaviour runs are being tuned), DSRL's
-constants stand in. Regenerating a full dataset with other code changes these numbers: update the
+yet (``own_range`` is None: AntCircle, whose behaviour runs are being tuned), DSRL's constants
+stand in. Regenerating a full dataset with other code changes these numbers: update the
 row (``aligngym data info FILE`` prints ``min/max_episode_reward``).
 
 CarCircle, DroneCircle and HalfCheetahVelocity needed per-task tuning of the behaviour runs
@@ -92,7 +92,7 @@ SAFE_TASKS: dict[str, SafeTaskSpec] = {spec.env_id: spec for spec in [
                                            initial_log_std=-1.0)),
     # Velocity tasks: DSRL publishes only the maximum return; the minimum is taken as 0.
     # generic recipe: 90 % of the episodes ended in a fall, costs 0-40 (97 % within 20): tuned too
-    SafeTaskSpec("AntVelocity", "aligngym/AntVelocity-v1", 1000, (0.0, 2976.0), 250, _VELOCITY,
+    SafeTaskSpec("AntVelocity", "aligngym/AntVelocity-v1", 1000, (0.0, 2976.0), 250, _VELOCITY, (-39.50, 2259.19),
                  behaviour=BehaviourTuning(penalty_start=0.4, normalize=True, steps_scale=2.0)),
     # default PPO never held 3.21 m/s (costs 0-13 in 500k-step runs): normalised inputs, twice the
     # steps, 40 % unpenalised, as DroneCircle
