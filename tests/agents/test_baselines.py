@@ -211,6 +211,8 @@ def test_every_config_runs_smoke_end_to_end(tiny_data, tmp_path, path):
     assert math.isfinite(result["eval/normalized_return"])
     assert result["checkpoint_step"] == config.steps and result["episodes"] == 1
     assert (run_dir / "eval.json").is_file()
+    with pytest.raises(ConfigError, match=f"--selection does not apply to {config.agent} runs"):
+        evaluate(run_dir, episodes=1, selection="first_feasible")  # FISOR's option
 
 
 # ---------------------------------------------------------------------- checkpoints
