@@ -117,10 +117,9 @@ def dataset_file(config: OfflineConfig) -> Path:
 
 def load_data(config: OfflineConfig, env: gym.Env) -> OfflineDataset:
     """The run's dataset; a missing generated one raises an error naming the command that makes it."""
-    ds = config.dataset
-    if ds.path is not None:  # the user's own file: no generate command makes it
-        return load_dataset(dataset_file(config), env=env.unwrapped)
-    return load_dataset(dataset_file(config), env=env.unwrapped, env_id=config.task, size=ds.size, seed=ds.seed)
+    ds = config.dataset  # the user's own file (dataset.path): no generate command makes it
+    made = {} if ds.path is not None else {"env_id": config.task, "size": ds.size, "seed": ds.seed}
+    return load_dataset(dataset_file(config), env=env.unwrapped, **made)
 
 
 def action_bound(config: OfflineConfig, env: gym.Env) -> float:
