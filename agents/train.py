@@ -13,11 +13,9 @@ is ever executed.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +27,13 @@ from tianshou.utils import TensorboardLogger
 
 from aligngym.agents.config import (ConfigError, RunConfig, agent_module, dump_config, load_config,
                                     validate)
+from aligngym.envs.data.dataset import atomic_write, package_version
 
 CHECKPOINT = "checkpoint.pt"
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupt or not AlignGym's."""
-
-
-def package_version() -> str:
-    try:
-        return version("aligngym")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,15 +70,15 @@ def to_numpy(obj: Any) -> Any:
 
 
 def save_checkpoint(path: Path, config: RunConfig, state: dict[str, Any]) -> None:
-    """Write ``state`` atomically (temporary file, fsync, rename)."""
+    """Write ``state`` atomically (temporary file, fsync, rename: a crash keeps the previous one)."""
     payload = {"format": "aligngym-checkpoint-1", "version": package_version(),
                "config": config.model_dump(mode="json"), "state": to_safe(state)}
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+
+    def write(tmp_name: str) -> None:
+        with open(tmp_name, "wb") as fh:
+            torch.save(payload, fh)
+
+    atomic_write(path, write)
 
 
 def load_checkpoint(path: str | Path) -> tuple[RunConfig, dict[str, Any]]:

@@ -83,7 +83,8 @@ def generate_command(env_id: str, size: str, seed: int) -> str:
     return f"aligngym data generate {env_id} --size {size} --seed {seed}"
 
 
-def _package_version() -> str:
+def package_version() -> str:
+    """The installed AlignGym version (recorded in datasets and checkpoints)."""
     try:
         return metadata.version("aligngym")
     except metadata.PackageNotFoundError:
@@ -157,7 +158,7 @@ def write_dataset(path: str | Path, arrays: dict[str, np.ndarray], attrs: dict[s
     if _JSON_ATTRS in attrs:
         raise DatasetError(f"{where}: attribute name '{_JSON_ATTRS}' is reserved")
     encoded = {key: _encode_attr(key, value) for key, value in attrs.items()}
-    encoded.update(aligngym_version=_package_version(), format="d4rl")
+    encoded.update(aligngym_version=package_version(), format="d4rl")
     json_keys = [k for k, v in attrs.items() if isinstance(encoded[k], str)
                  and not isinstance(v, str) and k not in ("aligngym_version", "format")]
     encoded[_JSON_ATTRS] = json.dumps(json_keys)
@@ -169,10 +170,10 @@ def write_dataset(path: str | Path, arrays: dict[str, np.ndarray], attrs: dict[s
             for key, value in encoded.items():
                 file.attrs[key] = value
 
-    return _atomic_write(path, write)
+    return atomic_write(path, write)
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> Path:
+def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
     """Run ``write`` on a temporary sibling of ``path``, then rename it over ``path``: readers
     see the old file or the complete new one, never a partial one; a failure leaves no temp."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -518,4 +519,4 @@ def plot_reward_cost(ds: OfflineDataset, out_png: str | Path,
     ax.set_ylabel("episode return")
     ax.set_title(title or (ds.path.name if ds.path else "offline dataset"))
     fig.tight_layout()
-    return _atomic_write(out_png, lambda tmp_name: fig.savefig(tmp_name, format="png"))
+    return atomic_write(out_png, lambda tmp_name: fig.savefig(tmp_name, format="png"))

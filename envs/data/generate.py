@@ -40,13 +40,20 @@ score ``100 (R - random) / (expert - random)``.
 Resumable: every finished stage (a behaviour run with its saved policy, a set of noisy rollouts)
 is written to ``<data dir>/.work/<file stem>/`` and skipped when the command runs again (stages
 made with another plan, tuning or seed, as recorded in ``recipe.json`` there, are deleted and redone).
-Deterministic: the same task, size and seed give the same file (on the same machine; the
-behaviour nets run on one thread). Deviations from DSRL: PPO instead of TRPO, far fewer environment steps on CPU.
+A behaviour run also saves its progress ``SAVES_PER_RUN`` times (``run<k>.partial/``: the PPO
+weights and optimiser, the Lagrangian's state, the observation and reward statistics, the episodes
+so far, all without pickles) and an interrupted run goes on from its last save, with fresh episodes
+(the ones under way at the save are dropped) and environment and PPO seeds offset by the save's
+number. Deterministic: the same task, size and seed give the same file (on the same machine; the
+behaviour nets run on one thread); a run resumed from a save gives other data than an
+uninterrupted one (deterministic again for the same save). Deviations from DSRL: PPO instead of TRPO, far fewer environment steps on CPU.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -59,7 +66,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecNormalize
 from tqdm import tqdm
 
-from aligngym.envs.data.dataset import (DatasetError, OfflineDataset, data_dir, dataset_path, load_dataset,
+from aligngym.envs.data.dataset import (DatasetError, OfflineDataset, atomic_write, data_dir, dataset_path,
+                                        load_dataset,
                                         write_dataset)
 from aligngym.envs.data.filters import grid_filter
 from aligngym.envs.safety.specs import SAFE_TASKS, BehaviourTuning, SafeTaskSpec, task_spec
@@ -72,6 +80,7 @@ LOCOMOTION = {  # D4RL's reference returns (d4rl/infos.py REF_MIN_SCORE / REF_MA
 LOCOMOTION_KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 PID_GAINS = (0.05, 0.005, 0.1)  # FSRL's PID Lagrangian (KP, KI, KD)
 SWEEP = (0.1, 0.9)  # fractions of a behaviour run between which the cost limit sweeps
+SAVES_PER_RUN = 10  # a behaviour run saves its progress this many times, so that it can resume
 
 
 @dataclass(frozen=True)
@@ -263,11 +272,11 @@ class Workspace:
         recorded = self.root / "recipe.json"
         wanted = json.dumps(recipe, sort_keys=True)
         if not recorded.is_file() or recorded.read_text() != wanted:
-            stale = [p for p in self.root.iterdir() if p.is_file() and p != recorded]
+            stale = [p for p in self.root.iterdir() if p != recorded]
             if stale:
                 tqdm.write(f"{self.root}: {len(stale)} files made by another recipe, starting again")
                 for p in stale:
-                    p.unlink()
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
             recorded.write_text(wanted)
 
     def stage(self, name: str, make: Callable[[], OfflineDataset]) -> OfflineDataset:
@@ -280,10 +289,14 @@ class Workspace:
             except DatasetError:
                 path.unlink()  # an unreadable stage is redone
         started = time.perf_counter()
+        partial = self.partial(name)
+        earlier = PartialRun.seconds_in(partial)  # an interrupted call's work on the stage
         ds = make()
-        ds.attrs["seconds"] = round(time.perf_counter() - started, 1)  # what the stage cost to make
+        now = time.perf_counter() - started
+        ds.attrs["seconds"] = round(earlier + now, 1)  # what the stage cost to make
         write_dataset(path, ds.arrays, ds.attrs)
-        self.made_seconds += ds.attrs["seconds"]
+        shutil.rmtree(partial, ignore_errors=True)
+        self.made_seconds += now
         self.stage_seconds += ds.attrs["seconds"]
         return ds
 
@@ -294,6 +307,57 @@ class Workspace:
 
     def policy(self, name: str) -> Path:
         return self.root / f"{name}.zip"
+
+    def partial(self, name: str) -> Path:
+        """Where the stage's behaviour run keeps its saves until the stage is written."""
+        return self.root / f"{name}.partial"
+
+
+class PartialRun:
+    """The saves of one unfinished behaviour run: ``state.pt`` (tensors and numbers, read with
+    ``weights_only``) and ``part<k>.hdf5`` (the episodes finished between saves k - 1 and k)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.state_path = root / "state.pt"
+
+    @staticmethod
+    def seconds_in(root: Path) -> float:
+        state = PartialRun(root).load()
+        return float(state["seconds"]) if state is not None else 0.0
+
+    def load(self) -> dict[str, Any] | None:
+        """The last save, or None (none yet, or unreadable: the run starts again)."""
+        import torch
+
+        if not self.state_path.is_file():
+            return None
+        try:
+            state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+            state["episodes"] = [episode for k in range(state["parts"])
+                                 for episode in load_dataset(self.root / f"part{k}.hdf5").trajectories()]
+        except Exception as err:  # a foreign or damaged save: start the run again
+            tqdm.write(f"{self.root}: cannot resume from it ({type(err).__name__}); the run starts again")
+            shutil.rmtree(self.root, ignore_errors=True)
+            return None
+        return state
+
+    def save(self, state: dict[str, Any], new_episodes: list[dict[str, np.ndarray]]) -> int:
+        """Write the episodes finished since the last save, then (the commit point) the state;
+        returns the number of episode parts the save holds."""
+        import torch
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        if new_episodes:
+            write_dataset(self.root / f"part{state['parts']}.hdf5", episodes_to_dataset(new_episodes, {}).arrays, {})
+            state = {**state, "parts": state["parts"] + 1}
+
+        def write(tmp_name: str) -> None:
+            with open(tmp_name, "wb") as fh:
+                torch.save(state, fh)
+
+        atomic_write(self.state_path, write)
+        return state["parts"]
 
 
 def _schedule(run: int, max_cost: float, begin: float = SWEEP[0]) -> Callable[[float], float]:
@@ -317,22 +381,67 @@ def _ppo(venv: VecEnv, plan: Plan, seed: int, log_std_init: float = 0.0) -> PPO:
 
 def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, run: int, policy_path: Path,
                checkpoints: list[tuple[int, float]] | None = None) -> list[dict[str, np.ndarray]]:
-    """One PPO(-Lagrangian) behaviour run; returns every episode it played."""
+    """One PPO(-Lagrangian) behaviour run; returns every episode it played. Saves its progress next
+    to ``policy_path`` (``<stem>.partial/``) and goes on from the last save if there is one."""
+    import torch
+
+    started = time.perf_counter()
     recorder = EpisodeRecorder(plan.n_envs)
     tuning = spec.behaviour if spec is not None else BehaviourTuning()
     plan = replace(plan, steps_per_run=int(plan.steps_per_run * tuning.steps_scale))
     if spec is not None:  # every environment must finish a couple of episodes, however long they are
         plan = replace(plan, steps_per_run=max(plan.steps_per_run, 2 * plan.n_envs * spec.max_episode_steps))
+    partial = PartialRun(policy_path.with_suffix(".partial"))
+    saved = partial.load()
+    resumed = 0 if saved is None else saved["saves"]  # offsets the seeds of a resumed run
     penalty = PIDLagrangian() if spec is not None else None
     limit = _schedule(run, spec.max_cost, max(SWEEP[0], tuning.penalty_start)) if spec is not None else None
     # a cost step is priced in units of the task's typical reward per step, so that lambda ~ 1 means
     # "as bad as a step's reward is good" on every task (rewards per step differ 100-fold across tasks)
     cost_unit = spec.reward_per_step if spec is not None else 1.0
-    venv = _wrap_recording(make_vec_env(env_id, plan.n_envs, seed), recorder, penalty, cost_unit, tuning.alive_bonus)
+    venv = _wrap_recording(make_vec_env(env_id, plan.n_envs, seed + 7919 * resumed), recorder, penalty, cost_unit,
+                           tuning.alive_bonus)
     if tuning.normalize:  # the recorder below it keeps the raw observations and rewards
         venv = VecNormalize(venv, norm_obs=True, norm_reward=True)
+    model = _ppo(venv, plan, seed * 1000 + run + 7919 * resumed, tuning.initial_log_std)
     episodes: list[dict[str, np.ndarray]] = []
-    bar = tqdm(total=plan.steps_per_run, desc=f"{env_id} behaviour run {run}", unit="step", leave=False)
+    state: dict[str, Any] = {"saves": 0, "parts": 0, "seconds": 0.0}
+    if saved is not None:
+        episodes = saved.pop("episodes")
+        state = saved
+        model.policy.load_state_dict(state["policy"])
+        model.policy.optimizer.load_state_dict(state["optimizer"])
+        model.num_timesteps = int(state["timesteps"])
+        if penalty is not None:
+            penalty.integral, penalty.previous_cost, penalty.value = state["penalty"]
+        if tuning.normalize:
+            for name in ("obs_rms", "ret_rms"):
+                stats = getattr(venv, name)
+                stats.mean = state[name]["mean"].numpy().astype(np.float64)
+                stats.var = state[name]["var"].numpy().astype(np.float64)
+                stats.count = float(state[name]["count"])
+        if checkpoints is not None:
+            checkpoints[:] = [(int(n), float(r)) for n, r in state["checkpoints"]]
+    rollout = plan.n_steps * plan.n_envs
+    save_every = max(1, math.ceil(plan.steps_per_run / rollout) // SAVES_PER_RUN)
+    bar = tqdm(total=plan.steps_per_run, initial=model.num_timesteps, desc=f"{env_id} behaviour run {run}",
+               unit="step", leave=False)
+    saved_episodes, earlier_seconds = len(episodes), float(state["seconds"])
+
+    def save() -> None:
+        nonlocal saved_episodes
+        state.update(saves=state["saves"] + 1, timesteps=model.num_timesteps,
+                     seconds=earlier_seconds + time.perf_counter() - started,
+                     policy=model.policy.state_dict(), optimizer=model.policy.optimizer.state_dict(),
+                     checkpoints=list(checkpoints or []),
+                     penalty=(penalty.integral, penalty.previous_cost, penalty.value) if penalty else None)
+        if tuning.normalize:
+            for name in ("obs_rms", "ret_rms"):
+                stats = getattr(venv, name)
+                state[name] = {"mean": torch.as_tensor(stats.mean), "var": torch.as_tensor(stats.var),
+                               "count": float(stats.count)}
+        state["parts"] = partial.save(state, episodes[saved_episodes:])
+        saved_episodes = len(episodes)
 
     class _Lagrange(BaseCallback):
         def _on_step(self) -> bool:
@@ -341,16 +450,19 @@ def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, ru
         def _on_rollout_end(self) -> None:
             fresh = recorder.take()
             episodes.extend(fresh)
-            bar.update(plan.n_steps * plan.n_envs)
+            bar.update(rollout)
             progress = self.num_timesteps / plan.steps_per_run
             if fresh and penalty is not None and progress >= tuning.penalty_start:
                 penalty.update(float(np.mean([e["costs"].sum() for e in fresh])), limit(progress))
             if fresh and checkpoints is not None:  # locomotion: snapshot the policy and its return
                 checkpoints.append((len(episodes), float(np.mean([e["rewards"].sum() for e in fresh]))))
                 self.model.save(policy_path.with_name(f"{policy_path.stem}_{len(checkpoints) - 1}.zip"))
+            if (self.num_timesteps // rollout) % save_every == 0 and self.num_timesteps < plan.steps_per_run:
+                save()
 
-    model = _ppo(venv, plan, seed * 1000 + run, tuning.initial_log_std)
-    model.learn(plan.steps_per_run, callback=_Lagrange())
+    remaining = plan.steps_per_run - model.num_timesteps
+    if remaining > 0:
+        model.learn(remaining, callback=_Lagrange(), reset_num_timesteps=saved is None)
     bar.close()
     episodes.extend(recorder.take())
     model.save(policy_path)

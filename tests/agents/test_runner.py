@@ -141,6 +141,7 @@ def test_truncated_checkpoint_is_reported_and_atomic_write_keeps_the_old_one(tmp
     with pytest.raises(OSError):
         save_checkpoint(ckpt, config, state)
     assert ckpt.read_bytes() == good, "a failed write must leave the previous checkpoint intact"
+    assert not list(run_dir.glob("*.tmp")), "a failed write must not leave its temporary file"
     monkeypatch.undo()
     ckpt.write_bytes(good[: len(good) // 2])
     with pytest.raises(CheckpointError, match="corrupt"):

@@ -125,7 +125,7 @@ def test_round_trip_preserves_arrays_and_attrs(tmp_path):
     for key, value in attrs.items():
         assert ds.attrs[key] == value
     assert ds.attrs["format"] == "d4rl"
-    assert ds.attrs["aligngym_version"] == dataset_module._package_version()
+    assert ds.attrs["aligngym_version"] == dataset_module.package_version()
     assert ds.path == path and len(ds) == N
 
 

@@ -117,6 +117,7 @@ def test_tiny_safe_dataset_is_complete_deterministic_and_resumable(data_home: Pa
     assert ds.attrs["max_episode_reward"] == pytest.approx(ds.episode_returns().max(), rel=1e-5)
     assert (data["timeouts"].sum() + data["terminals"].sum()) == ds.attrs["episodes"]
     assert np.abs(data["actions"]).max() <= 1.0
+    assert not list((data_home / ".work").glob("*/*.partial"))  # finished runs leave no saves behind
 
     with pytest.raises(DatasetError, match="--force"):
         gen.generate("aligngym/BallCircle-v0", "tiny", seed=0)
@@ -223,12 +224,71 @@ def test_tuned_behaviour_runs_normalise_and_a_new_recipe_redoes_the_stages(data_
     gen.generate(spec.env_id, "tiny", seed=0, force=True)
     assert not trained  # same recipe: every stage reused
     monkeypatch.setitem(gen.SAFE_TASKS, spec.env_id, replace(spec, behaviour=BehaviourTuning()))
+    (work / "run7.partial").mkdir()  # an unfinished run's saves are stale too
     gen.generate(spec.env_id, "tiny", seed=0, force=True)
     assert trained and not (work / "run0_obs.npz").exists()  # stale stages were not reused
+    assert not (work / "run7.partial").exists()
     # alive_bonus and initial_log_std came later: a recipe without them is recorded as before, so
     # older stages stay valid
     assert json.loads((work / "recipe.json").read_text())["behaviour"] == {
         "penalty_start": 0.0, "normalize": False, "steps_scale": 1.0}
+
+
+def test_an_interrupted_behaviour_run_goes_on_from_its_last_save(data_home: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = gen.SAFE_TASKS["aligngym/DroneCircle-v0"]  # normalised inputs and a penalty: every part of a save
+    real_save = gen.PartialRun.save
+    saves = []
+
+    def save_then_stop(self: gen.PartialRun, state: dict, new: list) -> int:
+        saves.append(len(new))
+        parts = real_save(self, state, new)
+        if len(saves) == 3:
+            raise KeyboardInterrupt  # as a user's Ctrl-C after the third save
+        return parts
+
+    monkeypatch.setattr(gen.PartialRun, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        gen.generate(spec.env_id, "tiny", seed=0)
+    work = data_home / ".work" / "DroneCircle-v0-tiny-s0"
+    assert not (work / "run0.hdf5").exists()
+    state = gen.PartialRun(work / "run0.partial").load()
+    rollout = gen.PLANS["tiny"].n_steps * gen.PLANS["tiny"].n_envs
+    assert state["saves"] == 3 and state["timesteps"] == 3 * rollout and state["seconds"] > 0
+    assert len(state["episodes"]) == sum(saves) > 0 and state["penalty"][2] >= 0
+    assert state["obs_rms"]["count"] > 3 * rollout * 0.9  # the statistics were saved, not fresh ones
+
+    monkeypatch.setattr(gen.PartialRun, "save", real_save)
+    resumed = []
+    real_learn = gen.PPO.learn
+
+    def learn(model: gen.PPO, total_timesteps: int, **kwargs: object) -> gen.PPO:
+        weights = model.policy.state_dict()
+        resumed.append((model.num_timesteps, total_timesteps,
+                        all(torch.equal(weights[k], v) for k, v in state["policy"].items()),
+                        np.array_equal(model.get_env().obs_rms.mean, state["obs_rms"]["mean"].numpy())))
+        return real_learn(model, total_timesteps, **kwargs)
+
+    import torch
+
+    monkeypatch.setattr(gen.PPO, "learn", learn)
+    (path,) = gen.generate(spec.env_id, "tiny", seed=0)
+    steps = int(gen.PLANS["tiny"].steps_per_run * spec.behaviour.steps_scale)
+    assert resumed == [(3 * rollout, steps - 3 * rollout, True, True)]  # on from the save, not from 0
+    run0 = load_dataset(work / "run0.hdf5")
+    for old, new in zip(state["episodes"], run0.trajectories()):  # the saved episodes come first
+        np.testing.assert_array_equal(old["observations"], new["observations"])
+    assert len(run0.trajectories()) > len(state["episodes"])
+    assert run0.attrs["seconds"] >= state["seconds"]  # the interrupted call's work is counted
+    assert not (work / "run0.partial").exists() and load_dataset(path).attrs["episodes"] > 0
+
+
+def test_a_damaged_save_starts_the_run_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "run0.partial").mkdir()
+    (tmp_path / "run0.partial" / "state.pt").write_bytes(b"not a save")
+    assert gen.PartialRun(tmp_path / "run0.partial").load() is None
+    assert "cannot resume" in capsys.readouterr().out and not (tmp_path / "run0.partial").exists()
+    assert gen.PartialRun(tmp_path / "nothing").load() is None
 
 
 def test_out_paths_with_the_same_name_do_not_share_stages_across_tasks(data_home: Path,
