@@ -179,6 +179,9 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_name, 0o666 & ~umask)  # a plain file's permissions (mkstemp makes it owner-only)
     try:
         write(tmp_name)
         with open(tmp_name, "rb+") as handle:  # durable before it becomes visible

@@ -40,7 +40,7 @@ score ``100 (R - random) / (expert - random)``.
 Resumable: every finished stage (a behaviour run with its saved policy, a set of noisy rollouts)
 is written to ``<data dir>/.work/<file stem>/`` and skipped when the command runs again (stages
 made with another plan, tuning or seed, as recorded in ``recipe.json`` there, are deleted and redone).
-A behaviour run also saves its progress ``SAVES_PER_RUN`` times (``run<k>.partial/``: the PPO
+A behaviour run also saves its progress about ``SAVES_PER_RUN`` times (``run<k>.partial/``: the PPO
 weights and optimiser, the Lagrangian's state, the observation and reward statistics, the episodes
 so far, all without pickles) and an interrupted run goes on from its last save, with fresh episodes
 (the ones under way at the save are dropped) and environment and PPO seeds offset by the save's
@@ -61,14 +61,14 @@ from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
+import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecNormalize
 from tqdm import tqdm
 
 from aligngym.envs.data.dataset import (DatasetError, OfflineDataset, atomic_write, data_dir, dataset_path,
-                                        load_dataset,
-                                        write_dataset)
+                                        load_dataset, write_dataset)
 from aligngym.envs.data.filters import grid_filter
 from aligngym.envs.safety.specs import SAFE_TASKS, BehaviourTuning, SafeTaskSpec, task_spec
 
@@ -260,7 +260,8 @@ def _wrap_recording(venv: VecEnv, recorder: EpisodeRecorder, penalty: PIDLagrang
 
 # ---------------------------------------------------------------------- stages
 class Workspace:
-    """``<data dir>/.work/<stem>/``: finished stages as HDF5 (+ SB3 policies), for resuming.
+    """``<data dir>/.work/<stem>/``: finished stages as HDF5 (+ SB3 policies) and the saves of an
+    unfinished behaviour run (``<stage>.partial/``), for resuming.
     ``recipe`` (the task, plan and tuning that make the stages) is kept in ``recipe.json``; stages made
     by another recipe are deleted rather than reused."""
 
@@ -274,28 +275,29 @@ class Workspace:
         if not recorded.is_file() or recorded.read_text() != wanted:
             stale = [p for p in self.root.iterdir() if p != recorded]
             if stale:
-                tqdm.write(f"{self.root}: {len(stale)} files made by another recipe, starting again")
+                tqdm.write(f"{self.root}: {len(stale)} stages or saves made by another recipe, starting again")
                 for p in stale:
                     shutil.rmtree(p) if p.is_dir() else p.unlink()
             recorded.write_text(wanted)
 
     def stage(self, name: str, make: Callable[[], OfflineDataset]) -> OfflineDataset:
         path = self.root / f"{name}.hdf5"
+        partial = PartialRun(self.partial(name))
         if path.exists():
             try:
                 ds = load_dataset(path)
                 self.stage_seconds += float(ds.attrs.get("seconds", 0.0))
+                partial.discard()  # left by a call stopped right after writing the stage
                 return ds
             except DatasetError:
                 path.unlink()  # an unreadable stage is redone
         started = time.perf_counter()
-        partial = self.partial(name)
-        earlier = PartialRun.seconds_in(partial)  # an interrupted call's work on the stage
+        earlier = partial.seconds()  # an interrupted call's work on the stage
         ds = make()
         now = time.perf_counter() - started
         ds.attrs["seconds"] = round(earlier + now, 1)  # what the stage cost to make
         write_dataset(path, ds.arrays, ds.attrs)
-        shutil.rmtree(partial, ignore_errors=True)
+        partial.discard()
         self.made_seconds += now
         self.stage_seconds += ds.attrs["seconds"]
         return ds
@@ -320,33 +322,45 @@ class PartialRun:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.state_path = root / "state.pt"
+        self.aside = root.with_name(root.name + ".unreadable")
 
-    @staticmethod
-    def seconds_in(root: Path) -> float:
-        state = PartialRun(root).load()
-        return float(state["seconds"]) if state is not None else 0.0
+    def _state(self) -> dict[str, Any]:
+        return torch.load(self.state_path, map_location="cpu", weights_only=True)
+
+    def seconds(self) -> float:
+        """Compute time of the run up to its last save (0 without a readable save)."""
+        try:
+            return float(self._state()["seconds"]) if self.state_path.is_file() else 0.0
+        except Exception:  # load() says why
+            return 0.0
 
     def load(self) -> dict[str, Any] | None:
-        """The last save, or None (none yet, or unreadable: the run starts again)."""
-        import torch
-
+        """The last save with its ``episodes``, or None (none yet, or unreadable: set aside)."""
         if not self.state_path.is_file():
             return None
         try:
-            state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+            state = self._state()
             state["episodes"] = [episode for k in range(state["parts"])
                                  for episode in load_dataset(self.root / f"part{k}.hdf5").trajectories()]
-        except Exception as err:  # a foreign or damaged save: start the run again
-            tqdm.write(f"{self.root}: cannot resume from it ({type(err).__name__}); the run starts again")
-            shutil.rmtree(self.root, ignore_errors=True)
+        except Exception as err:  # a foreign or damaged save
+            self.set_aside(err)
             return None
         return state
+
+    def set_aside(self, err: Exception) -> None:
+        """Move saves that cannot be resumed out of the way (kept until the stage is written)."""
+        shutil.rmtree(self.aside, ignore_errors=True)
+        self.root.rename(self.aside)
+        tqdm.write(f"{self.root}: cannot resume from it ({type(err).__name__}: {str(err)[:200]}); kept as "
+                   f"{self.aside.name}, the run starts again")
+
+    def discard(self) -> None:
+        for folder in (self.root, self.aside):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def save(self, state: dict[str, Any], new_episodes: list[dict[str, np.ndarray]]) -> int:
         """Write the episodes finished since the last save, then (the commit point) the state;
         returns the number of episode parts the save holds."""
-        import torch
-
         self.root.mkdir(parents=True, exist_ok=True)
         if new_episodes:
             write_dataset(self.root / f"part{state['parts']}.hdf5", episodes_to_dataset(new_episodes, {}).arrays, {})
@@ -372,8 +386,6 @@ def _schedule(run: int, max_cost: float, begin: float = SWEEP[0]) -> Callable[[f
 
 
 def _ppo(venv: VecEnv, plan: Plan, seed: int, log_std_init: float = 0.0) -> PPO:
-    import torch
-
     return PPO("MlpPolicy", venv, n_steps=plan.n_steps, batch_size=min(256, plan.n_steps * plan.n_envs),
                seed=seed, device="cpu", verbose=0,
                policy_kwargs={"net_arch": list(plan.net), "activation_fn": torch.nn.Tanh, "log_std_init": log_std_init})
@@ -383,9 +395,8 @@ def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, ru
                checkpoints: list[tuple[int, float]] | None = None) -> list[dict[str, np.ndarray]]:
     """One PPO(-Lagrangian) behaviour run; returns every episode it played. Saves its progress next
     to ``policy_path`` (``<stem>.partial/``) and goes on from the last save if there is one."""
-    import torch
-
     started = time.perf_counter()
+    given_plan = plan
     recorder = EpisodeRecorder(plan.n_envs)
     tuning = spec.behaviour if spec is not None else BehaviourTuning()
     plan = replace(plan, steps_per_run=int(plan.steps_per_run * tuning.steps_scale))
@@ -393,7 +404,7 @@ def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, ru
         plan = replace(plan, steps_per_run=max(plan.steps_per_run, 2 * plan.n_envs * spec.max_episode_steps))
     partial = PartialRun(policy_path.with_suffix(".partial"))
     saved = partial.load()
-    resumed = 0 if saved is None else saved["saves"]  # offsets the seeds of a resumed run
+    resumed = 0 if saved is None else int(saved["saves"])  # offsets the seeds of a resumed run
     penalty = PIDLagrangian() if spec is not None else None
     limit = _schedule(run, spec.max_cost, max(SWEEP[0], tuning.penalty_start)) if spec is not None else None
     # a cost step is priced in units of the task's typical reward per step, so that lambda ~ 1 means
@@ -404,27 +415,22 @@ def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, ru
     if tuning.normalize:  # the recorder below it keeps the raw observations and rewards
         venv = VecNormalize(venv, norm_obs=True, norm_reward=True)
     model = _ppo(venv, plan, seed * 1000 + run + 7919 * resumed, tuning.initial_log_std)
-    episodes: list[dict[str, np.ndarray]] = []
     state: dict[str, Any] = {"saves": 0, "parts": 0, "seconds": 0.0}
+    episodes: list[dict[str, np.ndarray]] = []
     if saved is not None:
-        episodes = saved.pop("episodes")
+        try:
+            episodes = _restore(saved, model, venv if tuning.normalize else None, penalty, checkpoints)
+        except Exception as err:  # a save this code cannot use (its nets or spaces differ)
+            venv.close()
+            partial.set_aside(err)
+            if checkpoints is not None:
+                checkpoints.clear()
+            return _train_run(env_id, spec, given_plan, seed, run, policy_path, checkpoints)
         state = saved
-        model.policy.load_state_dict(state["policy"])
-        model.policy.optimizer.load_state_dict(state["optimizer"])
-        model.num_timesteps = int(state["timesteps"])
-        if penalty is not None:
-            penalty.integral, penalty.previous_cost, penalty.value = state["penalty"]
-        if tuning.normalize:
-            for name in ("obs_rms", "ret_rms"):
-                stats = getattr(venv, name)
-                stats.mean = state[name]["mean"].numpy().astype(np.float64)
-                stats.var = state[name]["var"].numpy().astype(np.float64)
-                stats.count = float(state[name]["count"])
-        if checkpoints is not None:
-            checkpoints[:] = [(int(n), float(r)) for n, r in state["checkpoints"]]
     rollout = plan.n_steps * plan.n_envs
-    save_every = max(1, math.ceil(plan.steps_per_run / rollout) // SAVES_PER_RUN)
-    bar = tqdm(total=plan.steps_per_run, initial=model.num_timesteps, desc=f"{env_id} behaviour run {run}",
+    save_every = max(1, round(math.ceil(plan.steps_per_run / rollout) / SAVES_PER_RUN))
+    first_timestep = model.num_timesteps
+    bar = tqdm(total=plan.steps_per_run, initial=first_timestep, desc=f"{env_id} behaviour run {run}",
                unit="step", leave=False)
     saved_episodes, earlier_seconds = len(episodes), float(state["seconds"])
 
@@ -447,6 +453,13 @@ def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, ru
         def _on_step(self) -> bool:
             return True
 
+        def _on_rollout_start(self) -> None:
+            # SB3 updates the policy between a rollout's end and the next one's start: a save
+            # here holds the update of every rollout it counts
+            done = self.model.num_timesteps
+            if done > first_timestep and (done // rollout) % save_every == 0:
+                save()
+
         def _on_rollout_end(self) -> None:
             fresh = recorder.take()
             episodes.extend(fresh)
@@ -457,8 +470,6 @@ def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, ru
             if fresh and checkpoints is not None:  # locomotion: snapshot the policy and its return
                 checkpoints.append((len(episodes), float(np.mean([e["rewards"].sum() for e in fresh]))))
                 self.model.save(policy_path.with_name(f"{policy_path.stem}_{len(checkpoints) - 1}.zip"))
-            if (self.num_timesteps // rollout) % save_every == 0 and self.num_timesteps < plan.steps_per_run:
-                save()
 
     remaining = plan.steps_per_run - model.num_timesteps
     if remaining > 0:
@@ -470,6 +481,27 @@ def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, ru
         np.savez(_obs_stats_path(policy_path), mean=venv.obs_rms.mean, var=venv.obs_rms.var,
                  clip=venv.clip_obs, epsilon=venv.epsilon)
     return episodes
+
+
+def _restore(saved: dict[str, Any], model: PPO, normalizer: VecNormalize | None, penalty: PIDLagrangian | None,
+             checkpoints: list[tuple[int, float]] | None) -> list[dict[str, np.ndarray]]:
+    """Put a behaviour run's save back into a fresh model and its helpers; returns its episodes."""
+    model.policy.load_state_dict(saved["policy"])
+    model.policy.optimizer.load_state_dict(saved["optimizer"])
+    model.num_timesteps = int(saved["timesteps"])
+    if penalty is not None:
+        penalty.integral, penalty.previous_cost, penalty.value = (float(v) for v in saved["penalty"])
+    if normalizer is not None:
+        for name in ("obs_rms", "ret_rms"):
+            stats, kept = getattr(normalizer, name), saved[name]
+            if tuple(kept["mean"].shape) != np.shape(stats.mean):
+                raise ValueError(f"{name} has shape {tuple(kept['mean'].shape)}, the env {np.shape(stats.mean)}")
+            stats.mean = kept["mean"].numpy().astype(np.float64)
+            stats.var = kept["var"].numpy().astype(np.float64)
+            stats.count = float(kept["count"])
+    if checkpoints is not None:
+        checkpoints[:] = [(int(n), float(r)) for n, r in saved["checkpoints"]]
+    return saved.pop("episodes")
 
 
 def _obs_stats_path(policy_path: Path) -> Path:
@@ -518,8 +550,6 @@ def _rollouts(env_id: str, policy_path: Path | None, noise: float, plan: Plan, s
 def generate(env_id: str, size: str = "small", seed: int = 0, out: Path | None = None,
              force: bool = False) -> list[Path]:
     """Make the dataset(s) of ``env_id``; returns the written paths (see the module docstring)."""
-    import torch
-
     if size not in PLANS:
         raise DatasetError(f"size must be one of {', '.join(PLANS)}, got {size!r}")
     if env_id not in LOCOMOTION and env_id not in SAFE_TASKS:

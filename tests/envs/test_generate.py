@@ -10,6 +10,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 import aligngym.envs  # noqa: F401
 from aligngym.agents.cli import main
@@ -236,59 +237,110 @@ def test_tuned_behaviour_runs_normalise_and_a_new_recipe_redoes_the_stages(data_
 
 def test_an_interrupted_behaviour_run_goes_on_from_its_last_save(data_home: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = gen.SAFE_TASKS["aligngym/DroneCircle-v0"]  # normalised inputs and a penalty: every part of a save
-    real_save = gen.PartialRun.save
-    saves = []
+    # BallCircle (whose episodes cost) with DroneCircle's tuning uses every part of a save:
+    # normalised inputs and rewards, and a penalty from 40 % of the run (tiny: 8 rollouts of 512
+    # steps, a save at the start of rollouts 2..8)
+    from dataclasses import replace
+
+    spec = replace(gen.SAFE_TASKS["aligngym/BallCircle-v0"], behaviour=gen.SAFE_TASKS["aligngym/DroneCircle-v0"].behaviour)
+    monkeypatch.setitem(gen.SAFE_TASKS, spec.env_id, spec)
+    rollout = gen.PLANS["tiny"].n_steps * gen.PLANS["tiny"].n_envs
+    steps = int(gen.PLANS["tiny"].steps_per_run * spec.behaviour.steps_scale)
+    assert steps == 8 * rollout and steps >= 2 * gen.PLANS["tiny"].n_envs * spec.max_episode_steps
+    updates, penalties, saves = [], [], []
+    real_train, real_save, real_learn = gen.PPO.train, gen.PartialRun.save, gen.PPO.learn
+    monkeypatch.setattr(gen.PPO, "train", lambda model: updates.append(model.num_timesteps) or real_train(model))
+
+    class Recorded(gen.PIDLagrangian):
+        def __init__(self) -> None:
+            super().__init__()
+            penalties.append(self)
+
+    monkeypatch.setattr(gen, "PIDLagrangian", Recorded)
 
     def save_then_stop(self: gen.PartialRun, state: dict, new: list) -> int:
         saves.append(len(new))
         parts = real_save(self, state, new)
-        if len(saves) == 3:
-            raise KeyboardInterrupt  # as a user's Ctrl-C after the third save
+        if len(saves) == 5:
+            raise KeyboardInterrupt  # as a user's Ctrl-C, after the fifth save
         return parts
 
     monkeypatch.setattr(gen.PartialRun, "save", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         gen.generate(spec.env_id, "tiny", seed=0)
-    work = data_home / ".work" / "DroneCircle-v0-tiny-s0"
+    work = data_home / ".work" / "BallCircle-v0-tiny-s0"
     assert not (work / "run0.hdf5").exists()
+    assert updates == [k * rollout for k in range(1, 6)]  # the save at rollout 6's start holds 5 updates
     state = gen.PartialRun(work / "run0.partial").load()
-    rollout = gen.PLANS["tiny"].n_steps * gen.PLANS["tiny"].n_envs
-    assert state["saves"] == 3 and state["timesteps"] == 3 * rollout and state["seconds"] > 0
-    assert len(state["episodes"]) == sum(saves) > 0 and state["penalty"][2] >= 0
-    assert state["obs_rms"]["count"] > 3 * rollout * 0.9  # the statistics were saved, not fresh ones
+    assert state["saves"] == 5 and state["timesteps"] == 5 * rollout and state["seconds"] > 0
+    assert len(state["episodes"]) == sum(saves) > 0
+    assert state["penalty"] == (penalties[0].integral, penalties[0].previous_cost, penalties[0].value)
+    assert penalties[0].integral > 0  # the penalty acted (from rollout 4 on) before the save
+    assert state["obs_rms"]["count"] > 5 * rollout  # the statistics gathered, not fresh ones
 
     monkeypatch.setattr(gen.PartialRun, "save", real_save)
     resumed = []
-    real_learn = gen.PPO.learn
 
     def learn(model: gen.PPO, total_timesteps: int, **kwargs: object) -> gen.PPO:
-        weights = model.policy.state_dict()
-        resumed.append((model.num_timesteps, total_timesteps,
-                        all(torch.equal(weights[k], v) for k, v in state["policy"].items()),
-                        np.array_equal(model.get_env().obs_rms.mean, state["obs_rms"]["mean"].numpy())))
+        weights, adam = model.policy.state_dict(), model.policy.optimizer.state_dict()["state"]
+        env = model.get_env()
+        resumed.append(dict(
+            at=(model.num_timesteps, total_timesteps),
+            weights=all(torch.equal(weights[k], v) for k, v in state["policy"].items()),
+            adam=all(torch.equal(adam[i]["exp_avg"], v["exp_avg"]) for i, v in state["optimizer"]["state"].items()),
+            stats=all(np.array_equal(getattr(env, name).var, state[name]["var"].numpy()) for name in ("obs_rms", "ret_rms")),
+            penalty=(penalties[-1].integral, penalties[-1].value) == (state["penalty"][0], state["penalty"][2])))
         return real_learn(model, total_timesteps, **kwargs)
-
-    import torch
 
     monkeypatch.setattr(gen.PPO, "learn", learn)
     (path,) = gen.generate(spec.env_id, "tiny", seed=0)
-    steps = int(gen.PLANS["tiny"].steps_per_run * spec.behaviour.steps_scale)
-    assert resumed == [(3 * rollout, steps - 3 * rollout, True, True)]  # on from the save, not from 0
+    assert resumed == [dict(at=(5 * rollout, 3 * rollout), weights=True, adam=True, stats=True, penalty=True)]
+    assert updates[5:] == [k * rollout for k in range(6, 9)]  # every update made once: 8 as uninterrupted
     run0 = load_dataset(work / "run0.hdf5")
-    for old, new in zip(state["episodes"], run0.trajectories()):  # the saved episodes come first
+    episodes = run0.trajectories()
+    for old, new in zip(state["episodes"], episodes):  # the saved episodes come first, once
         np.testing.assert_array_equal(old["observations"], new["observations"])
-    assert len(run0.trajectories()) > len(state["episodes"])
+    later = np.concatenate([e["observations"] for e in episodes[len(state["episodes"]):]])
+    assert len(later) > 0 and not np.isin(later[:, 0], np.concatenate(
+        [e["observations"][:, 0] for e in state["episodes"]])).all()
     assert run0.attrs["seconds"] >= state["seconds"]  # the interrupted call's work is counted
     assert not (work / "run0.partial").exists() and load_dataset(path).attrs["episodes"] > 0
 
 
-def test_a_damaged_save_starts_the_run_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "run0.partial").mkdir()
-    (tmp_path / "run0.partial" / "state.pt").write_bytes(b"not a save")
-    assert gen.PartialRun(tmp_path / "run0.partial").load() is None
-    assert "cannot resume" in capsys.readouterr().out and not (tmp_path / "run0.partial").exists()
+def test_saving_progress_does_not_change_an_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = gen.SAFE_TASKS["aligngym/BallCircle-v0"]
+    with_saves = gen._train_run(spec.env_id, spec, gen.PLANS["tiny"], 0, 0, tmp_path / "a" / "run0.zip")
+    assert (tmp_path / "a" / "run0.partial" / "state.pt").is_file()
+    monkeypatch.setattr(gen.PartialRun, "save", lambda self, state, new: state["parts"])
+    (tmp_path / "b").mkdir()
+    without = gen._train_run(spec.env_id, spec, gen.PLANS["tiny"], 0, 0, tmp_path / "b" / "run0.zip")
+    assert len(with_saves) == len(without) > 0
+    for a, b in zip(with_saves, without):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_a_damaged_save_is_set_aside_and_the_run_starts_again(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    partial = gen.PartialRun(tmp_path / "run0.partial")
+    partial.root.mkdir()
+    (partial.root / "state.pt").write_bytes(b"not a save")
+    assert partial.seconds() == 0.0 and partial.load() is None
+    assert "cannot resume" in capsys.readouterr().out and not partial.root.exists()
+    assert (tmp_path / "run0.partial.unreadable" / "state.pt").read_bytes() == b"not a save"  # nothing is lost
+    partial.discard()
+    assert not list(tmp_path.iterdir())
     assert gen.PartialRun(tmp_path / "nothing").load() is None
+
+
+def test_a_save_that_does_not_fit_the_run_is_set_aside(data_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = gen.SAFE_TASKS["aligngym/DroneCircle-v0"]
+    policy = data_home / "run0.zip"
+    gen.PartialRun(policy.with_suffix(".partial")).save(
+        {"saves": 1, "parts": 0, "seconds": 1.0, "timesteps": 512, "policy": {"bogus": torch.zeros(1)}}, [])
+    episodes = gen._train_run(spec.env_id, spec, gen.PLANS["tiny"], 0, 0, policy)
+    assert episodes and "cannot resume" in capsys.readouterr().out
+    assert (data_home / "run0.partial.unreadable" / "state.pt").is_file()
 
 
 def test_out_paths_with_the_same_name_do_not_share_stages_across_tasks(data_home: Path,
