@@ -4,10 +4,8 @@ DSRL normalises an episode's return ``R`` and cost ``C`` with constants that bel
 (``dsrl/infos.py``): ``(R - R_min) / (R_max - R_min)`` and ``(C + e) / (L + e)`` with ``e = 1``
 only when the threshold ``L`` is 0. AlignGym's tasks are re-implementations, so their returns are
 not on DSRL's scale; ``reward_min`` / ``reward_max`` are the minimum and maximum episode return
-of AlignGym's own generated ``full`` dataset for the task, seed 0 (``own_range``). Where no
-full dataset with episodes on both sides of the task's first cost threshold has been generated
-yet (``own_range`` is None: AntCircle, whose behaviour runs are being tuned), DSRL's constants
-stand in. Regenerating a full dataset with other code changes these numbers: update the
+of AlignGym's own generated ``full`` dataset for the task, seed 0 (``own_range``); DSRL's
+constants would stand in for a task without one (none left: every task has its full dataset). Regenerating a full dataset with other code changes these numbers: update the
 row (``aligngym data info FILE`` prints ``min/max_episode_reward``).
 
 CarCircle, DroneCircle and HalfCheetahVelocity needed per-task tuning of the behaviour runs
@@ -86,8 +84,9 @@ SAFE_TASKS: dict[str, SafeTaskSpec] = {spec.env_id: spec for spec in [
     # than the control costs): with the generic recipe 99.9 % of the episodes ended in a fall
     # (returns 0-60), with DroneCircle's tuning the runs learned to fall at once. PPO also gets a
     # bonus for every step it stays up and starts with calmer actions (std 0.37 instead of 1, which
-    # flips the ant within ~50 steps): in a small run the episodes then grow from 146 to 366 steps
-    SafeTaskSpec("AntCircle", "aligngym/AntCircle-v0", 500, (0.0177, 460.71), 200, _BULLET,
+    # flips the ant within ~50 steps): in a small run the episodes then grow from 146 to 366 steps.
+    # The full data's ant stays up but barely circles (returns up to 75; DSRL's 461)
+    SafeTaskSpec("AntCircle", "aligngym/AntCircle-v0", 500, (0.0177, 460.71), 200, _BULLET, (-0.21, 74.90),
                  behaviour=BehaviourTuning(penalty_start=0.4, normalize=True, steps_scale=2.0, alive_bonus=0.1,
                                            initial_log_std=-1.0)),
     # Velocity tasks: DSRL publishes only the maximum return; the minimum is taken as 0.
