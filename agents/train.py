@@ -13,7 +13,9 @@ is ever executed.
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +36,46 @@ CHECKPOINT = "checkpoint.pt"
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupt or not AlignGym's."""
+
+
+class RunInUseError(CheckpointError):
+    """A run folder that another live process is training."""
+
+
+LOCK = ".lock"
+
+
+def _lock(directory: Path) -> Path:
+    """Claim ``directory`` for this process (``.lock``: pid and host); a lock left by a process that
+    is gone is taken over. Two processes training one folder would interleave its checkpoints
+    and TensorBoard events."""
+    path = directory / LOCK
+    mine = f"{os.getpid()} {socket.gethostname()}"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = path.read_text().split() if path.is_file() else []
+            pid = int(owner[0]) if owner and owner[0].isdigit() else None
+            if pid is not None and owner[1:] == [socket.gethostname()] and not _alive(pid):
+                path.unlink(missing_ok=True)  # its process is gone
+                continue
+            raise RunInUseError(f"{directory} is being trained by process {' on '.join(owner) or '?'}; "
+                                f"wait for it, or delete {path} if that process is gone") from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(mine)
+        return path
+    raise RunInUseError(f"could not claim {directory} (another process keeps taking {path})")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def resolve_device(name: str) -> torch.device:
@@ -118,8 +160,13 @@ class Run:
 
     def __init__(self, directory: Path, config: RunConfig, first_step: int = 0) -> None:
         self.dir, self.config = directory, config
-        # purge_step drops events logged after the last checkpoint by an interrupted process.
-        self.writer = SummaryWriter(str(directory), purge_step=first_step if first_step else None)
+        self.lock = _lock(directory)  # RunInUseError while another process trains it
+        try:
+            # purge_step drops events logged after the last checkpoint by an interrupted process.
+            self.writer = SummaryWriter(str(directory), purge_step=first_step if first_step else None)
+        except BaseException:
+            self.lock.unlink(missing_ok=True)
+            raise
         self.logger = TensorboardLogger(self.writer)
 
     @classmethod
@@ -163,6 +210,7 @@ class Run:
 
     def close(self) -> None:
         self.writer.close()
+        self.lock.unlink(missing_ok=True)
 
 
 # Keys that may differ between a run's config.yaml and its checkpoint when resuming.
@@ -176,9 +224,9 @@ def train(config: RunConfig, on_start: Callable[[Path], None] | None = None) -> 
     resolve_device(config.device)  # fail before creating anything
     config.preflight()
     run = Run.create(config)
-    if on_start is not None:
-        on_start(run.dir)
     try:
+        if on_start is not None:
+            on_start(run.dir)
         agent_module(config.agent).train(config, run, None)
     finally:
         run.close()

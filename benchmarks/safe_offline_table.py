@@ -7,7 +7,7 @@
 Trains every (agent, task, seed) from ``configs/<agent dir>/[cpu/]<task>.yaml`` (FISOR:
 ``configs/fisor``, baselines: ``configs/baselines/<agent>``) into ``OUT/runs/<agent>/<task>/s<seed>/``
 in parallel worker processes (one core each; rerunning reuses finished runs and resumes
-unfinished ones), evaluates each final policy over ``--episodes`` episodes at the config's cost
+unfinished ones; a run another invocation is training is skipped), evaluates each final policy over ``--episodes`` episodes at the config's cost
 limit, and writes ``OUT/table.md``: per task and agent the normalised reward / normalised cost
 (DSRL's normalisation, mean over seeds), unsafe entries (cost > 1) in gray italics, the best
 safe reward of a row in bold, as in FISOR's Table 1; results accumulate in ``OUT/results.json``
@@ -27,6 +27,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
+
+from aligngym.agents.train import RunInUseError
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["ball_run", "ball_circle", "car_run", "car_circle", "drone_run", "drone_circle", "ant_run", "ant_circle"]
@@ -137,8 +139,13 @@ def main() -> None:
             futures = [pool.submit(run_one, a, t, s, args.variant, args.out, args.episodes, args.extra)
                        for a, t, s in jobs]
             for future in as_completed(futures):
+                try:
+                    made = future.result()
+                except RunInUseError as err:  # another invocation is training that run: its result comes from there
+                    print(f"skipped: {err}", flush=True)
+                    continue
                 results = json.loads(saved.read_text()) if saved.is_file() else []  # other invocations' too
-                for r in future.result():  # replaces an earlier result of the same run
+                for r in made:  # replaces an earlier result of the same run
                     results = [o for o in results if not (same_setting(o, args.variant, args.extra) and
                                (o["agent"], o["task"], o["seed"]) == (r["agent"], r["task"], r["seed"]))]
                     results.append(r)

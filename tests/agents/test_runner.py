@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from aligngym.agents.cli import main
 from aligngym.agents.config import ConfigError, load_config
 from aligngym.agents.marl.population import Population
-from aligngym.agents.train import (CheckpointError, load_checkpoint, resolve_device, resume,
+from aligngym.agents.train import (CheckpointError, RunInUseError, load_checkpoint, resolve_device, resume,
                                    save_checkpoint, train)
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
@@ -156,6 +157,30 @@ def test_resume_errors(tmp_path, capsys):
     assert main(["train", "--resume", str(run_dir)]) == 2
     assert "no checkpoint yet" in capsys.readouterr().err
     assert main(["train", str(QUICKSTART), "--resume", str(run_dir)]) == 2
+
+
+def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    import socket
+
+    from aligngym.agents.config import dump_config
+
+    run_dir = train(_config(tmp_path, *SMALL, smoke=False))
+    assert not (run_dir / ".lock").exists()  # released when training ends
+    (run_dir / "config.yaml").write_text(dump_config(load_config(run_dir / "config.yaml", ["episodes=6"])))
+    checkpoint = (run_dir / "checkpoint.pt").read_bytes()
+
+    (run_dir / ".lock").write_text(f"{os.getpid()} {socket.gethostname()}")  # a live trainer (this process)
+    with pytest.raises(RunInUseError, match=f"process {os.getpid()}"):
+        resume(run_dir)
+    assert main(["train", "--resume", str(run_dir)]) == 2 and "being trained" in capsys.readouterr().err
+    assert (run_dir / "checkpoint.pt").read_bytes() == checkpoint  # nothing was touched
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (run_dir / ".lock").write_text(f"{gone.stdout.strip()} {socket.gethostname()}")  # a trainer that died
+    resume(run_dir)  # takes the stale lock over
+    assert int(load_checkpoint(run_dir / "checkpoint.pt")[1]["step"]) == 6 and not (run_dir / ".lock").exists()
 
 
 def test_list_shows_envs_agents_and_configs(capsys):
