@@ -46,26 +46,34 @@ LOCK = ".lock"
 
 
 def _lock(directory: Path) -> Path:
-    """Claim ``directory`` for this process (``.lock``: pid and host); a lock left by a process that
-    is gone is taken over. Two processes training one folder would interleave its checkpoints
+    """Claim ``directory`` for this process (``.lock``: pid, host and boot); a lock left by a process
+    that is gone, or by an earlier boot of this machine, is taken over. Two processes training one folder would interleave its checkpoints
     and TensorBoard events."""
     path = directory / LOCK
-    mine = f"{os.getpid()} {socket.gethostname()}"
+    here = [socket.gethostname(), _boot_id()]
     for _ in range(2):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             owner = path.read_text().split() if path.is_file() else []
             pid = int(owner[0]) if owner and owner[0].isdigit() else None
-            if pid is not None and owner[1:] == [socket.gethostname()] and not _alive(pid):
-                path.unlink(missing_ok=True)  # its process is gone
+            if pid is not None and owner[1:2] == here[:1] and (owner[2:] != here[1:] or not _alive(pid)):
+                path.unlink(missing_ok=True)  # its process is gone (or the machine has restarted since)
                 continue
-            raise RunInUseError(f"{directory} is being trained by process {' on '.join(owner) or '?'}; "
+            raise RunInUseError(f"{directory} is being trained by process {' on '.join(owner[:2]) or '?'}; "
                                 f"wait for it, or delete {path} if that process is gone") from None
         with os.fdopen(fd, "w") as fh:
-            fh.write(mine)
+            fh.write(" ".join([str(os.getpid()), *here]))
         return path
     raise RunInUseError(f"could not claim {directory} (another process keeps taking {path})")
+
+
+def _boot_id() -> str:
+    """This boot of the machine (pids are reused across restarts); "-" where the OS does not say."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or "-"
+    except OSError:
+        return "-"
 
 
 def _alive(pid: int) -> bool:

@@ -160,27 +160,31 @@ def test_resume_errors(tmp_path, capsys):
 
 
 def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path, capsys):
+    import socket
     import subprocess
     import sys
 
-    import socket
-
     from aligngym.agents.config import dump_config
+    from aligngym.agents.train import _boot_id
 
     run_dir = train(_config(tmp_path, *SMALL, smoke=False))
     assert not (run_dir / ".lock").exists()  # released when training ends
     (run_dir / "config.yaml").write_text(dump_config(load_config(run_dir / "config.yaml", ["episodes=6"])))
     checkpoint = (run_dir / "checkpoint.pt").read_bytes()
-
-    (run_dir / ".lock").write_text(f"{os.getpid()} {socket.gethostname()}")  # a live trainer (this process)
+    here = f"{socket.gethostname()} {_boot_id()}"
+    (run_dir / ".lock").write_text(f"{os.getpid()} {here}")  # a live trainer (this process)
     with pytest.raises(RunInUseError, match=f"process {os.getpid()}"):
         resume(run_dir)
     assert main(["train", "--resume", str(run_dir)]) == 2 and "being trained" in capsys.readouterr().err
     assert (run_dir / "checkpoint.pt").read_bytes() == checkpoint  # nothing was touched
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (run_dir / ".lock").write_text(f"{gone.stdout.strip()} {socket.gethostname()}")  # a trainer that died
+    (run_dir / ".lock").write_text(f"{gone.stdout.strip()} {here}")  # a trainer that died
     resume(run_dir)  # takes the stale lock over
     assert int(load_checkpoint(run_dir / "checkpoint.pt")[1]["step"]) == 6 and not (run_dir / ".lock").exists()
+    (run_dir / ".lock").write_text(f"{os.getpid()} {socket.gethostname()} an-earlier-boot")  # pid reused since
+    (run_dir / "config.yaml").write_text(dump_config(load_config(run_dir / "config.yaml", ["episodes=8"])))
+    resume(run_dir)
+    assert int(load_checkpoint(run_dir / "checkpoint.pt")[1]["step"]) == 8 and not (run_dir / ".lock").exists()
 
 
 def test_list_shows_envs_agents_and_configs(capsys):
