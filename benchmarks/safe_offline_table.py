@@ -28,8 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-from aligngym.agents.train import RunInUseError
-
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["ball_run", "ball_circle", "car_run", "car_circle", "drone_run", "drone_circle", "ant_run", "ant_circle"]
 AGENTS = ["bc_all", "bc_safe", "bcq_lag", "fisor"]
@@ -43,17 +41,22 @@ def config_path(agent: str, task: str, variant: str) -> Path:
 
 def run_one(agent: str, task: str, seed: int, variant: str, out: Path, episodes: int, extra: list[str]) -> list[dict]:
     """Train (or finish) one run and score it; runs in a worker process. FISOR runs are scored twice:
-    with their own acting rule and with ``first_feasible`` (column ``fisor_first_feasible``)."""
+    with their own acting rule and with ``first_feasible`` (column ``fisor_first_feasible``). A run
+    that another invocation is training gives no rows."""
     import torch
 
     torch.set_num_threads(1)
     from aligngym.agents.config import load_config
     from aligngym.agents.evaluate import evaluate, result_name
-    from aligngym.agents.train import finish
+    from aligngym.agents.train import RunInUseError, finish
 
     overrides = [f"seed={seed}", "show_progress=false", f"run_root={out / 'runs' / agent / task / f's{seed}'}", *extra]
     config = load_config(config_path(agent, task, variant), overrides)
-    run_dir = finish(config)
+    try:
+        run_dir = finish(config)
+    except RunInUseError as err:  # another invocation is training that run: its result comes from there
+        print(f"skipped: {err}", flush=True)
+        return []
     scorings = {agent: {}, **({"fisor_first_feasible": {"selection": "first_feasible"}} if agent == "fisor" else {})}
     rows = []
     for column, options in scorings.items():
@@ -139,13 +142,8 @@ def main() -> None:
             futures = [pool.submit(run_one, a, t, s, args.variant, args.out, args.episodes, args.extra)
                        for a, t, s in jobs]
             for future in as_completed(futures):
-                try:
-                    made = future.result()
-                except RunInUseError as err:  # another invocation is training that run: its result comes from there
-                    print(f"skipped: {err}", flush=True)
-                    continue
                 results = json.loads(saved.read_text()) if saved.is_file() else []  # other invocations' too
-                for r in made:  # replaces an earlier result of the same run
+                for r in future.result():  # replaces an earlier result of the same run
                     results = [o for o in results if not (same_setting(o, args.variant, args.extra) and
                                (o["agent"], o["task"], o["seed"]) == (r["agent"], r["task"], r["seed"]))]
                     results.append(r)

@@ -5,8 +5,9 @@ DSRL normalises an episode's return ``R`` and cost ``C`` with constants that bel
 only when the threshold ``L`` is 0. AlignGym's tasks are re-implementations, so their returns are
 not on DSRL's scale; ``reward_min`` / ``reward_max`` are the minimum and maximum episode return
 of AlignGym's own generated ``full`` dataset for the task, seed 0 (``own_range``); DSRL's
-constants would stand in for a task without one (none left: every task has its full dataset). Regenerating a full dataset with other code changes these numbers: update the
-row (``aligngym data info FILE`` prints ``min/max_episode_reward``).
+constants would stand in for a task without one (none left: every task has its full dataset).
+Regenerating a full dataset with other code changes these numbers: update the row
+(``aligngym data info FILE`` prints ``min/max_episode_reward``).
 
 CarCircle, DroneCircle and HalfCheetahVelocity needed per-task tuning of the behaviour runs
 (``behaviour``, see :class:`BehaviourTuning`); without it PPO never learned to circle fast (the
