@@ -8,7 +8,7 @@ Trains every (agent, task, seed) from ``configs/<agent dir>/[cpu/]<task>.yaml`` 
 ``configs/fisor``, baselines: ``configs/baselines/<agent>``) into ``OUT/runs/<agent>/<task>/s<seed>/``
 in parallel worker processes (one core each; rerunning reuses finished runs and resumes
 unfinished ones; a run another invocation is training is skipped), evaluates each final policy over ``--episodes`` episodes at the config's cost
-limit, and writes ``OUT/table.md``: per task and agent the normalised reward / normalised cost
+limit, and writes ``OUT/table.md`` (and its picture ``OUT/table.png``): per task and agent the normalised reward / normalised cost
 (DSRL's normalisation, mean over seeds), unsafe entries (cost > 1) in gray italics, the best
 safe reward of a row in bold, as in FISOR's Table 1; results accumulate in ``OUT/results.json``
 across invocations (run agents or tasks in separate invocations), each with the variant and the
@@ -116,7 +116,48 @@ def write_table(out: Path, results: list[dict], variant: str, extra: list[str]) 
     lines.append("| safe on | " + " | ".join(f"{summary[a]['safe']}/{summary[a]['tasks']}" for a in agents) + " |")
     path = out / "table.md"
     path.write_text("\n".join(lines) + "\n")
+    plot_table(out / "table.png", results, tasks, agents)
     return path
+
+
+def plot_table(path: Path, results: list[dict], tasks: list[str], agents: list[str]) -> None:
+    """``OUT/table.png``: one panel per task, normalised cost (x) against normalised reward (y), a
+    small dot per seed and a large marker for the mean of each agent; right of the dashed line
+    (cost 1) is unsafe. The picture of the table: safe and high is top left."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not tasks:
+        return
+    cols = min(4, len(tasks))
+    rows = -(-len(tasks) // cols)
+    fig = Figure(figsize=(3.4 * cols, 3.0 * rows + 0.6), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    markers = dict(zip(COLUMNS, "os^DP"))
+    colors = dict(zip(COLUMNS, ("tab:gray", "tab:blue", "tab:green", "tab:red", "tab:orange")))
+    handles = {}
+    for ax, task in zip(axes, tasks):
+        for agent in agents:
+            rows_ = [r for r in results if r["agent"] == agent and r["task"] == task]
+            if not rows_:
+                continue
+            cost, reward = [r["cost"] for r in rows_], [r["reward"] for r in rows_]
+            ax.scatter(cost, reward, s=12, alpha=0.45, color=colors[agent], marker=markers[agent])
+            handles[agent] = ax.scatter(np.mean(cost), np.mean(reward), s=70, color=colors[agent], marker=markers[agent],
+                       edgecolors="black", linewidths=0.6)
+        ax.axvline(1.0, linestyle="--", color="black", linewidth=0.8)
+        ax.set_xlim(left=-0.2, right=max(2.0, ax.get_xlim()[1]))
+        ax.set_title(task, fontsize=10)
+        ax.set_xlabel("normalised cost", fontsize=8)
+        ax.set_ylabel("normalised reward", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(tasks):]:
+        ax.set_visible(False)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.6 / (3.0 * rows + 0.6), 1, 1))
+    fig.savefig(path, format="png")
 
 
 def main() -> None:
