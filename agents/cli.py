@@ -68,8 +68,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(Path(args.run_dir), args.episodes, args.device, background=args.background,
                       focal=args.focal, selection=args.selection)
     written = result.pop("written_to")
-    print(json.dumps(result, indent=2, sort_keys=True))
-    print(f"written to {written}")
+    per_episode = [k for k in result if k.startswith("episode_")]  # long lists: in the file only
+    print(json.dumps({k: v for k, v in result.items() if k not in per_episode}, indent=2, sort_keys=True))
+    print(f"written to {written}" + (f" (with {', '.join(sorted(per_episode))})" if per_episode else ""))
     return 0
 
 

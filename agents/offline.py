@@ -18,7 +18,8 @@ exact resume around it:
 - every ``log_every`` steps the mean of each loss goes to ``loss/*``, the learning rates, the step
   rate and the agent's other statistics (FISOR: ``feasible_share``, ``mean_weight``) to ``train/*``; every ``eval_every`` steps (and at the end) ``eval_episodes`` episodes are
   played and ``eval/return``, ``eval/cost``, ``eval/normalized_return``, ``eval/normalized_cost``,
-  ``eval/length`` logged (DSRL's normalisation at ``cost_limit``);
+  ``eval/length``, ``eval/unsafe_episodes`` (share of episodes above ``cost_limit``) logged (DSRL's
+  normalisation at ``cost_limit``); ``eval.json`` lists each episode's return and cost too;
 - a checkpoint (weights, optimiser states, step, and the random states of the buffer's sampler,
   numpy, torch and CUDA) every ``checkpoint_every`` steps and at the end; ``aligngym train --resume``
   continues bit for bit on CPU (on a GPU the random streams resume too, but some CUDA kernels are
@@ -146,8 +147,11 @@ def act(policy: torch.nn.Module, obs: np.ndarray) -> np.ndarray:
     return policy.map_action(actions)
 
 
-def evaluate_policy(config: OfflineConfig, policy: torch.nn.Module, episodes: int, seed: int) -> dict[str, float]:
-    """Play ``episodes`` episodes at once (one env each) and score them the DSRL way."""
+def evaluate_policy(config: OfflineConfig, policy: torch.nn.Module, episodes: int, seed: int) -> dict[str, Any]:
+    """Play ``episodes`` episodes at once (one env each) and score them the DSRL way; besides the
+    means, ``eval/unsafe_episodes`` is the share of episodes whose cost exceeds ``cost_limit`` (a
+    policy can be safe on average and still break the limit in some episodes), and
+    ``episode_returns`` / ``episode_costs`` list each episode's raw figures."""
     import aligngym.envs  # noqa: F401
 
     # NEXT_STEP autoreset keeps each episode's last step (and its cost) in that step's own info;
@@ -167,7 +171,9 @@ def evaluate_policy(config: OfflineConfig, policy: torch.nn.Module, episodes: in
     scorer = envs.envs[0].unwrapped
     result = {"eval/return": float(returns.mean()), "eval/cost": float(costs.mean()),
               "eval/length": float(lengths.mean()), "eval/return_std": float(returns.std()),
-              "eval/cost_std": float(costs.std())}
+              "eval/cost_std": float(costs.std()),
+              "eval/unsafe_episodes": float(np.mean(costs > config.cost_limit)),
+              "episode_returns": returns.tolist(), "episode_costs": costs.tolist()}
     if hasattr(scorer, "get_normalized_score"):
         norm_return, norm_cost = scorer.get_normalized_score(returns, costs)
         result.update({"eval/normalized_return": float(np.mean(norm_return)),

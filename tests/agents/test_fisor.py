@@ -3,6 +3,7 @@ runner (train, resume, eval) on a tiny generated dataset."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import gymnasium as gym
@@ -12,6 +13,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import aligngym.envs  # noqa: F401
+from aligngym.agents.cli import main
 from aligngym.agents.config import ConfigError, load_config
 from aligngym.agents.evaluate import evaluate
 from aligngym.agents.fisor import (FISOR, Config, EnsembleMLP, expectile_loss, feasibility_weights,
@@ -248,7 +250,8 @@ def test_configs_exist_for_every_safe_task_and_validate() -> None:
 
 
 def test_runner_trains_resumes_and_evaluates_deterministically(tiny_data: Path, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("ALIGNGYM_DATA", str(tiny_data))
     overrides = [f"run_root={tmp_path}", "show_progress=false"]
     config = load_config(CONFIGS / "ball_circle.yaml", overrides, smoke=True)
@@ -273,9 +276,14 @@ def test_runner_trains_resumes_and_evaluates_deterministically(tiny_data: Path, 
         if isinstance(value, torch.Tensor):
             assert torch.equal(value, s3["algorithm"][key]), key
     monkeypatch.setenv("ALIGNGYM_DATA", str(tmp_path / "elsewhere"))  # a run is scored without its dataset
-    result = evaluate(first, episodes=2)
+    assert main(["eval", str(first), "--episodes", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "episode_costs" not in printed.split("written to")[0]  # the per-episode lists stay in the file
+    result = json.loads((first / "eval.json").read_text())
     assert {"eval/normalized_return", "eval/normalized_cost", "eval/return", "eval/cost"} <= set(result)
-    assert result["cost_limit"] == 10.0 and (first / "eval.json").is_file()
+    assert result["cost_limit"] == 10.0 and len(result["episode_costs"]) == 2
+    assert result["eval/cost"] == pytest.approx(np.mean(result["episode_costs"]))
+    assert result["eval/unsafe_episodes"] == np.mean(np.array(result["episode_costs"]) > 10.0)
     # another acting rule for one evaluation: its own file, the run's config untouched
     other = evaluate(first, episodes=2, selection="first_feasible")
     assert other["written_to"].endswith("eval_selection-first_feasible.json")
@@ -351,6 +359,10 @@ def test_evaluation_counts_every_step_including_the_last() -> None:
     result = evaluate_policy(config, Push(), episodes=3, seed=0)
     assert result["eval/cost"] == 91.0 and result["eval/length"] == 100.0
     assert result["eval/normalized_cost"] == pytest.approx(9.1) and result["safe"] is False
+    assert result["episode_costs"] == [91.0] * 3 and len(result["episode_returns"]) == 3
+    assert result["eval/unsafe_episodes"] == 1.0  # every episode above the limit of 10
+    lenient = evaluate_policy(Config(agent="fisor", task="aligngym/BallRun-v0", cost_limit=91), Push(), 2, seed=0)
+    assert lenient["eval/unsafe_episodes"] == 0.0 and lenient["safe"] is True  # 91 is not above 91
 
 
 def test_critic_updates_use_the_right_networks_reductions_and_expectiles() -> None:
