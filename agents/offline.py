@@ -19,7 +19,8 @@ exact resume around it:
   rate and the agent's other statistics (FISOR: ``feasible_share``, ``mean_weight``) to ``train/*``; every ``eval_every`` steps (and at the end) ``eval_episodes`` episodes are
   played and ``eval/return``, ``eval/cost``, ``eval/normalized_return``, ``eval/normalized_cost``,
   ``eval/length``, ``eval/unsafe_episodes`` (share of episodes above ``cost_limit``) logged (DSRL's
-  normalisation at ``cost_limit``); ``eval.json`` lists each episode's return and cost too;
+  normalisation at ``cost_limit``; ``aligngym eval``'s ``eval.json`` lists each episode's return and
+  cost too);
 - a checkpoint (weights, optimiser states, step, and the random states of the buffer's sampler,
   numpy, torch and CUDA) every ``checkpoint_every`` steps and at the end; ``aligngym train --resume``
   continues bit for bit on CPU (on a GPU the random streams resume too, but some CUDA kernels are

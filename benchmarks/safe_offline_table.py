@@ -128,6 +128,7 @@ def plot_table(path: Path, results: list[dict], tasks: list[str], agents: list[s
     from matplotlib.figure import Figure
 
     if not tasks:
+        path.unlink(missing_ok=True)  # no stale picture beside an empty table
         return
     cols = min(4, len(tasks))
     rows = -(-len(tasks) // cols)
@@ -154,7 +155,8 @@ def plot_table(path: Path, results: list[dict], tasks: list[str], agents: list[s
         ax.tick_params(labelsize=7)
     for ax in axes[len(tasks):]:
         ax.set_visible(False)
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), fontsize=8,
+    shown = [a for a in agents if a in handles]  # the table's column order
+    fig.legend([handles[a] for a in shown], shown, loc="lower center", ncol=min(len(shown), 2 * cols), fontsize=8,
                frameon=False)
     fig.tight_layout(rect=(0, 0.6 / (3.0 * rows + 0.6), 1, 1))
     fig.savefig(path, format="png")

@@ -349,8 +349,15 @@ def test_evaluation_counts_every_step_including_the_last() -> None:
     from aligngym.agents.offline import evaluate_policy
 
     class Push(torch.nn.Module):
+        def __init__(self, pushed: int | None = None) -> None:  # only the first ``pushed`` envs push
+            super().__init__()
+            self.pushed = pushed
+
         def forward(self, batch: Batch, state: object = None) -> Batch:
-            return Batch(act=np.tile([1.0, 0.0], (len(batch.obs), 1)))
+            act = np.tile([1.0, 0.0], (len(batch.obs), 1))
+            if self.pushed is not None:
+                act[self.pushed:] = 0.0
+            return Batch(act=act)
 
         def map_action(self, act: np.ndarray) -> np.ndarray:
             return act
@@ -361,6 +368,9 @@ def test_evaluation_counts_every_step_including_the_last() -> None:
     assert result["eval/normalized_cost"] == pytest.approx(9.1) and result["safe"] is False
     assert result["episode_costs"] == [91.0] * 3 and len(result["episode_returns"]) == 3
     assert result["eval/unsafe_episodes"] == 1.0  # every episode above the limit of 10
+    one = evaluate_policy(config, Push(pushed=1), episodes=3, seed=0)  # the other two balls stand still
+    assert one["episode_costs"] == [91.0, 0.0, 0.0] and one["eval/cost"] == pytest.approx(91 / 3)
+    assert one["eval/unsafe_episodes"] == pytest.approx(1 / 3) and one["safe"] is False  # 30.3 > 10 on average
     lenient = evaluate_policy(Config(agent="fisor", task="aligngym/BallRun-v0", cost_limit=91), Push(), 2, seed=0)
     assert lenient["eval/unsafe_episodes"] == 0.0 and lenient["safe"] is True  # 91 is not above 91
 
