@@ -47,13 +47,14 @@ def more(env_id: str, work: str, run: int, steps: int) -> OfflineDataset:
     recorder = gen.EpisodeRecorder(plan.n_envs)
     venv = gen._wrap_recording(gen.make_vec_env(spec.env_id, plan.n_envs, 123), recorder, gen.PIDLagrangian(),
                                spec.reward_per_step, spec.behaviour.alive_bonus)
-    stats = root / f"run{run}_obs.npz"
+    policy = root / f"run{run}.zip"
+    stats = gen._obs_stats_path(policy)  # where generate keeps a normalised run's observation statistics
     if stats.is_file():
         venv = VecNormalize(venv, norm_obs=True, norm_reward=True)
         with np.load(stats) as saved:
             venv.obs_rms.mean, venv.obs_rms.var, venv.obs_rms.count = saved["mean"], saved["var"], 1e6
     model = gen._ppo(venv, plan, 5, spec.behaviour.initial_log_std)
-    model.set_parameters(str(root / f"run{run}.zip"), device="cpu")  # weights only, no pickles
+    model.set_parameters(str(policy), device="cpu")  # weights only, no pickles
     episodes: list[dict[str, np.ndarray]] = []
 
     class Collect(BaseCallback):

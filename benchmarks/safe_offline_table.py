@@ -22,7 +22,7 @@ import argparse
 import json
 import os
 import platform
-from collections import Counter
+from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -80,10 +80,13 @@ def write_table(out: Path, results: list[dict], variant: str, extra: list[str]) 
     Cells average every seed on record; the header's seed count is the most any cell has (whatever
     ``--seeds`` the last invocation was given), and a cell with fewer says how many."""
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    results = [r for r in results if same_setting(r, variant, extra)]
-    seeds = max(Counter((r["agent"], r["task"]) for r in results).values(), default=0)
-    tasks = [t for t in TASKS if any(r["task"] == t for r in results)]
-    agents = [a for a in COLUMNS if any(r["agent"] == a for r in results)]
+    cells: dict[tuple[str, str], list[dict]] = defaultdict(list)  # (task, agent) -> its seeds' results
+    for r in results:
+        if same_setting(r, variant, extra):
+            cells[r["task"], r["agent"]].append(r)
+    seeds = max(map(len, cells.values()), default=0)
+    tasks = [t for t in TASKS if any(task == t for task, _ in cells)]
+    agents = [a for a in COLUMNS if any(agent == a for _, agent in cells)]
     lines = [f"Normalised reward / normalised cost (DSRL's normalisation, cost limit of the configs), mean over "
              f"{seeds} seeds (a cell over fewer says how many in brackets), `{variant}` configs; *gray italics*: "
              f"unsafe (cost > 1); **bold**: the best safe reward of the row among the paper's algorithms; `fisor_first_feasible`: the "
@@ -94,9 +97,9 @@ def write_table(out: Path, results: list[dict], variant: str, extra: list[str]) 
              "| task | " + " | ".join(agents) + " |", "|---|" + "---|" * len(agents)]
     summary = {a: {"safe": 0, "tasks": 0} for a in agents}
     for task in tasks:
-        cells, scores, counts = [], {}, {}
+        row, scores, counts = [], {}, {}
         for agent in agents:
-            rows = [r for r in results if r["agent"] == agent and r["task"] == task]
+            rows = cells.get((task, agent))
             if rows:
                 scores[agent] = (float(np.mean([r["reward"] for r in rows])), float(np.mean([r["cost"] for r in rows])))
                 counts[agent] = len(rows)
@@ -104,23 +107,23 @@ def write_table(out: Path, results: list[dict], variant: str, extra: list[str]) 
         best = max(safe, key=lambda a: safe[a][0]) if safe else None
         for agent in agents:
             if agent not in scores:
-                cells.append("-")
+                row.append("-")
                 continue
             reward, cost = scores[agent]
             text = f"{reward:.2f} / {cost:.2f}" + (f" ({counts[agent]})" if counts[agent] < seeds else "")
             summary[agent]["tasks"] += 1
             summary[agent]["safe"] += int(cost <= 1.0)
-            cells.append(f"**{text}**" if agent == best else text if cost <= 1.0 else
-                         f'<span style="color:gray">*{text}*</span>')
-        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+            row.append(f"**{text}**" if agent == best else text if cost <= 1.0 else
+                       f'<span style="color:gray">*{text}*</span>')
+        lines.append(f"| {task} | " + " | ".join(row) + " |")
     lines.append("| safe on | " + " | ".join(f"{summary[a]['safe']}/{summary[a]['tasks']}" for a in agents) + " |")
     path = out / "table.md"
     path.write_text("\n".join(lines) + "\n")
-    plot_table(out / "table.png", results, tasks, agents)
+    plot_table(out / "table.png", cells, tasks, agents)
     return path
 
 
-def plot_table(path: Path, results: list[dict], tasks: list[str], agents: list[str]) -> None:
+def plot_table(path: Path, cells: dict[tuple[str, str], list[dict]], tasks: list[str], agents: list[str]) -> None:
     """``OUT/table.png``: one panel per task, normalised cost (x) against normalised reward (y), a
     small dot per seed and a large marker for the mean of each agent; right of the dashed line
     (cost 1) is unsafe. The picture of the table: safe and high is top left."""
@@ -140,10 +143,9 @@ def plot_table(path: Path, results: list[dict], tasks: list[str], agents: list[s
     handles = {}
     for ax, task in zip(axes, tasks):
         for agent in agents:
-            rows_ = [r for r in results if r["agent"] == agent and r["task"] == task]
-            if not rows_:
+            if (task, agent) not in cells:
                 continue
-            cost, reward = [r["cost"] for r in rows_], [r["reward"] for r in rows_]
+            cost, reward = [r["cost"] for r in cells[task, agent]], [r["reward"] for r in cells[task, agent]]
             ax.scatter(cost, reward, s=12, alpha=0.45, color=colors[agent], marker=markers[agent])
             handles[agent] = ax.scatter(np.mean(cost), np.mean(reward), s=70, color=colors[agent], marker=markers[agent],
                        edgecolors="black", linewidths=0.6)
