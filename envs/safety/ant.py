@@ -240,11 +240,7 @@ class _BulletAntEnv(OfflineEnvMixin, MujocoEnv, utils.EzPickle):
     # ---- gymnasium API -----------------------------------------------------------------------
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        action = np.asarray(action, dtype=np.float64)
-        if action.shape != (8,):
-            raise ValueError(f"{self.spec_id}: action must have shape (8,), got {action.shape}")
-        if not np.isfinite(action).all():
-            raise ValueError(f"{self.spec_id}: action must be finite, got {action}")
+        action = self._checked_action(action)
         self.do_simulation(np.clip(action, -1.0, 1.0)[self._action_to_ctrl], self.frame_skip)
         agent_reward = self._agent_reward(action)
         reward, info = self._task_reward_and_cost(agent_reward)

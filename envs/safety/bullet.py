@@ -503,11 +503,8 @@ class BulletSafetyEnv(OfflineEnvMixin, gym.Env):
         return obs[0], {}
 
     def step(self, action: Any):
-        arr = np.asarray(action, dtype=np.float64)
-        if arr.size != self.core.act_dim:
-            raise ValueError(f"{self.spec_id}: action must have {self.core.act_dim} numbers "
-                             f"(shape {self.action_space.shape}), got shape {arr.shape}")
-        obs, reward, cost, outside, too_fast, terminated, _ = self.core.step(arr.reshape(1, -1))
+        arr = self._checked_action(action)
+        obs, reward, cost, outside, too_fast, terminated, _ = self.core.step(arr[None])
         info = {"cost": float(cost[0]), "cost_outside_bounds": float(outside[0]),
                 "cost_velocity_violation": float(too_fast[0])}
         return obs[0], float(reward[0]), bool(terminated[0]), False, info

@@ -23,6 +23,17 @@ class OfflineEnvMixin:
         self.task: SafeTaskSpec = task_spec(self.spec_id)
         self.target_cost: float = self.task.default_cost_limit
 
+    def _checked_action(self, action: Any) -> np.ndarray:
+        """``action`` as float64, refused (ValueError naming the env) unless it has the action
+        space's exact shape and holds finite numbers."""
+        array = np.asarray(action, dtype=np.float64)
+        shape = tuple(self.action_space.shape)  # type: ignore[attr-defined]
+        if array.shape != shape:
+            raise ValueError(f"{self.spec_id}: action must have shape {shape}, got {array.shape}")
+        if not np.isfinite(array).all():
+            raise ValueError(f"{self.spec_id}: action must be finite, got {array}")
+        return array
+
     def set_target_cost(self, target_cost: float) -> None:
         """The cost threshold ``L`` used by :meth:`get_normalized_score`."""
         target_cost = float(target_cost)

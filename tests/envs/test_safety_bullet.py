@@ -11,6 +11,7 @@ from gymnasium.utils.env_checker import check_env
 import aligngym.envs  # noqa: F401  (registers the ids)
 from aligngym.envs.data.dataset import DatasetError
 from aligngym.envs.safety.bullet import BulletCore
+from aligngym.envs.safety.specs import SAFE_TASKS
 
 IDS = [f"aligngym/{a}{t}-v0" for a in ("Ball", "Car", "Drone") for t in ("Run", "Circle")]
 OBS_DIMS = {"BallRun": 7, "BallCircle": 8, "CarRun": 7, "CarCircle": 8, "DroneRun": 17, "DroneCircle": 18}
@@ -193,10 +194,26 @@ def test_actions_are_clipped_and_bad_actions_rejected() -> None:
     b = rollout_with(env, np.array([1.0, -1.0], np.float32))
     np.testing.assert_array_equal(a, b)
     env.reset(seed=0)
-    with pytest.raises(ValueError, match=r"BallRun-v0.*2 numbers"):
+    with pytest.raises(ValueError, match=r"BallRun-v0.*shape \(2,\)"):
         env.unwrapped.step(np.zeros(3))
     with pytest.raises(ValueError, match="finite"):
         env.unwrapped.step(np.array([np.nan, 0.0]))
+
+
+@pytest.mark.parametrize("env_id", SAFE_TASKS)
+def test_every_safe_task_refuses_a_bad_action_by_name(env_id: str) -> None:
+    """A batch-shaped, short, NaN or infinite action is a ValueError naming the task (MuJoCo alone
+    would take NaN, warn, reset its state and return a NaN reward)."""
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    good = env.action_space.sample()
+    name = env_id.split("/")[1]
+    for bad, says in ((good[None], "have shape"), (good[:-1], "have shape"), (np.full_like(good, np.nan), "be finite"),
+                      (np.where(np.arange(good.size) == 0, np.inf, good), "be finite")):
+        with pytest.raises(ValueError, match=f"{name}: action must {says}"):
+            env.step(bad)
+    env.step(good)  # the env is still usable
+    env.close()
 
 
 def rollout_with(env: gym.Env, action: np.ndarray) -> np.ndarray:
