@@ -17,6 +17,7 @@ import os
 import re
 import socket
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,14 @@ def load_checkpoint(path: str | Path) -> tuple[RunConfig, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    try:  # torch.load does not check the archive's checksums: a flipped bit would load as a bad weight
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError):
+        damaged = None  # not a zip archive (or a truncated one): torch.load's refusal below says so
+    if damaged is not None:
+        raise CheckpointError(f"{path} is damaged: its part {damaged} fails its checksum (a disk or copy "
+                              f"error); use a good copy or train again")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for truncated / foreign / unsafe files

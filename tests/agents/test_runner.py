@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,25 @@ def test_truncated_checkpoint_is_reported_and_atomic_write_keeps_the_old_one(tmp
     ckpt.write_bytes(good[: len(good) // 2])
     with pytest.raises(CheckpointError, match="corrupt"):
         load_checkpoint(ckpt)
+
+
+def test_a_flipped_byte_in_a_checkpoints_weights_is_refused(tmp_path):
+    """torch.load reads a damaged tensor without complaint (it skips the zip checksums)."""
+    ckpt = train(_config(tmp_path)) / "checkpoint.pt"
+    good = bytearray(ckpt.read_bytes())
+    with zipfile.ZipFile(ckpt) as archive:
+        part = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    local_header = good[part.header_offset: part.header_offset + 30]
+    start = part.header_offset + 30 + int.from_bytes(local_header[26:28], "little") \
+        + int.from_bytes(local_header[28:30], "little")
+    damaged = bytearray(good)
+    damaged[start + part.file_size // 2] ^= 0xFF
+    ckpt.write_bytes(bytes(damaged))
+    assert torch.load(ckpt, weights_only=True)["format"] == "aligngym-checkpoint-1"  # torch alone: no error
+    with pytest.raises(CheckpointError, match=f"damaged: its part {part.filename} fails its checksum"):
+        load_checkpoint(ckpt)
+    ckpt.write_bytes(bytes(good))
+    load_checkpoint(ckpt)
 
 
 def test_resume_errors(tmp_path, capsys):
