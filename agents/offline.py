@@ -7,9 +7,9 @@ tianshou :class:`~tianshou.algorithm.algorithm_base.OfflineAlgorithm` whose poli
 from here. ``build`` gets ``dataset=None`` when a run is evaluated: a run folder is scored
 without its dataset, so whatever an agent derives from the data belongs in its checkpoint. An
 optional ``select_data(config, dataset) -> OfflineDataset`` picks the part of the dataset the agent
-is built from and trains on (BC-Safe's cost filter); a Config may override ``check_env(env)`` to
-refuse to start before a run folder exists (FISOR: actions in [-1, 1]; BC-Safe: no episode within
-the cost limit). The loop is tianshou's
+is built from and trains on (BC-Safe's cost filter). Before a run folder exists, ``preflight`` reads
+and checks the dataset and makes that selection (BC-Safe: no episode within the cost limit stops
+the run), and a Config may override ``check_env(env)`` to refuse the env (FISOR: actions in [-1, 1]). The loop is tianshou's
 offline step (``algorithm.update(buffer, batch_size)``) with the runner's logging, checkpoints and
 exact resume around it:
 
@@ -34,7 +34,6 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
@@ -45,7 +44,7 @@ from tianshou.data import Batch
 from tianshou.utils.torch_utils import policy_within_training_step
 from tqdm import tqdm
 
-from aligngym.agents.config import ConfigError, RunConfig
+from aligngym.agents.config import ConfigError, RunConfig, agent_module
 from aligngym.agents.train import CheckpointError, Run, resolve_device, to_numpy
 from aligngym.envs.data.dataset import OfflineDataset, dataset_path, load_dataset
 
@@ -75,17 +74,19 @@ class OfflineConfig(RunConfig):
     show_progress: bool = True  # progress bar on the terminal
 
     def preflight(self) -> None:
-        env = make_env(self)  # an unknown task id stops the run before its folder exists
+        # an unknown task, a missing, unreadable or mismatched dataset file (a generated file's
+        # error names the command that makes it) or an empty selection (BC-Safe) stops the run
+        # before its folder exists; the file is read twice, here and in training (seconds)
+        env = make_env(self)
         try:
             self.check_env(env)
-            if not dataset_file(self).is_file():
-                load_data(self, env)  # raises (a generated file's error names the command that makes it)
+            training_data(self, env)
         finally:
             env.close()
 
     def check_env(self, env: gym.Env) -> None:
         """Raise a ConfigError if the run cannot start on ``env`` (called by ``preflight``, with the
-        env it made, before it checks that the dataset file exists)."""
+        env it made, before it reads the dataset)."""
 
     def smoke(self) -> OfflineConfig:
         return self.model_copy(update={
@@ -111,17 +112,22 @@ def make_env(config: OfflineConfig) -> gym.Env:
     return env
 
 
-def dataset_file(config: OfflineConfig) -> Path:
-    """The run's dataset file: ``dataset.path``, else the generated file of the task, size and seed."""
-    ds = config.dataset
-    return Path(ds.path) if ds.path is not None else dataset_path(config.task, ds.size, ds.seed)
-
-
 def load_data(config: OfflineConfig, env: gym.Env) -> OfflineDataset:
-    """The run's dataset; a missing generated one raises an error naming the command that makes it."""
-    ds = config.dataset  # the user's own file (dataset.path): no generate command makes it
-    made = {} if ds.path is not None else {"env_id": config.task, "size": ds.size, "seed": ds.seed}
-    return load_dataset(dataset_file(config), env=env.unwrapped, **made)
+    """The run's dataset: ``dataset.path``, else the generated file of the task, size and seed (a
+    missing one raises an error naming the command that makes it)."""
+    ds = config.dataset
+    if ds.path is not None:  # the user's own file: no generate command makes it
+        return load_dataset(ds.path, env=env.unwrapped)
+    return load_dataset(dataset_path(config.task, ds.size, ds.seed), env=env.unwrapped, env_id=config.task,
+                        size=ds.size, seed=ds.seed)
+
+
+def training_data(config: OfflineConfig, env: gym.Env) -> OfflineDataset:
+    """The data the agent trains on: the run's dataset, cut by the agent module's ``select_data``
+    when it has one (BC-Safe)."""
+    dataset = load_data(config, env)
+    select = getattr(agent_module(config.agent), "select_data", None)
+    return dataset if select is None else select(config, dataset)
 
 
 def action_bound(config: OfflineConfig, env: gym.Env) -> float:
@@ -218,9 +224,7 @@ def setup(module: Any, config: OfflineConfig, state: dict[str, Any] | None, devi
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
     env = make_env(config)
-    dataset = load_data(config, env) if data else None
-    if dataset is not None and hasattr(module, "select_data"):  # the agent trains on part of the data (BC-Safe)
-        dataset = module.select_data(config, dataset)
+    dataset = training_data(config, env) if data else None
     algorithm = module.build(config, env, dataset, device)
     if state is not None:
         with checkpoint_errors():
