@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
@@ -573,9 +574,23 @@ def generate(env_id: str, size: str = "small", seed: int = 0, out: Path | None =
 
 
 def _target(path: Path, force: bool) -> None:
+    """Refuse, before any training, an output file that cannot be written; create its folder."""
+    if path.is_dir():
+        raise DatasetError(f"{path} is a folder: --out names the dataset file to write "
+                           f"(e.g. {path / 'data.hdf5'})")
     if path.exists() and not force:
         raise DatasetError(f"{path} exists; pass --force to make it again")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DatasetError(f"cannot write {path}: {parent} is a file, not a folder")
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DatasetError(f"cannot create the folder of {path}: {err.strerror}") from None
+    if not os.access(path.parent, os.W_OK):
+        raise DatasetError(f"cannot write {path}: {path.parent} is not writable")
 
 
 def _generate_safe(spec: SafeTaskSpec, size: str, seed: int, out: Path | None, force: bool) -> Path:

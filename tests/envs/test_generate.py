@@ -16,6 +16,7 @@ import aligngym.envs  # noqa: F401
 from aligngym.agents.cli import main
 from aligngym.envs.data import generate as gen
 from aligngym.envs.data.dataset import DatasetError, dataset_path, load_dataset
+from aligngym.envs.safety.specs import SAFE_TASKS
 
 
 @pytest.fixture()
@@ -365,3 +366,21 @@ def test_filter_drops_costly_and_poor_episodes_and_says_when_none_is_left() -> N
     assert sorted(gen._filter(spec, returns, costs, 10.0, 100, 0)) == [0, 3, 4]
     with pytest.raises(DatasetError, match="none of the 5 collected DroneCircle episodes"):
         gen._filter(spec, returns, costs, 400.0, 100, 0)
+
+
+@pytest.mark.parametrize("env_id", ["aligngym/BallCircle-v0", "Hopper-v5"])
+def test_an_output_that_cannot_be_written_is_refused_before_any_training(env_id, tmp_path, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking --out")
+
+    monkeypatch.setattr(gen, "_train_run", no_training)
+    monkeypatch.setenv("ALIGNGYM_DATA", str(tmp_path / "data"))
+    (tmp_path / "a_file").write_text("x")
+    bad = [(tmp_path / "a_file" / "x.hdf5", "a_file is a file, not a folder"),
+           (tmp_path / "a_file" / "deeper" / "x.hdf5", "a_file is a file, not a folder")]
+    if env_id in SAFE_TASKS:  # --out names a file; a locomotion task's --out is a folder
+        bad.append((tmp_path, "is a folder: --out names the dataset file"))
+    for out, says in bad:
+        with pytest.raises(DatasetError, match=says):
+            gen.generate(env_id, "tiny", seed=0, out=out, force=True)
+
