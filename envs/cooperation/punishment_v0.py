@@ -248,25 +248,8 @@ class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
         unknown = [a for a in actions if a not in self.agents]
         if unknown:
             raise ValueError(f"punishment_v0: unknown agent(s) {unknown}; live agents are {self.agents}")
-        answers = []
-        for name in self.agents:
-            i = int(name.rsplit("_", 1)[1])
-            decision = self._current.get(i)
-            raw = actions.get(name)
-            if decision is None:
-                if raw is not None and self._as_action(name, raw) != 0:
-                    raise ValueError(f"punishment_v0: {name} has no decision in phase "
-                                     f"'{self._phase}'; only the no-op action 0 is allowed, got {raw!r}")
-                continue
-            if raw is None:
-                raise ValueError(f"punishment_v0: {name} must act in phase '{self._phase}' "
-                                 f"({decision.kind}); allowed actions {self._allowed(decision)}")
-            action = self._as_action(name, raw)
-            if action not in self._allowed(decision):
-                raise ValueError(f"punishment_v0: illegal action {action} for {name} in phase "
-                                 f"'{self._phase}' ({decision.kind}); allowed actions "
-                                 f"{self._allowed(decision)}")
-            answers.append((decision, action))
+        answers = [answer for name in self.agents
+                   if (answer := self.check_action(name, actions.get(name))) is not None]
         # keep the queue's order (direct before third party, victim 0 before victim 1)
         by_id = {id(d): (d, a) for d, a in answers}
         answers = [by_id[id(d)] for d in self._order if id(d) in by_id]
@@ -290,6 +273,25 @@ class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
         if not running:
             self.agents = []
         return obs, rew, terms, truncs, infos
+
+    def check_action(self, name: str, raw: Any) -> tuple[Decision, int] | None:
+        """``name``'s decision and its action this step (None: no decision, the no-op); a ValueError
+        for a missing, non-integer or illegal one."""
+        decision = self._current.get(int(name.rsplit("_", 1)[1]))
+        if decision is None:
+            if raw is not None and self._as_action(name, raw) != 0:
+                raise ValueError(f"punishment_v0: {name} has no decision in phase "
+                                 f"'{self._phase}'; only the no-op action 0 is allowed, got {raw!r}")
+            return None
+        if raw is None:
+            raise ValueError(f"punishment_v0: {name} must act in phase '{self._phase}' "
+                             f"({decision.kind}); allowed actions {self._allowed(decision)}")
+        action = self._as_action(name, raw)
+        if action not in self._allowed(decision):
+            raise ValueError(f"punishment_v0: illegal action {action} for {name} in phase "
+                             f"'{self._phase}' ({decision.kind}); allowed actions "
+                             f"{self._allowed(decision)}")
+        return decision, action
 
     def _as_action(self, name: str, raw: Any) -> int:
         action = integer_action(raw)
@@ -384,6 +386,17 @@ def parallel_env(render_mode: str | None = None, **rule_fields: Any) -> raw_env:
     return raw_env(render_mode=render_mode, **rule_fields)
 
 
+class _CheckedAEC(wrappers.BaseWrapper):
+    """Checks each agent's action on its own AEC step: ``parallel_to_aec`` keeps the actions until the
+    last agent's step, so a bad one would be reported on another agent's turn."""
+
+    def step(self, action: Any) -> None:
+        name = self.agent_selection
+        if not (self.terminations.get(name) or self.truncations.get(name)):
+            self.unwrapped.check_action(name, action)  # the parallel env
+        super().step(action)
+
+
 def env(render_mode: str | None = None, **rule_fields: Any):
-    """The AEC form (``parallel_to_aec`` of :func:`parallel_env`)."""
-    return wrappers.OrderEnforcingWrapper(parallel_to_aec(parallel_env(render_mode, **rule_fields)))
+    """The AEC form (``parallel_to_aec`` of :func:`parallel_env`; each action checked on its step)."""
+    return wrappers.OrderEnforcingWrapper(_CheckedAEC(parallel_to_aec(parallel_env(render_mode, **rule_fields))))

@@ -125,6 +125,19 @@ def test_aec_api(options):
     api_test(env, num_cycles=episode_bound(env.unwrapped.rules) + 5)
 
 
+def test_aec_refuses_a_bad_action_on_the_agents_own_step():
+    """parallel_to_aec alone keeps the actions until the last agent's turn and reports there."""
+    env = aec_env(n_agents=4, rounds_per_game=2, direct_punishment=True)
+    env.reset(seed=0)
+    first = env.agent_selection
+    for bad in (99, float("nan"), "a", None):
+        with pytest.raises(ValueError, match=f"for {first}|{first} must act"):
+            env.step(bad)
+        assert env.agent_selection == first  # refused without a trace: the agent still has its turn
+    env.step(int(np.flatnonzero(env.last()[0]["action_mask"])[0]))
+    assert env.agent_selection != first
+
+
 @pytest.mark.parametrize("options", INVALID, ids=combo_id)
 def test_rejected_switch_combinations_raise(options):
     with pytest.raises(ValueError, match="partner_selection needs reputation"):
