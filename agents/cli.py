@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="run a study: every condition of a paper over many seeds",
                        description="Run every condition config of SUITE (configs/<suite>/) for N "
                                    "seeds in parallel worker processes and write OUT/study.md with "
-                                   "a table (mean and 95%% interval per metric per condition), the "
+                                   "a table (mean and 95% interval per metric per condition), the "
                                    "paper's claims checked, and curve plots. Rerunning the same "
                                    "command reuses finished runs and resumes interrupted ones.")
     p.add_argument("suite", choices=("cooperation",), help="which study")

@@ -117,6 +117,10 @@ def run_study(out: Path, seeds: int, episodes: int | None, conditions: list[str]
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     if episodes is not None and episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
+    if tail < 1:
+        raise ConfigError(f"--tail must be >= 1, got {tail}")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
     for name in chosen:  # validate every config before starting any work
         load_config(conditions_dir() / f"{name}.yaml")
     if report_only:

@@ -553,6 +553,8 @@ def generate(env_id: str, size: str = "small", seed: int = 0, out: Path | None =
     """Make the dataset(s) of ``env_id``; returns the written paths (see the module docstring)."""
     if size not in PLANS:
         raise DatasetError(f"size must be one of {', '.join(PLANS)}, got {size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise DatasetError(f"seed must be an integer >= 0, got {seed!r}")
     if env_id not in LOCOMOTION and env_id not in SAFE_TASKS:
         try:  # a safe task's short name (BallCircle) or file stem (BallCircle-v0)
             env_id = task_spec(env_id).env_id

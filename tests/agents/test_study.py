@@ -93,3 +93,12 @@ def test_study_bad_input(tmp_path, capsys):
     with pytest.raises(ConfigError, match="no finished runs"):
         run_study(tmp_path, 1, None, ["dp"], 1, report_only=True)
     assert not any(Path(tmp_path).iterdir())
+
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--tail", "0"), ("--tail", "-1"), ("--workers", "-1"),
+                                             ("--workers", "0"), ("--seeds", "0"), ("--episodes", "0")])
+def test_study_counts_below_one_are_refused_before_any_work(tmp_path, capsys, flag, value):
+    assert main(["study", "cooperation", flag, value, "--out", str(tmp_path)]) == 2
+    assert f"{flag} must be >= 1, got {value}" in capsys.readouterr().err
+    assert not any(Path(tmp_path).iterdir())

@@ -383,4 +383,5 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_training(env_id,
     for out, says in bad:
         with pytest.raises(DatasetError, match=says):
             gen.generate(env_id, "tiny", seed=0, out=out, force=True)
-
+    with pytest.raises(DatasetError, match="seed must be an integer >= 0, got -1"):
+        gen.generate(env_id, "tiny", seed=-1, out=tmp_path / "x.hdf5")
