@@ -98,6 +98,33 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
     return model
 
 
+def _leaf_types(annotation: Any) -> set[Any]:
+    args = get_args(annotation)
+    return set().union(*map(_leaf_types, args)) if args else {annotation}
+
+
+def _booleans_for_numbers(model: type[BaseModel], data: Any, loc: tuple[str, ...] = ()) -> list[str]:
+    """Keys under ``data`` whose field takes numbers but not booleans and whose value is (or holds)
+    ``true``/``false``: pydantic would read them as 1/0."""
+    found: list[str] = []
+    if not isinstance(data, dict):
+        return found
+    for key, value in data.items():
+        field = model.model_fields.get(str(key))
+        if field is None:
+            continue
+        nested = _model_at(model, (key,))
+        if nested is not None:
+            found += _booleans_for_numbers(nested, value, (*loc, str(key)))
+            continue
+        leaves = _leaf_types(field.annotation)
+        numeric = bool(leaves & {int, float}) and not leaves & {bool, Any}
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if numeric and any(isinstance(v, bool) for v in values):
+            found.append(f"{'.'.join((*loc, str(key)))}: expected a number, got {value!r}")
+    return found
+
+
 def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
     lines = []
     for e in err.errors():
@@ -133,6 +160,9 @@ def validate(data: dict[str, Any], source: str) -> RunConfig:
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
     cls: type[RunConfig] = module.Config
+    booleans = _booleans_for_numbers(cls, data)
+    if booleans:
+        raise ConfigError("\n".join(f"{source}: {line}" for line in booleans))
     try:
         return cls.model_validate(data)
     except ValidationError as err:

@@ -64,6 +64,16 @@ def test_wrong_type_or_range_names_key_and_expectation(tmp_path, key, value, exp
     assert f"{key}:" in str(err.value)
 
 
+@pytest.mark.parametrize("override", ["seed=true", "env.n_agents=false", "learner.batch_size=true",
+                                      "learner.play.lr=true", "episodes=[1, true]"])
+def test_a_boolean_where_a_number_belongs_is_refused(override):
+    """pydantic alone reads true as 1 (seed: true would be seed 1)."""
+    key, value = override.split("=")
+    with pytest.raises(ConfigError, match=rf"quickstart.yaml: {key}: expected a number, got"):
+        load_config(QUICKSTART, [override])
+    assert load_config(QUICKSTART, ["env.partner_selection=true"]).env.partner_selection  # a flag takes it
+
+
 def test_nested_range_error(tmp_path):
     with pytest.raises(ConfigError, match=r"learner\.batch_size: Input should be greater than or equal to 1"):
         load_config(QUICKSTART, ["learner.batch_size=0"])
