@@ -31,7 +31,7 @@ def _configs_dir() -> Path:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from aligngym.agents.train import resume, train
+    from aligngym.agents.train import CHECKPOINT, resume, train
 
     started: list[Path] = []
 
@@ -44,8 +44,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             if args.config is not None or args.overrides or args.smoke:
                 raise ConfigError("--resume takes only the run folder: the run keeps its saved config "
                                   "(edit its config.yaml to raise episodes)")
-            announce(Path(args.resume))
-            run_dir = resume(Path(args.resume))
+            run_dir = resume(Path(args.resume), on_start=announce)
         else:
             if args.config is None:
                 raise ConfigError("train needs a CONFIG file (or --resume RUN_DIR); "
@@ -53,9 +52,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             config = load_config(args.config, args.overrides, smoke=args.smoke)
             run_dir = train(config, on_start=announce)
     except KeyboardInterrupt:
-        where = started[0] if started else "RUN_DIR"
-        print(f"\naligngym: interrupted. Continue from the last checkpoint with "
-              f"aligngym train --resume {where}", file=sys.stderr)
+        if started and (started[0] / CHECKPOINT).is_file():
+            hint = f" Continue from the last checkpoint with aligngym train --resume {started[0]}"
+        elif started:
+            hint = f" {started[0]} holds no checkpoint yet: start the run again with aligngym train"
+        else:
+            hint = ""
+        print(f"\naligngym: interrupted.{hint}", file=sys.stderr)
         return 130
     print(f"watch it:   tensorboard --logdir {run_dir.parent}")
     print(f"score it:   aligngym eval {run_dir}")

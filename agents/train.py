@@ -271,9 +271,10 @@ def finish(config: RunConfig) -> Path:
     return train(config)
 
 
-def resume(run_dir: Path) -> Path:
+def resume(run_dir: Path, on_start: Callable[[Path], None] | None = None) -> Path:
     """Continue an interrupted run from its last checkpoint, in the same folder. Its config.yaml
-    may raise the run's length (or change the other RESUMABLE_KEYS); any other change is refused."""
+    may raise the run's length (or change the other RESUMABLE_KEYS); any other change is refused.
+    ``on_start(run_dir)`` is called once the run is checked and locked."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
@@ -290,6 +291,8 @@ def resume(run_dir: Path) -> Path:
     resolve_device(config.device)
     run = Run(run_dir, config, first_step=int(state.get("step", 0)))
     try:
+        if on_start is not None:
+            on_start(run_dir)
         agent_module(config.agent).train(config, run, state)
     finally:
         run.close()

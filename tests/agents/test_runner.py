@@ -253,16 +253,33 @@ def test_resume_refuses_a_changed_game_but_accepts_more_episodes(tmp_path, capsy
     assert int(load_checkpoint(run_dir / "checkpoint.pt")[1]["step"]) == 5
 
 
-def test_interrupt_says_how_to_resume_this_run(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("episodes_played", [0, 2])
+def test_interrupt_says_how_to_resume_this_run(tmp_path, capsys, monkeypatch, episodes_played):
+    play, calls = Population.play_episode, []
+
     def interrupted(self, *args, **kwargs):
-        raise KeyboardInterrupt
+        calls.append(1)
+        if len(calls) > episodes_played:
+            raise KeyboardInterrupt
+        return play(self, *args, **kwargs)
 
     monkeypatch.setattr(Population, "play_episode", interrupted)
     code = main(["train", str(QUICKSTART), "--smoke", "--set", f"run_root={tmp_path}",
                  "--set", "show_progress=false"])
     (run_dir,) = list(tmp_path.iterdir())
     assert code == 130
-    assert f"aligngym train --resume {run_dir}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    if episodes_played:  # smoke checkpoints every episode
+        assert f"aligngym train --resume {run_dir}" in err
+        monkeypatch.undo()
+        assert main(["train", "--resume", str(run_dir)]) == 0
+    else:  # --resume would only answer "no checkpoint yet"
+        assert f"{run_dir} holds no checkpoint yet: start the run again" in err and "--resume" not in err
+
+
+def test_resume_of_a_missing_folder_announces_no_run_folder(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "run folder:" not in capsys.readouterr().out
 
 
 def test_incomplete_or_mismatched_checkpoints_are_reported(tmp_path, capsys):
