@@ -485,8 +485,11 @@ def cost_thresholds(ds: OfflineDataset) -> tuple[float, ...]:
     """The cost thresholds a file is judged at: its ``cost_limits`` attribute (AlignGym's files), else
     those of the safe task its ``env_id`` attribute or file name names (DSRL's files carry no
     attributes but are named after their task, e.g. ``SafetyHopperVelocityGymnasium-v1-...``), else
-    DSRL's Bullet thresholds (10, 20, 40)."""
+    DSRL's Bullet thresholds (10, 20, 40); none for a file without costs (D4RL's)."""
     from aligngym.envs.safety.specs import SAFE_TASKS
+
+    if "costs" not in ds.arrays:
+        return ()
 
     limits = ds.attrs.get("cost_limits")
     if limits is not None and np.size(limits) > 0:

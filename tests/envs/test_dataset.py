@@ -390,6 +390,9 @@ def test_cost_thresholds_come_from_the_file_else_its_task_else_dsrls_bullet_ones
     mine = _dataset()
     mine.attrs["env_id"] = "aligngym/SwimmerVelocity-v1"
     assert cost_thresholds(mine) == (20.0, 40.0, 80.0)
+    d4rl = OfflineDataset(arrays={k: v for k, v in _arrays().items() if k != "costs"}, attrs={"env_id": "Hopper-v5"})
+    assert cost_thresholds(d4rl) == ()  # nothing to judge: no "episodes with cost <= 10: 100%" lines
+    assert "no costs in this file" in summary(d4rl) and "episodes with cost <=" not in summary(d4rl)
 
 
 def test_plot_writes_png(tmp_path):
