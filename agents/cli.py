@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value with a dotted key, e.g. --set learner.play.lr=0.01 "
                         "(repeatable)")
-    p.add_argument("--smoke", action="store_true", help="shrink the run to a few seconds (tests); --set values still apply")
+    p.add_argument("--smoke", action="store_true", help="shrink the run to a few seconds (tests)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run folder from its last checkpoint")
     p.set_defaults(func=_cmd_train)
 

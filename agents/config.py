@@ -170,8 +170,7 @@ def validate(data: dict[str, Any], source: str) -> RunConfig:
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), smoke: bool = False) -> RunConfig:
-    """Read, override and validate a YAML config file; ``smoke``: shrunk by the config's ``smoke()``,
-    with the ``overrides`` applied again on top (a ``--set`` value wins over ``--smoke``'s)."""
+    """Read, override and validate a YAML config file (``smoke``: then shrunk by its ``smoke()``)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -186,12 +185,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), s
     for text in overrides:
         _set_dotted(data, *parse_override(text))
     config = validate(data, str(path))
-    if not smoke:
-        return config
-    small = config.smoke().model_dump(mode="json")
-    for text in overrides:
-        _set_dotted(small, *parse_override(text))
-    return validate(small, str(path))
+    return config.smoke() if smoke else config
 
 
 def dump_config(config: RunConfig) -> str:

@@ -9,9 +9,10 @@ without its dataset, so whatever an agent derives from the data belongs in its c
 optional ``select_data(config, dataset) -> OfflineDataset`` picks the part of the dataset the agent
 is built from and trains on (BC-Safe's cost filter). Before a run folder exists, ``preflight`` reads
 and checks the dataset and makes that selection (BC-Safe: no episode within the cost limit stops
-the run), and a Config may override ``check_env(env)`` to refuse the env (FISOR: actions in [-1, 1]). The loop is tianshou's
-offline step (``algorithm.update(buffer, batch_size)``) with the runner's logging, checkpoints and
-exact resume around it:
+the run; the data read there are the ones trained on), and a Config may override ``check_env(env)``
+to refuse the env (FISOR: actions in [-1, 1]). The loop is tianshou's offline step
+(``algorithm.update(buffer, batch_size)``) with the runner's logging, checkpoints and exact resume
+around it:
 
 - the dataset comes from ``env.unwrapped.get_dataset`` conventions: the generated file of
   ``dataset.size`` / ``dataset.seed``, or ``dataset.path`` (any D4RL/DSRL HDF5 file);
@@ -39,7 +40,7 @@ from typing import Any, ClassVar, Literal
 import gymnasium as gym
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from tianshou.data import Batch
 from tianshou.utils.torch_utils import policy_within_training_step
 from tqdm import tqdm
@@ -72,15 +73,16 @@ class OfflineConfig(RunConfig):
     log_every: int = Field(1_000, ge=1)  # mean losses logged every this many steps
     checkpoint_every: int = Field(10_000, ge=1)  # checkpoint every this many steps (and at the end)
     show_progress: bool = True  # progress bar on the terminal
+    _checked_data: OfflineDataset | None = PrivateAttr(None)  # read by preflight, taken by setup
 
     def preflight(self) -> None:
         # an unknown task, a missing, unreadable or mismatched dataset file (a generated file's
         # error names the command that makes it) or an empty selection (BC-Safe) stops the run
-        # before its folder exists; the file is read twice, here and in training (seconds)
+        # before its folder exists; the data read here are the ones the run then trains on
         env = make_env(self)
         try:
             self.check_env(env)
-            training_data(self, env)
+            self._checked_data = training_data(self, env)
         finally:
             env.close()
 
@@ -224,7 +226,8 @@ def setup(module: Any, config: OfflineConfig, state: dict[str, Any] | None, devi
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
     env = make_env(config)
-    dataset = training_data(config, env) if data else None
+    dataset, config._checked_data = config._checked_data, None  # a new run's: read once, by preflight
+    dataset = None if not data else dataset if dataset is not None else training_data(config, env)
     algorithm = module.build(config, env, dataset, device)
     if state is not None:
         with checkpoint_errors():

@@ -6,7 +6,9 @@ from ``examples/configs/bc_configs.py`` (``BCTrainConfig``).
 
 - **BC-All** (agent ``bc_all``) clones every transition of the dataset.
 - **BC-Safe** (agent ``bc_safe``) clones only the episodes whose undiscounted episode cost is at most
-  ``cost_limit`` (OSRL's ``process_bc_dataset(bc_mode="safe")`` with ``gamma = 1``). The runner
+  ``cost_limit`` (OSRL's ``process_bc_dataset(bc_mode="safe")`` with ``gamma = 1``; ``filter_limit``,
+  when set, filters instead while ``cost_limit`` still scores the run: ``--smoke`` sets it so that
+  the tiny generated data, none of whose episodes is within a real limit, keep them all). The runner
   calls :func:`select_data` before it builds the agent, so the replay buffer the algorithm trains on
   holds only those episodes. A filter that keeps nothing stops the run with a
   :class:`~aligngym.agents.config.ConfigError` (a ``ValueError``) naming the limit and the
@@ -55,7 +57,7 @@ from aligngym.agents.offline import (OfflineConfig, action_bound, observation_di
 from aligngym.envs.data.dataset import OfflineDataset
 
 
-SMOKE_COST_LIMIT = 1e9  # BC-Safe's cost_limit under --smoke on the tiny generated data
+SMOKE_FILTER_LIMIT = 1e9  # BC-Safe's filter under --smoke on the tiny generated data: every episode
 
 
 class Config(OfflineConfig):
@@ -66,15 +68,16 @@ class Config(OfflineConfig):
     eval_episodes: int = Field(10, ge=1)  # ... on 10 episodes
     actor_hidden: tuple[PositiveInt, ...] = Field((256, 256), min_length=1)  # OSRL a_hidden_sizes (ReLU)
     actor_lr: float = Field(1e-3, gt=0)  # Adam
+    filter_limit: float | None = Field(None, ge=0)  # bc_safe keeps episodes with cost <= this (null: cost_limit)
 
     def smoke(self) -> Config:
         small = super().smoke()
         # the tiny generated data come from a barely trained behaviour policy and none of its
-        # episodes is within a real limit: BC-Safe's filter keeps them all (with a file of one's own,
-        # or a --set cost_limit, the limit stays)
-        lift = self.agent == "bc_safe" and self.dataset.path is None
+        # episodes is within a real limit: BC-Safe's filter keeps them all (cost_limit, which also
+        # scores the run, stays; so does a filter_limit of one's own, or a file of one's own)
+        lift = self.agent == "bc_safe" and self.dataset.path is None and self.filter_limit is None
         return small.model_copy(update={"actor_hidden": (32, 32),
-                                        "cost_limit": SMOKE_COST_LIMIT if lift else self.cost_limit})
+                                        "filter_limit": SMOKE_FILTER_LIMIT if lift else self.filter_limit})
 
 
 def select_data(config: Config, dataset: OfflineDataset) -> OfflineDataset:
@@ -82,11 +85,13 @@ def select_data(config: Config, dataset: OfflineDataset) -> OfflineDataset:
     if config.agent == "bc_all":
         return dataset
     costs = dataset.episode_costs()
-    keep = np.flatnonzero(costs <= config.cost_limit)
+    limit, name = (config.cost_limit, "cost_limit") if config.filter_limit is None else \
+        (config.filter_limit, "filter_limit")
+    keep = np.flatnonzero(costs <= limit)
     if len(keep) == 0:
         lowest = f"{costs.min():g}" if len(costs) else "n/a (no episodes)"
-        raise ConfigError(f"bc_safe: no episode of the dataset has cost <= cost_limit {config.cost_limit:g} "
-                          f"(lowest episode cost: {lowest}); raise cost_limit or use more data")
+        raise ConfigError(f"bc_safe: no episode of the dataset has cost <= {name} {limit:g} "
+                          f"(lowest episode cost: {lowest}); raise {name} or use more data")
     return dataset.select_episodes(keep)
 
 

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import shutil
 import time
@@ -553,7 +554,7 @@ def generate(env_id: str, size: str = "small", seed: int = 0, out: Path | None =
     """Make the dataset(s) of ``env_id``; returns the written paths (see the module docstring)."""
     if size not in PLANS:
         raise DatasetError(f"size must be one of {', '.join(PLANS)}, got {size!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise DatasetError(f"seed must be an integer >= 0, got {seed!r}")
     if env_id not in LOCOMOTION and env_id not in SAFE_TASKS:
         try:  # a safe task's short name (BallCircle) or file stem (BallCircle-v0)
@@ -578,8 +579,8 @@ def generate(env_id: str, size: str = "small", seed: int = 0, out: Path | None =
 def _target(path: Path, force: bool) -> None:
     """Refuse, before any training, an output file that cannot be written; create its folder."""
     if path.is_dir():
-        raise DatasetError(f"{path} is a folder: --out names the dataset file to write "
-                           f"(e.g. {path / 'data.hdf5'})")
+        raise DatasetError(f"cannot write {path}: it is a folder (a safe task's --out names the dataset "
+                           f"file, e.g. {path / 'data.hdf5'}; a locomotion task's the folder of its files)")
     if path.exists() and not force:
         raise DatasetError(f"{path} exists; pass --force to make it again")
     for parent in path.parents:

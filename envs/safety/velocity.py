@@ -116,7 +116,8 @@ class _VelocityCost(OfflineEnvMixin):
         return float(info["x_velocity"])
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        action = self._checked_action(action)  # MuJoCo would take NaN, reset itself and go on
+        self._checked_action(action)  # MuJoCo would take NaN, reset itself and go on; the v5 env gets
+        # the caller's array itself (its control cost in the caller's precision, as v5's own)
         observation, reward, terminated, truncated, info = super().step(action)  # type: ignore[misc]
         info["cost"] = float(self.speed(info) > self.velocity_threshold)
         return observation, reward, terminated, truncated, info

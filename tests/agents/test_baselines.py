@@ -53,8 +53,8 @@ def test_bc_safe_trains_only_on_the_episodes_within_the_cost_limit(tiny_data, tm
     real = OfflineImitationLearning.process_buffer
     monkeypatch.setattr(OfflineImitationLearning, "process_buffer",
                         lambda self, buffer: buffers.append(buffer) or real(self, buffer))
-    for agent in ("bc_safe", "bc_all"):
-        train(smoke_config(agent, tmp_path, f"cost_limit={limit}"))
+    for agent in ("bc_safe", "bc_all"):  # the real filter: cost_limit (not --smoke's)
+        train(smoke_config(agent, tmp_path, f"cost_limit={limit}").model_copy(update={"filter_limit": None}))
     safe, everything = buffers
 
     assert len(everything) == len(dataset)
@@ -73,7 +73,9 @@ def test_bc_safe_refuses_a_limit_that_keeps_no_episode(tiny_data, tmp_path):
     lowest = ball_circle().episode_costs().min()
     assert lowest > 1
     with pytest.raises(ValueError, match=rf"cost_limit {lowest - 1:g} .*lowest episode cost: {lowest:g}"):
-        train(smoke_config("bc_safe", tmp_path, f"cost_limit={lowest - 1}"))
+        train(smoke_config("bc_safe", tmp_path, f"cost_limit={lowest - 1}").model_copy(update={"filter_limit": None}))
+    with pytest.raises(ValueError, match=rf"filter_limit {lowest - 1:g} .*raise filter_limit"):
+        train(smoke_config("bc_safe", tmp_path, f"filter_limit={lowest - 1}"))
     assert not list(tmp_path.glob("*__bc_safe__*")), "refused before a run folder was made"
     bc_all = smoke_config("bc_all", tmp_path, f"cost_limit={lowest - 1}")
     assert bc.select_data(bc_all, ball_circle()).arrays["observations"].shape[0] == len(ball_circle())
@@ -101,6 +103,20 @@ def test_a_missing_dataset_names_the_command_before_a_run_folder_exists(agent, t
     with pytest.raises(DatasetError, match="mine.hdf5 has no 'actions' dataset"):
         train(mine)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize("agent", AGENTS)
+def test_a_new_run_reads_its_dataset_once(agent, tiny_data, tmp_path, monkeypatch):
+    """preflight checks the whole file before the run folder exists and hands it on to training."""
+    import aligngym.agents.offline as offline
+
+    reads = []
+    real = offline.load_dataset
+    monkeypatch.setattr(offline, "load_dataset", lambda *a, **k: reads.append(a) or real(*a, **k))
+    run_dir = train(smoke_config(agent, tmp_path))
+    assert len(reads) == 1
+    evaluate(run_dir, episodes=1)  # scored without its dataset
+    assert len(reads) == 1
 
 
 # ---------------------------------------------------------------------- BCQ-Lag's Lagrangian
@@ -211,9 +227,12 @@ def test_configs_cover_every_agent_and_task_with_osrl_settings():
 def test_every_config_runs_smoke_end_to_end(tiny_data, tmp_path, path):
     overrides = [f"run_root={tmp_path}", "show_progress=false"]
     config = load_config(path, overrides, smoke=True)
-    run_dir = train(config)  # BC-Safe too: --smoke lifts its limit (no tiny episode is within 10)
+    if config.agent == "bc_safe":  # --smoke lifts the filter only: no tiny episode is within 10
+        assert (config.filter_limit, config.cost_limit) == (bc.SMOKE_FILTER_LIMIT, 10)
+    run_dir = train(config)
     result = evaluate(run_dir, episodes=1)
-    assert math.isfinite(result["eval/normalized_cost"]) and result["eval/normalized_cost"] >= 0
+    assert math.isfinite(result["eval/normalized_cost"])  # DSRL's normalisation at the config's limit
+    assert result["eval/normalized_cost"] == pytest.approx(result["eval/cost"] / config.cost_limit)
     assert math.isfinite(result["eval/normalized_return"])
     assert result["checkpoint_step"] == config.steps and result["episodes"] == 1
     assert (run_dir / "eval.json").is_file()
@@ -224,9 +243,8 @@ def test_every_config_runs_smoke_end_to_end(tiny_data, tmp_path, path):
 # ---------------------------------------------------------------------- checkpoints
 @pytest.mark.parametrize("agent", ["bc_safe", "bcq_lag"])
 def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tiny_data, tmp_path, agent):
-    limit = f"cost_limit={ball_circle().episode_costs().max()}"  # BC-Safe keeps every episode
-    reference = train(smoke_config(agent, tmp_path / "ref", limit).model_copy(update={"steps": 6}))
-    first = train(smoke_config(agent, tmp_path / "split", limit))  # smoke: 4 steps
+    reference = train(smoke_config(agent, tmp_path / "ref").model_copy(update={"steps": 6}))
+    first = train(smoke_config(agent, tmp_path / "split"))  # smoke: 4 steps
     saved = yaml.safe_load((first / "config.yaml").read_text())
     saved["steps"] = 6
     (first / "config.yaml").write_text(yaml.safe_dump(saved))

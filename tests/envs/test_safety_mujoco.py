@@ -168,7 +168,9 @@ def test_velocity_task_is_the_v5_env(env_id, tmp_path, monkeypatch):
     kwargs = {"include_cfrc_ext_in_observation": False} if name == "Ant-v5" else {}
     ours, theirs = gym.make(env_id), gym.make(name, **kwargs)
     np.testing.assert_array_equal(ours.reset(seed=2)[0], theirs.reset(seed=2)[0])
-    for action in np.random.default_rng(0).uniform(-1, 1, (50, *ours.action_space.shape)):
+    actions = np.random.default_rng(0).uniform(-1, 1, (50, *ours.action_space.shape))
+    for k, action in enumerate(actions):
+        action = action.astype(np.float32) if k % 2 else action  # policies act in float32
         obs, reward, terminated, *_ = ours.step(action)
         their_obs, their_reward, their_terminated, *_ = theirs.step(action)
         np.testing.assert_array_equal(obs, their_obs)
