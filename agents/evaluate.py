@@ -10,7 +10,7 @@ from typing import Any
 from torch.utils.tensorboard import SummaryWriter
 
 from aligngym.agents.config import ConfigError, agent_module
-from aligngym.agents.train import CHECKPOINT, load_checkpoint
+from aligngym.agents.train import CHECKPOINT, EVALUATION, load_checkpoint
 
 
 def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = None,
@@ -47,4 +47,4 @@ def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = No
 
 def result_name(options: dict[str, Any]) -> str:
     """The file an evaluation with ``options`` writes in the run folder (``eval.json`` without)."""
-    return "_".join(["eval", *(f"{k}-{v}" for k, v in sorted(options.items()))]) + ".json"
+    return "_".join(["eval", *(f"{k}-{v}" for k, v in sorted(options.items()))]) + ".json" if options else EVALUATION

@@ -13,6 +13,7 @@ is ever executed.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -172,6 +173,21 @@ def _flat(prefix: str, data: Any) -> dict[str, Any]:
     return {prefix: data}
 
 
+EVALUATION = "eval.json"  # what `aligngym eval RUN_DIR` writes in the run folder (also logged there)
+
+
+def _evaluation_at(directory: Path, step: int) -> dict[str, float]:
+    """The ``eval/*`` scores of the run folder's evaluation, if it scored the checkpoint of ``step``."""
+    try:
+        result = json.loads((directory / EVALUATION).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(result, dict) or result.get("checkpoint_step") != step:
+        return {}
+    return {k.split("/", 1)[1]: float(v) for k, v in result.items()
+            if k.startswith("eval/") and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 class Run:
     """A run folder and its TensorBoard logger."""
 
@@ -185,6 +201,9 @@ class Run:
             self.lock.unlink(missing_ok=True)
             raise
         self.logger = TensorboardLogger(self.writer)
+        scores = _evaluation_at(directory, first_step) if first_step else {}
+        if scores:  # the purge drops the scores `aligngym eval` logged at the checkpoint too: again
+            self.log("eval", first_step, scores)
 
     @classmethod
     def create(cls, config: RunConfig) -> Run:

@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from aligngym.agents.cli import main
 from aligngym.agents.config import ConfigError, load_config
+from aligngym.agents.evaluate import evaluate
 from aligngym.agents.marl.population import Population
 from aligngym.agents.train import (CheckpointError, RunInUseError, load_checkpoint, resolve_device, resume,
                                    save_checkpoint, train)
@@ -109,6 +110,17 @@ def test_eval_rebuilds_from_the_run_folder(tmp_path, capsys):
     assert _scalars(run_dir)["eval/cooperation_rate"] == [(3, pytest.approx(result["eval/cooperation_rate"]))]
     assert main(["eval", str(tmp_path / "nothing")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_a_resumed_run_keeps_the_scores_aligngym_eval_logged_at_its_checkpoint(tmp_path):
+    run_dir = train(_config(tmp_path))  # 3 episodes
+    score = evaluate(run_dir, episodes=1)["eval/cooperation_rate"]
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    saved["episodes"] = 5
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    resume(run_dir)  # purges the events from step 3 on (an interrupted process's)
+    assert (3, pytest.approx(score)) in _scalars(run_dir)["eval/cooperation_rate"]
+    assert [s for s, _ in _scalars(run_dir)["coop/cooperation_rate"]] == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
