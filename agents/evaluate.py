@@ -47,4 +47,6 @@ def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = No
 
 def result_name(options: dict[str, Any]) -> str:
     """The file an evaluation with ``options`` writes in the run folder (``eval.json`` without)."""
-    return "_".join(["eval", *(f"{k}-{v}" for k, v in sorted(options.items()))]) + ".json" if options else EVALUATION
+    if not options:
+        return EVALUATION
+    return "_".join(["eval", *(f"{k}-{v}" for k, v in sorted(options.items()))]) + ".json"

@@ -227,7 +227,10 @@ def setup(module: Any, config: OfflineConfig, state: dict[str, Any] | None, devi
     torch.manual_seed(config.seed)
     env = make_env(config)
     dataset, config._checked_data = config._checked_data, None  # a new run's: read once, by preflight
-    dataset = None if not data else dataset if dataset is not None else training_data(config, env)
+    if not data:
+        dataset = None
+    elif dataset is None:
+        dataset = training_data(config, env)
     algorithm = module.build(config, env, dataset, device)
     if state is not None:
         with checkpoint_errors():

@@ -85,8 +85,8 @@ def select_data(config: Config, dataset: OfflineDataset) -> OfflineDataset:
     if config.agent == "bc_all":
         return dataset
     costs = dataset.episode_costs()
-    limit, name = (config.cost_limit, "cost_limit") if config.filter_limit is None else \
-        (config.filter_limit, "filter_limit")
+    name = "cost_limit" if config.filter_limit is None else "filter_limit"
+    limit = getattr(config, name)
     keep = np.flatnonzero(costs <= limit)
     if len(keep) == 0:
         lowest = f"{costs.min():g}" if len(costs) else "n/a (no episodes)"

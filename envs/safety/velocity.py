@@ -116,8 +116,9 @@ class _VelocityCost(OfflineEnvMixin):
         return float(info["x_velocity"])
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        self._checked_action(action)  # MuJoCo would take NaN, reset itself and go on; the v5 env gets
-        # the caller's array itself (its control cost in the caller's precision, as v5's own)
+        # MuJoCo would take NaN, reset itself and go on; the v5 env still gets the caller's own array
+        # (its control cost in the caller's precision, as v5's)
+        self._checked_action(action)
         observation, reward, terminated, truncated, info = super().step(action)  # type: ignore[misc]
         info["cost"] = float(self.speed(info) > self.velocity_threshold)
         return observation, reward, terminated, truncated, info
