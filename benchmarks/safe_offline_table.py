@@ -7,7 +7,8 @@
 Trains every (agent, task, seed) from ``configs/<agent dir>/[cpu/]<task>.yaml`` (FISOR:
 ``configs/fisor``, baselines: ``configs/baselines/<agent>``) into ``OUT/runs/<agent>/<task>/s<seed>/``
 in parallel worker processes (one core each; rerunning reuses finished runs and resumes
-unfinished ones; a run another invocation is training is skipped), evaluates each final policy over ``--episodes`` episodes at the config's cost
+unfinished ones, keeps a recorded result whose run folder is gone, and skips a run another
+invocation is training), evaluates each final policy over ``--episodes`` episodes at the config's cost
 limit, and writes ``OUT/table.md`` (and its picture ``OUT/table.png``): per task and agent the normalised reward / normalised cost
 (DSRL's normalisation, mean over seeds), unsafe entries (cost > 1) in gray italics, the best
 safe reward of a row in bold, as in FISOR's Table 1; results accumulate in ``OUT/results.json``
@@ -183,6 +184,13 @@ def main() -> None:
     results = json.loads(saved.read_text()) if saved.is_file() else []
     if not args.report_only:
         jobs = [(a, t, s) for t in args.tasks for a in args.agents for s in range(args.seeds)]
+        # a result whose run folder is gone (a fresh checkout: runs/ is not in git) is kept, not retrained
+        gone = {(r["agent"], r["task"], r["seed"]): r["run"] for r in results
+                if same_setting(r, args.variant, args.extra) and not Path(r["run"]).exists()}
+        for job in [j for j in jobs if j in gone]:
+            print(f"{job[0]} {job[1]} s{job[2]}: kept the recorded result; its run {gone[job]} is gone "
+                  "(delete its rows from results.json to train it again)", flush=True)
+        jobs = [j for j in jobs if j not in gone]
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             futures = [pool.submit(run_one, a, t, s, args.variant, args.out, args.episodes, args.extra)
                        for a, t, s in jobs]
