@@ -13,6 +13,7 @@ is ever executed.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -138,16 +139,20 @@ def load_checkpoint(path: str | Path) -> tuple[RunConfig, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    try:  # read once: the bytes checked below are the bytes loaded
+        data = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"cannot read {path}: {err.strerror or err}") from None
     try:  # torch.load does not check the archive's checksums: a flipped bit would load as a bad weight
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
             damaged = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError):
+    except (zipfile.BadZipFile, EOFError):
         damaged = None  # not a zip archive (or a truncated one): torch.load's refusal below says so
     if damaged is not None:
         raise CheckpointError(f"{path} is damaged: its part {damaged} fails its checksum (a disk or copy "
                               f"error); use a good copy or train again")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for truncated / foreign / unsafe files
         raise CheckpointError(f"{path} is corrupt or not an AlignGym checkpoint "
                               f"({type(err).__name__})") from None

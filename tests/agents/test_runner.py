@@ -181,6 +181,18 @@ def test_a_flipped_byte_in_a_checkpoints_weights_is_refused(tmp_path):
     load_checkpoint(ckpt)
 
 
+def test_an_unreadable_checkpoint_is_a_checkpoint_error(tmp_path, monkeypatch):
+    ckpt = tmp_path / "checkpoint.pt"
+    ckpt.write_bytes(b"x")
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)  # root reads any file, so chmod cannot stage this
+    with pytest.raises(CheckpointError, match="cannot read .*checkpoint.pt: Permission denied"):
+        load_checkpoint(ckpt)
+
+
 def test_resume_errors(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
