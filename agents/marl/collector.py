@@ -32,7 +32,8 @@ _FIELDS = ("obs", "act", "rew", "terminated", "truncated", "done", "obs_next")
 
 class Policy(Protocol):
     """Maps (decision, agent) to a network row and acts for rows; may also define
-    ``observe(infos)``, called after every step (scripted partners use it)."""
+    ``observe(infos)``, called after every step, and ``reset()``, called when an episode starts a
+    fresh game (scripted partners use them)."""
 
     def row(self, decision: DecisionKind, agent: int) -> int: ...
 
@@ -121,7 +122,9 @@ class PopulationCollector:
         received a transition (the trainer does one update for each)."""
         env = self.env
         obs, infos = env.reset(seed=seed, options={"keep_memory": keep_memory})
-        if not keep_memory:  # a fresh game: open transitions end here
+        if not keep_memory:  # a fresh game: open transitions end here, scripted partners forget
+            if hasattr(self.policy, "reset"):
+                self.policy.reset()
             ended = list(self.open)
             for row in ended:
                 self._close(row, self.open[row].features, terminated=True)

@@ -23,9 +23,14 @@ epsilon from 0.8889). Deviations and options:
   earned in between (play: payoffs and fines; punish: punisher rewards; select: payoffs and fines
   of the game the agent chose). The reference instead builds next states by hand per decision
   (punish transitions are bandit-like, and the selection transition is stored once per round).
-- ``bootstrap_across_games`` (default true, as the reference, whose IPD never sets done): a play
-  transition whose next play decision is in another game still bootstraps. Set it false to cut
-  bootstrapping at game boundaries.
+  So a select network stores one transition per episode and starts learning at episode
+  ``batch_size`` (100), when the default schedule has just finished exploring; the reference's,
+  storing ten, starts at episode 10, four updates before its own schedule ends. In both the
+  selection network explores before it learns and learns greedily afterwards.
+- ``bootstrap_across_games`` (default true, as the reference's IPD, which never sets done): a play
+  transition whose next play decision is in another game still bootstraps. False cuts bootstrapping
+  at game boundaries: the reference's centipede, which ends a transition at a game's last or
+  stopping move (the centipede conditions' configs set it).
 - The replay buffers are tianshou ``ReplayBuffer``s, which sample with replacement; the reference
   samples without replacement.
 """

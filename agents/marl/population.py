@@ -211,6 +211,10 @@ class BackgroundPolicy:
         for agent, bot in self.bots.items():
             bot.observe(infos[f"player_{agent}"]["reward_components"])
 
+    def reset(self) -> None:
+        for bot in self.bots.values():
+            bot.reset()
+
 
 def evaluate(config: Config, state: dict[str, Any], episodes: int, background: str | None = None,
              focal: int | None = None) -> dict[str, Any]:

@@ -55,7 +55,9 @@ Differences from the reference code: the PettingZoo reward is the sum of all com
 reference trains its punish networks on the punisher reward alone (``reward_components`` keeps them
 apart, and AlignGym's learners use them so); an agent chosen by several selectors plays its games one
 after another, as in the reference; the order DP-then-TPP and bystanders drawn with replacement
-follow the reference.
+follow the reference. In the centipede a player's play reward is what it earns from one move to its
+next (its move's cost, the co-player's gift, fines); the reference hands its play network the mover's running
+cumulative reward of the game instead (a quirk not reproduced).
 Additions the reference lacks: the no-mechanism baseline, ``reputation_decay`` and
 ``reputation_obs_scale`` (the paper feeds the raw cumulative score to its networks).
 """
@@ -103,11 +105,14 @@ class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
     metadata = {"name": "punishment_v0", "render_modes": ["ansi", "rgb_array"],
                 "is_parallelizable": True, "render_fps": 4}
 
-    def __init__(self, render_mode: str | None = None, rules: GameRules | None = None,
+    def __init__(self, render_mode: str | None = None, rules: GameRules | dict | None = None,
                  **rule_fields: Any) -> None:
         if rules is not None and rule_fields:
-            raise ValueError("pass either rules=GameRules(...) or keyword rule fields, not both")
-        self.rules = rules if rules is not None else GameRules(**rule_fields)
+            raise ValueError("pass either rules=GameRules(...) (or a dict of its fields) or keyword rule "
+                             "fields, not both")
+        if rules is not None and not isinstance(rules, (GameRules, dict)):
+            raise TypeError(f"rules must be a GameRules or a dict of its fields, not {type(rules).__name__}")
+        self.rules = GameRules.model_validate(rules if rules is not None else rule_fields)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, "
                              f"got {render_mode!r}")
@@ -231,7 +236,11 @@ class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
     def reset(self, seed: int | None = None, options: dict | None = None):
         if seed is not None:
             self.core.rng = np.random.default_rng(seed)
-        keep = bool((options or {}).get("keep_memory", False))
+        if options is not None and not isinstance(options, dict):
+            raise TypeError(f"reset options must be a dict, not {type(options).__name__}")
+        keep = (options or {}).get("keep_memory", False)
+        if not isinstance(keep, (bool, np.bool_)):
+            raise TypeError(f"reset option keep_memory must be true or false, not {keep!r}")
         self.core.reset(keep_memory=keep)
         self.agents = list(self.possible_agents)
         self._game = self._round = 0

@@ -40,7 +40,7 @@ def _topology(topology: str, n: int, groups: int) -> tuple[np.ndarray, np.ndarra
 class Payoffs(BaseModel):
     """Row player's payoff in the Prisoner's Dilemma (T > R > P > S makes it a dilemma)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     R: float = 3.0  # reward: both cooperate
     S: float = 0.0  # sucker: I cooperate, the partner defects
@@ -51,7 +51,7 @@ class Payoffs(BaseModel):
 class GameRules(BaseModel):
     """Every switch and number of the game. Invalid combinations raise ``ValueError``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     n_agents: int = Field(5, ge=3, le=64)  # population size (>= 3 so a third party exists)
     game: Literal["ipd", "centipede"] = "ipd"  # the pairwise game

@@ -169,3 +169,38 @@ def test_cut_bootstrapping_also_across_episodes():
         collector.run_episode(explore=False, keep_memory=episode > 0, seed=0 if episode == 0 else None)
     buf = replay.buffers[policy.row("play", 2)]
     assert [bool(d) for d in buf.terminated[: len(buf)]] == [True, True]
+
+
+def test_a_fresh_game_resets_scripted_partners():
+    """A policy's ``reset()`` runs when an episode starts a fresh game, not when memory carries over:
+    a reformed defector (D until fined) defects again after a fresh start."""
+    from aligngym.envs.cooperation.scripted import make_bot
+
+    class WithBot(Scripted):  # agent 1 is a reformed defector; everyone else cooperates and punishes
+        bot = make_bot("reformed_defector", 1, N - 1)
+
+        def act(self, rows, features, explore):
+            out = super().act(rows, features, explore)
+            for k, row in enumerate(rows):
+                if DECISIONS[row // N] == "play" and row % N == 1:
+                    out[k] = self.bot.act("play", features[k])
+            return out
+
+        def observe(self, infos):
+            self.bot.observe(infos["player_1"]["reward_components"])
+
+        def reset(self):
+            self.bot.reset()
+
+    env = punishment_v0.parallel_env(n_agents=N, rounds_per_game=2, direct_punishment=True)
+    policy = WithBot()
+    replay = PopulationReplay({policy.row(d, i): 100 for d in ("play", "punish") for i in range(N)}, seed=0)
+    collector = PopulationCollector(env, policy, replay)
+    defections = []
+    for keep in (False, True, False):
+        collector.run_episode(explore=False, keep_memory=keep, seed=0)
+        counts = env.core.agent_counts
+        defections.append(int(counts["agent_plays"][0, 1] - counts["agent_coops"][0, 1]))
+    assert defections[0] >= 1  # defects until its first fine
+    assert defections[1] == 0  # memory carried: still reformed
+    assert defections[2] == defections[0]  # a fresh game: it forgot, and defects again

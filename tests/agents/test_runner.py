@@ -337,3 +337,14 @@ def test_eval_against_scripted_background(tmp_path, capsys):
     assert main(["eval", str(run_dir), "--background", "always_defect", "--focal", "5"]) == 2
     assert "--focal must be between 1 and 4" in capsys.readouterr().err
     assert main(["eval", str(run_dir), "--focal", "2"]) == 2
+
+
+def test_background_bots_forget_when_reset():
+    from aligngym.agents.marl.population import BackgroundPolicy
+    from aligngym.envs.cooperation import GameRules
+
+    policy = BackgroundPolicy(None, GameRules(n_agents=3), 1, "reformed_defector")
+    for bot in policy.bots.values():
+        bot.reformed = True
+    policy.reset()
+    assert not any(bot.reformed for bot in policy.bots.values())

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from aligngym.agents.cli import main
-from aligngym.agents.config import ConfigError
-from aligngym.agents.marl.study import (available_conditions, check_claims, convergence_episode,
-                                        mean_ci, run_study)
+from aligngym.agents.config import ConfigError, load_config
+from aligngym.agents.marl.study import (available_conditions, check_claims, conditions_dir,
+                                        convergence_episode, mean_ci, run_study)
 
 PAPER_CONDITIONS = {"none", "reputation", "dp", "tpp", "tpdp", "dp_s", "tpp_s", "tpdp_s",
                     "costly_dp", "costly_tpp", "costly_tpdp", "costly_dp_s", "costly_tpp_s",
@@ -20,6 +20,14 @@ PAPER_CONDITIONS = {"none", "reputation", "dp", "tpp", "tpdp", "dp_s", "tpp_s", 
 
 def test_every_condition_has_a_config():
     assert PAPER_CONDITIONS <= set(available_conditions())
+
+
+def test_conditions_set_the_references_terminal_flag():
+    """Reference 1.10: the IPD never sets done (play transitions bootstrap across games); the
+    centipede sets it at a game's last or stopping move."""
+    for name in available_conditions():
+        config = load_config(conditions_dir() / f"{name}.yaml")
+        assert config.learner.bootstrap_across_games == (config.env.game == "ipd"), name
 
 
 def test_mean_ci_by_hand():

@@ -817,3 +817,25 @@ def test_keep_memory_false_option_clears():
     rollout(env, seed=0, action_seed=0)
     env.reset(options={"keep_memory": False})
     assert np.all(env.core.reputation == 0) and np.all(env.core.last_action == 2)
+
+
+def test_rules_may_be_a_dict_and_must_be_finite():
+    assert parallel_env(rules={"n_agents": 3, "direct_punishment": True}).rules.n_agents == 3
+    with pytest.raises(TypeError, match="rules must be a GameRules or a dict"):
+        parallel_env(rules=3)
+    with pytest.raises(ValueError, match="not both"):
+        parallel_env(rules={"n_agents": 3}, n_agents=4)
+    for bad in ({"fine": float("nan")}, {"reputation_obs_scale": float("inf")},
+                {"centipede_gift": float("inf")}, {"payoffs": {"T": float("inf")}}):
+        with pytest.raises(ValidationError, match="finite"):
+            GameRules(**bad)
+
+
+def test_reset_options_are_checked():
+    env = parallel_env(n_agents=3)
+    env.reset(seed=0, options={"keep_memory": True})
+    env.reset(options={"keep_memory": np.bool_(False)})
+    with pytest.raises(TypeError, match="keep_memory must be true or false, not 'no'"):
+        env.reset(options={"keep_memory": "no"})
+    with pytest.raises(TypeError, match="options must be a dict, not list"):
+        env.reset(options=[1])
