@@ -110,7 +110,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from aligngym.envs.data.dataset import load_dataset, plot_reward_cost, summary
+    from aligngym.envs.data.dataset import check_writable, load_dataset, plot_reward_cost, summary
 
     if args.action == "generate":
         from aligngym.envs.data.generate import generate
@@ -125,6 +125,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
         print(summary(ds))
         return 0
     out = Path(args.out) if args.out else Path(args.file).with_suffix(".png")
+    check_writable(out, f" (--out names the picture's file, e.g. {out / 'plot.png'})")
     plot_reward_cost(ds, out, title=str(ds.attrs.get("env_id", Path(args.file).stem)))
     print(f"wrote {out}")
     return 0

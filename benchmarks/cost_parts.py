@@ -14,7 +14,6 @@ import argparse
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from aligngym.agents.config import agent_module

@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -53,6 +54,7 @@ SCALAR_KEYS = ("rewards", "costs", "terminals", "timeouts")  # one number per tr
 _SPACE_KEYS = ("observations", "next_observations", "actions")  # may hold discrete indices
 _JSON_ATTRS = "aligngym_json_attrs"  # names the attributes that were JSON-encoded on write
 DEFAULT_COST_THRESHOLDS = (10.0, 20.0, 40.0)  # DSRL's Bullet thresholds: for files of no known task
+GYMNASIUM_COST_THRESHOLDS = (20.0, 40.0, 80.0)  # DSRL's Safety-Gymnasium ones (navigation, velocity)
 
 
 class DatasetError(Exception):
@@ -103,6 +105,8 @@ def _cast(key: str, array: np.ndarray, where: str) -> np.ndarray:
     if array.dtype.kind not in "biuf":
         raise DatasetError(f"{where}: '{key}' has non-numeric dtype {array.dtype}")
     if key in FLAG_KEYS:
+        if not np.isin(array, (0, 1)).all():
+            raise DatasetError(f"{where}: '{key}' holds values other than 0 and 1 (it is a true/false flag)")
         return array.astype(bool)
     if key in _SPACE_KEYS and array.dtype.kind in "biu":
         return array.astype(np.int64)
@@ -110,14 +114,21 @@ def _cast(key: str, array: np.ndarray, where: str) -> np.ndarray:
         array = array.astype(np.float32)
     if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
         raise DatasetError(f"{where}: '{key}' contains NaN or infinite values")
+    if key == "costs" and (array < 0).any():
+        raise DatasetError(f"{where}: 'costs' has negative values (a cost counts constraint violations)")
     return array
 
 
-def _check_lengths(arrays: dict[str, np.ndarray], where: str) -> int:
+def _check_shapes(arrays: dict[str, np.ndarray], where: str) -> int:
+    """The number of transitions; every array has one row each, and a successor observation is shaped
+    like an observation."""
     lengths = {key: len(value) for key, value in arrays.items()}
     if len(set(lengths.values())) > 1:
         found = ", ".join(f"{k}={n}" for k, n in lengths.items())
         raise DatasetError(f"{where}: arrays have unequal lengths ({found})")
+    if "next_observations" in arrays and arrays["next_observations"].shape[1:] != arrays["observations"].shape[1:]:
+        raise DatasetError(f"{where}: next_observations have shape {arrays['next_observations'].shape[1:]} per "
+                           f"transition but observations have {arrays['observations'].shape[1:]}")
     return next(iter(lengths.values()), 0)
 
 
@@ -153,7 +164,7 @@ def write_dataset(path: str | Path, arrays: dict[str, np.ndarray], attrs: dict[s
     if missing:
         raise DatasetError(f"{where}: missing key(s) {', '.join(missing)}")
     cast = {key: _cast(key, value, where) for key, value in arrays.items()}
-    if _check_lengths(cast, where) == 0:
+    if _check_shapes(cast, where) == 0:
         raise DatasetError(f"{where}: the dataset has no transitions")
     if _JSON_ATTRS in attrs:
         raise DatasetError(f"{where}: attribute name '{_JSON_ATTRS}' is reserved")
@@ -171,6 +182,24 @@ def write_dataset(path: str | Path, arrays: dict[str, np.ndarray], attrs: dict[s
                 file.attrs[key] = value
 
     return atomic_write(path, write)
+
+
+def check_writable(path: Path, folder_hint: str = "") -> None:
+    """Refuse, before any work, a file ``path`` that cannot be written (``folder_hint`` follows the
+    message when it is a folder); create its folder."""
+    if path.is_dir():
+        raise DatasetError(f"cannot write {path}: it is a folder{folder_hint}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DatasetError(f"cannot write {path}: {parent} is a file, not a folder")
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DatasetError(f"cannot create the folder of {path}: {err.strerror}") from None
+    if not os.access(path.parent, os.W_OK):
+        raise DatasetError(f"cannot write {path}: {path.parent} is not writable")
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
@@ -236,7 +265,7 @@ def load_dataset(path: str | Path, env: Any = None, env_id: str | None = None,
     a safe task (one whose unwrapped env has a ``task`` spec) also requires ``costs``.
     ``env_id``/``size``/``seed`` only serve the missing-file message.
     """
-    path = Path(path)
+    path = Path(path).expanduser()  # configs may write dataset.path: ~/data/x.hdf5
     if not path.exists():
         hint = ""
         if env_id is not None and size is not None and seed is not None:
@@ -259,7 +288,7 @@ def load_dataset(path: str | Path, env: Any = None, env_id: str | None = None,
     where = str(path)
     arrays = {k: _cast(k, raw[k], where) for k in (*REQUIRED_KEYS, "next_observations", "costs")
               if k in raw}
-    n = _check_lengths(arrays, where)
+    n = _check_shapes(arrays, where)
     # Extra per-transition data (D4RL's infos/qpos, ...) travels along; other datasets are
     # metadata (D4RL's metadata/*) and become attributes.
     for key, value in raw.items():
@@ -485,7 +514,8 @@ def cost_thresholds(ds: OfflineDataset) -> tuple[float, ...]:
     """The cost thresholds a file is judged at: its ``cost_limits`` attribute (AlignGym's files), else
     those of the safe task its ``env_id`` attribute or file name names (DSRL's files carry no
     attributes but are named after their task, e.g. ``SafetyHopperVelocityGymnasium-v1-...``), else
-    DSRL's Bullet thresholds (10, 20, 40); none for a file without costs (D4RL's)."""
+    DSRL's Safety-Gymnasium thresholds (20, 40, 80) for a ``...Gymnasium-v...`` file and its Bullet ones
+    (10, 20, 40) for any other; none for a file without costs (D4RL's)."""
     from aligngym.envs.safety.specs import SAFE_TASKS
 
     if "costs" not in ds.arrays:
@@ -496,10 +526,10 @@ def cost_thresholds(ds: OfflineDataset) -> tuple[float, ...]:
         return tuple(float(x) for x in np.atleast_1d(np.asarray(limits, dtype=np.float64)))
     env_id = str(ds.attrs.get("env_id", ""))
     name = ds.path.name if ds.path is not None else ""
-    for spec in SAFE_TASKS.values():
-        if env_id == spec.env_id or spec.name in name:
+    for spec in SAFE_TASKS.values():  # the whole task name: SafetyCarCircle1Gymnasium is not CarCircle
+        if env_id == spec.env_id or re.search(rf"{spec.name}(Gymnasium)?-v\d", name):
             return spec.cost_limits
-    return DEFAULT_COST_THRESHOLDS
+    return GYMNASIUM_COST_THRESHOLDS if re.search(r"Gymnasium-v\d", name) else DEFAULT_COST_THRESHOLDS
 
 
 def plot_reward_cost(ds: OfflineDataset, out_png: str | Path,

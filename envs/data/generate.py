@@ -54,7 +54,6 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
@@ -69,8 +68,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecNormalize
 from tqdm import tqdm
 
-from aligngym.envs.data.dataset import (DatasetError, OfflineDataset, atomic_write, data_dir, dataset_path,
-                                        load_dataset, write_dataset)
+from aligngym.envs.data.dataset import (DatasetError, OfflineDataset, atomic_write, check_writable, data_dir,
+                                        dataset_path, load_dataset, write_dataset)
 from aligngym.envs.data.filters import grid_filter
 from aligngym.envs.safety.specs import SAFE_TASKS, BehaviourTuning, SafeTaskSpec, task_spec
 
@@ -112,11 +111,14 @@ PLANS = {
 
 # ---------------------------------------------------------------------- vector envs and recording
 def make_vec_env(env_id: str, n_envs: int, seed: int) -> VecEnv:
-    """An SB3 VecEnv: the batched numpy core for the Bullet-style tasks, else DummyVecEnv."""
+    """An SB3 VecEnv: the batched numpy core for the Ball and Drone tasks, else DummyVecEnv. The Car
+    tasks step through DummyVecEnv: an earlier test of the name's first four letters never matched
+    them, their datasets (benchmarks/RESULTS.md) were made so, and batching them would change what
+    a seed generates."""
     import aligngym.envs  # noqa: F401  (registers the ids)
 
     spec = SAFE_TASKS.get(env_id)
-    if spec is not None and spec.name[:4] in ("Ball", "Car", "Dron"):
+    if spec is not None and spec.name.startswith(("Ball", "Drone")):
         return CoreVecEnv(spec, n_envs, seed)
     venv = DummyVecEnv([lambda: gym.make(env_id) for _ in range(n_envs)])
     venv.seed(seed)
@@ -578,22 +580,10 @@ def generate(env_id: str, size: str = "small", seed: int = 0, out: Path | None =
 
 def _target(path: Path, force: bool) -> None:
     """Refuse, before any training, an output file that cannot be written; create its folder."""
-    if path.is_dir():
-        raise DatasetError(f"cannot write {path}: it is a folder (a safe task's --out names the dataset "
-                           f"file, e.g. {path / 'data.hdf5'}; a locomotion task's the folder of its files)")
-    if path.exists() and not force:
+    if path.exists() and not path.is_dir() and not force:
         raise DatasetError(f"{path} exists; pass --force to make it again")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise DatasetError(f"cannot write {path}: {parent} is a file, not a folder")
-            break
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise DatasetError(f"cannot create the folder of {path}: {err.strerror}") from None
-    if not os.access(path.parent, os.W_OK):
-        raise DatasetError(f"cannot write {path}: {path.parent} is not writable")
+    check_writable(path, f" (a safe task's --out names the dataset file, e.g. {path / 'data.hdf5'}; a "
+                         "locomotion task's the folder of its files)")
 
 
 def _generate_safe(spec: SafeTaskSpec, size: str, seed: int, out: Path | None, force: bool) -> Path:
@@ -650,7 +640,9 @@ def _filter(spec: SafeTaskSpec, returns: np.ndarray, costs: np.ndarray, random_r
 
 
 def _fit_grid(returns: np.ndarray, costs: np.ndarray, episodes: int, seed: int) -> np.ndarray:
-    """DSRL's grid filter with the largest per-bin cap that keeps at most ``episodes`` episodes."""
+    """DSRL's grid filter with the largest per-bin cap that keeps at most ``episodes`` episodes; when
+    even one episode per occupied cell is more, one per cell (BallCircle's full file keeps 1760
+    episodes of a plan of 1500)."""
     def keep(cap: int) -> np.ndarray:
         return grid_filter(returns, costs, max_per_bin=cap, rng=np.random.default_rng(seed))
 

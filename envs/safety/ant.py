@@ -353,4 +353,4 @@ class AntCircleEnv(_BulletAntEnv):
         distance = math.hypot(x, y)
         reward = 0.1 * (y * vx - x * vy) / (1.0 + abs(distance - self.radius)) + 0.01 * agent_reward
         outside = float(abs(x) > self.x_bound)
-        return float(reward), {"cost": outside, "cost_outside_bounds": outside}
+        return float(reward), {"cost": outside, "cost_outside_bounds": outside, "cost_velocity_violation": 0.0}

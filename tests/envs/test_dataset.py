@@ -387,6 +387,10 @@ def test_cost_thresholds_come_from_the_file_else_its_task_else_dsrls_bullet_ones
     dsrl = load_dataset(_write_raw(tmp_path / "SafetyHopperVelocityGymnasium-v1-250-1000.hdf5", _arrays()))
     assert cost_thresholds(dsrl) == (20.0, 40.0, 80.0)  # DSRL's files: no attributes, the task in the name
     assert "cost <= 80: 100.0%" in summary(dsrl) and "cost <= 10:" not in summary(dsrl)
+    for name, limits in [("SafetyCarCircle-v0-100-1450.hdf5", (10.0, 20.0, 40.0)),  # DSRL's Bullet CarCircle
+                         ("SafetyCarCircle1Gymnasium-v0-100-1000.hdf5", (20.0, 40.0, 80.0)),  # navigation
+                         ("SafetyAntRun-v0-150-1598.hdf5", (10.0, 20.0, 40.0))]:
+        assert cost_thresholds(load_dataset(_write_raw(tmp_path / name, _arrays()))) == limits, name
     mine = _dataset()
     mine.attrs["env_id"] = "aligngym/SwimmerVelocity-v1"
     assert cost_thresholds(mine) == (20.0, 40.0, 80.0)
@@ -400,3 +404,31 @@ def test_plot_writes_png(tmp_path):
     data = out.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 1000
     assert sorted(p.name for p in out.parent.iterdir()) == ["rc.png"]
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("next_shape", r"next_observations have shape \(2,\) per transition but observations have \(3,\)"),
+    ("nan_flags", "'terminals' holds values other than 0 and 1"),
+    ("flag_values", "'timeouts' holds values other than 0 and 1"),
+    ("negative_costs", "'costs' has negative values"),
+])
+def test_malformed_columns_are_refused_on_load_and_write(tmp_path, damage, message):
+    arrays = _arrays()
+    if damage == "next_shape":
+        arrays["next_observations"] = arrays["next_observations"][:, :2]
+    elif damage == "nan_flags":
+        arrays["terminals"] = np.full(len(arrays["terminals"]), np.nan)
+    elif damage == "flag_values":
+        arrays["timeouts"] = arrays["timeouts"].astype(np.float32) * 2
+    else:
+        arrays["costs"][2] = -5
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(_write_raw(tmp_path / "bad.hdf5", arrays))
+    with pytest.raises(DatasetError, match=message):
+        write_dataset(tmp_path / "w.hdf5", arrays, {})
+
+
+def test_a_home_relative_path_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write_dataset(tmp_path / "d.hdf5", _arrays(), {})
+    assert len(load_dataset("~/d.hdf5")) == N
