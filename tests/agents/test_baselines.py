@@ -182,13 +182,19 @@ def test_bcq_lag_targets_mix_the_twin_critics_and_take_the_best_sample(tiny_data
     (a plain min would give 2, max 5, mean 3.5). Reward backups stop at episode ends; cost backups do not."""
     config = smoke_config("bcq_lag", Path("unused"), "sample_action_num=3")
     env, dataset, algorithm = setup(bcq_lag, config, None, torch.device("cpu"))
-    calls = []  # what the update regresses each critic on
+    calls, batches = [], []  # what the update regresses each critic on, and the batch it drew
     monkeypatch.setattr(algorithm, "backup", lambda t, o, sig, m: calls.append((t, sig, m)) or sig)
+    update_with_batch = algorithm._update_with_batch
+    monkeypatch.setattr(algorithm, "_update_with_batch", lambda b: batches.append(b) or update_with_batch(b))
     buffer = algorithm.process_buffer(dataset.to_replay_buffer())
     with policy_within_training_step(algorithm.policy):
         algorithm.update(buffer, 2048)  # large enough to hold episode ends
-    (reward_target, _, reward_mask), (cost_target, _, cost_mask) = calls
+    (reward_target, reward_signal, reward_mask), (cost_target, cost_signal, cost_mask) = calls
     assert reward_target is algorithm.critic_target and cost_target is algorithm.cost_critic_target
+    (batch,) = batches
+    np.testing.assert_allclose(reward_signal.numpy(), 0.1 * np.asarray(batch.rew), rtol=1e-6)  # reward_scale
+    np.testing.assert_allclose(cost_signal.numpy(), np.asarray(batch.info.cost), rtol=1e-6)
+    assert np.asarray(batch.info.cost).any() and not np.allclose(0.1 * np.asarray(batch.rew), batch.info.cost)
     assert 0 < int((reward_mask == 0).sum()) < len(reward_mask), "reward backups stop at episode ends"
     assert bool((cost_mask == 1).all()), "the cost backup bootstraps through every transition (OSRL)"
     monkeypatch.undo()
@@ -197,11 +203,35 @@ def test_bcq_lag_targets_mix_the_twin_critics_and_take_the_best_sample(tiny_data
     monkeypatch.setattr(algorithm.policy.vae, "decode", lambda s: samples.repeat(len(s) // 3, 1))
     monkeypatch.setattr(algorithm.actor_target, "forward", lambda s, a: a)
     target = lambda s, a: (10 * a[:, 0] + s[:, 0], 4 * a[:, 0] + s[:, 0])  # noqa: E731
-    obs_next = torch.zeros(2, 8)
-    obs_next[:, 0] = torch.tensor([1.0, -2.0])
-    signal, mask = torch.tensor([0.5, 1.0]), torch.tensor([1.0, 0.0])
+    obs_next = torch.zeros(3, 8)  # each state's best sample is taken among its own samples
+    obs_next[:, 0] = torch.tensor([1.0, -2.0, 3.0])
+    signal, mask = torch.tensor([0.5, 1.0, 2.0]), torch.tensor([1.0, 1.0, 0.0])
     expected = signal + 0.99 * mask * (2.75 + obs_next[:, 0])
     np.testing.assert_allclose(algorithm.backup(target, obs_next, signal, mask).numpy(), expected.numpy(), rtol=1e-6)
+    env.close()
+
+
+def test_bcq_lag_acting_with_several_samples_takes_each_states_best_by_the_lower_reward_q(tiny_data, monkeypatch):
+    """act_samples = 3 (the original BCQ): per state, the sample with the highest min(Q1, Q2) among its
+    own samples. Q1 = a[0], Q2 = a[0] - 0.5 a[1] over samples [-0.5, 0], [0.4, 1], [0.1, 0] (+0.01 per
+    state index): min -> [0.1, 0]; max would take [0.4, 1]."""
+    from tianshou.data import Batch
+
+    config = smoke_config("bcq_lag", Path("unused"), "act_samples=3")
+    env, _, algorithm = setup(bcq_lag, config, None, torch.device("cpu"))
+    policy = algorithm.policy
+    samples = torch.tensor([[-0.5, 0.0], [0.4, 1.0], [0.1, 0.0]])
+
+    def decode(tiled: torch.Tensor) -> torch.Tensor:
+        return samples.repeat(len(tiled) // 3, 1) + torch.stack([0.01 * tiled[:, 0], torch.zeros(len(tiled))], 1)
+
+    monkeypatch.setattr(policy.vae, "decode", decode)
+    monkeypatch.setattr(policy.actor_perturbation, "forward", lambda s, a: a)
+    monkeypatch.setattr(policy.critic, "forward", lambda s, a: (a[:, 0], a[:, 0] - 0.5 * a[:, 1]))
+    obs = np.zeros((3, 8), dtype=np.float32)
+    obs[:, 0] = np.arange(3)
+    act = policy(Batch(obs=obs, info={})).act
+    np.testing.assert_allclose(np.asarray(act), [[0.1 + 0.01 * i, 0.0] for i in range(3)], rtol=1e-5)
     env.close()
 
 

@@ -110,6 +110,26 @@ def test_acting_samples_in_bounds_and_picks_the_lowest_cost_value(monkeypatch: p
     assert calls == [12] * 5
 
 
+def test_each_state_picks_among_its_own_candidates_by_the_ensembles_highest_q_h(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Candidates carry their state's index i (+0.01 i on the first component); Q_h is a[0] for
+    member 0 and a[0] + 0.5 a[1] for member 1: the pessimistic reading (max over members) makes
+    [0.1, 0] the safest, the optimistic one would take [-0.2, 1]."""
+    policy = make_fisor(candidates=4).policy.eval()
+    obs = torch.zeros(4, 8)
+    obs[:, 0] = torch.arange(4.0)
+    base = torch.tensor([[0.9, 0.0], [-0.2, 1.0], [0.5, 0.0], [0.1, 0.0]])
+
+    def sample(tiled: torch.Tensor) -> torch.Tensor:
+        offset = torch.stack([0.01 * tiled[:, 0], torch.zeros(len(tiled))], dim=1)
+        return base.repeat(len(tiled) // len(base), 1) + offset
+
+    monkeypatch.setattr(policy, "sample", sample)
+    monkeypatch.setattr(policy.target_cost_q, "forward",
+                        lambda oa: torch.stack([oa[:, -2], oa[:, -2] + 0.5 * oa[:, -1]]))
+    np.testing.assert_allclose(policy.select(obs).numpy(), [[0.1 + 0.01 * i, 0.0] for i in range(4)], rtol=1e-5)
+
+
 def test_the_sampler_inverts_the_noising_of_an_oracle_noise_predictor(monkeypatch: pytest.MonkeyPatch) -> None:
     """With a network that predicts the exact noise of a known action x0, DDPM's last reverse step
     returns x0 from wherever the chain is, and without the added noise every step lands on the

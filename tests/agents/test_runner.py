@@ -201,6 +201,7 @@ def test_resume_errors(tmp_path, capsys):
     assert main(["train", "--resume", str(run_dir)]) == 2
     assert "no checkpoint yet" in capsys.readouterr().err
     assert main(["train", str(QUICKSTART), "--resume", str(run_dir)]) == 2
+    assert "--resume takes only the run folder" in capsys.readouterr().err
 
 
 def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path, capsys):
@@ -319,8 +320,14 @@ def test_incomplete_or_mismatched_checkpoints_are_reported(tmp_path, capsys):
         load_checkpoint(ckpt)
 
 
-def test_eval_device_override(tmp_path):
+def test_eval_device_override(tmp_path, capsys):
+    """A run trained on a GPU is scored on a machine without one with --device cpu."""
     run_dir = train(_config(tmp_path))
+    config, state = load_checkpoint(run_dir / "checkpoint.pt")
+    save_checkpoint(run_dir / "checkpoint.pt", config.model_copy(update={"device": "cuda"}), state)
+    if not torch.cuda.is_available():
+        assert main(["eval", str(run_dir), "--episodes", "1"]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
     assert main(["eval", str(run_dir), "--episodes", "1", "--device", "cpu"]) == 0
     with pytest.raises(SystemExit):
         main(["eval", str(run_dir), "--device", "tpu"])
@@ -333,6 +340,10 @@ def test_eval_against_scripted_background(tmp_path, capsys):
     result = json.loads((run_dir / "eval_background-always_defect_focal-2.json").read_text())
     assert result["focal"] == 2 and 0.0 <= result["eval/focal_cooperation_rate"] <= 1.0
     assert {"eval/focal_return", "eval/background_return"} <= set(result)
+    assert main(["eval", str(run_dir), "--episodes", "2", "--background", "always_cooperate", "--focal", "2"]) == 0
+    kind = json.loads((run_dir / "eval_background-always_cooperate_focal-2.json").read_text())
+    # the three bots play 3 of every 5 agents' games: who they are shows in the population's cooperation
+    assert kind["eval/cooperation_rate"] > result["eval/cooperation_rate"] + 0.3
     capsys.readouterr()
     assert main(["eval", str(run_dir), "--background", "always_defect", "--focal", "5"]) == 2
     assert "--focal must be between 1 and 4" in capsys.readouterr().err

@@ -685,10 +685,19 @@ def test_rejected_step_leaves_the_episode_unchanged():
 
 
 def test_numpy_integer_actions_are_accepted():
-    env = parallel_env(n_agents=4)
-    env.reset(seed=0)
-    env.step({a: np.int64(0) for a in env.agents})
-    env.step({a: np.array(0, dtype=np.int8) for a in env.agents})
+    """np.int64 and 0-d int8 arrays act exactly as the plain ints they hold (ones included)."""
+    options = dict(n_agents=4, rounds_per_game=2, **ALL_ON)
+    plain, numpy = parallel_env(**options), parallel_env(**options)
+    obs, _ = plain.reset(seed=0)
+    numpy.reset(seed=0)
+    rng, step = np.random.default_rng(0), 0
+    while plain.agents:
+        acts = masked_random(obs, plain.agents, rng)
+        kind = np.int64 if step % 2 else (lambda v: np.array(v, dtype=np.int8))
+        out = plain.step(acts)
+        assert same(out, numpy.step({a: kind(v) for a, v in acts.items()})), f"step {step}"
+        obs, step = out[0], step + 1
+    assert step > 10
 
 
 def test_actions_must_be_a_dict():

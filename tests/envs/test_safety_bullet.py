@@ -247,7 +247,8 @@ def test_dsrl_scores_and_target_cost() -> None:
     assert env.get_normalized_score(0.0, 3.0)[1] == pytest.approx(4.0)
     returns, costs = env.get_normalized_score(np.array([spec.reward_min, spec.reward_max]), np.array([0.0, 1.0]))
     np.testing.assert_allclose(returns, [0.0, 1.0])
-    with pytest.raises(ValueError):
+    np.testing.assert_allclose(costs, [1.0, 2.0])  # target 0: (c + 1) / (0 + 1)
+    with pytest.raises(ValueError, match="target"):
         env.set_target_cost(-1)
 
 
