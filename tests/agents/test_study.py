@@ -14,12 +14,32 @@ from aligngym.agents.marl.study import (available_conditions, check_claims, cond
 
 PAPER_CONDITIONS = {"none", "reputation", "dp", "tpp", "tpdp", "dp_s", "tpp_s", "tpdp_s",
                     "costly_dp", "costly_tpp", "costly_tpdp", "costly_dp_s", "costly_tpp_s",
-                    "costly_tpdp_s", "caveman_tpdp_s", "centipede_dp", "centipede_tpp",
-                    "centipede_tpdp_s", "centipede_none"}
+                    "costly_tpdp_s", "caveman_dp_s", "caveman_tpp_s", "caveman_tpdp_s",
+                    "centipede_none", "centipede_dp", "centipede_tpp", "centipede_tpdp",
+                    "centipede_dp_s", "centipede_tpp_s", "centipede_tpdp_s"}
 
 
 def test_every_condition_has_a_config():
     assert PAPER_CONDITIONS <= set(available_conditions())
+
+
+def test_condition_names_match_their_mechanisms():
+    """A condition's name says its game, network, punishments, partner choice and cost: a config
+    copied from another and not fully edited fails here."""
+    for name in available_conditions():
+        env = load_config(conditions_dir() / f"{name}.yaml").env
+        parts = name.split("_")
+        game = "centipede" if parts[0] == "centipede" else "ipd"
+        caveman, costly = parts[0] == "caveman", parts[0] == "costly"
+        parts = parts[1:] if parts[0] in ("centipede", "caveman", "costly") else parts
+        selection = parts[-1] == "s"
+        base = parts[0]
+        assert env.game == game, name
+        assert (env.topology == "caveman", env.n_agents) == (caveman, 25 if caveman else 5), name
+        assert env.costly_punishment == costly, name
+        assert env.partner_selection == selection, name
+        assert env.direct_punishment == (base in ("dp", "tpdp")), name
+        assert env.third_party_punishment == (base in ("tpp", "tpdp")), name
 
 
 def test_conditions_set_the_references_terminal_flag():
