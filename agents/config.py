@@ -38,6 +38,9 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     hparam_metrics: ClassVar[tuple[str, ...]] = ("eval/return",)  # columns of TensorBoard's hparams table
     length_key: ClassVar[str] = "episodes"  # the field that says how long the run is
+    # whether the scores logged at a checkpoint's own step belong to it (logged before it is saved:
+    # offline agents log step s after s updates), so a resumed run keeps them
+    logs_checkpoint_step: ClassVar[bool] = False
 
     agent: str  # which agent trains (a key of AGENTS)
     task: str  # the environment id
@@ -172,19 +175,25 @@ def validate(data: dict[str, Any], source: str) -> RunConfig:
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), smoke: bool = False) -> RunConfig:
     """Read, override and validate a YAML config file (``smoke``: then shrunk by its ``smoke()``)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give one of its config files (aligngym list shows them)")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a config is YAML text)") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror or err}") from None
     if data is None:
         raise ConfigError(f"{path}: the file is empty")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of keys to values")
     for text in overrides:
         _set_dotted(data, *parse_override(text))
-    config = validate(data, str(path))
+    config = validate(data, f"{path} with --set {' '.join(overrides)}" if overrides else str(path))
     return config.smoke() if smoke else config
 
 

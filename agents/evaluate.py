@@ -11,6 +11,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from aligngym.agents.config import ConfigError, agent_module
 from aligngym.agents.train import CHECKPOINT, EVALUATION, load_checkpoint
+from aligngym.envs.data.dataset import atomic_write
 
 
 def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = None,
@@ -35,7 +36,8 @@ def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = No
     step = int(state.get("step", 0))
     result["checkpoint_step"] = step
     name = result_name(options)
-    (run_dir / name).write_text(json.dumps(result, indent=2, sort_keys=True))
+    text = json.dumps(result, indent=2, sort_keys=True)
+    atomic_write(run_dir / name, lambda tmp: Path(tmp).write_text(text))  # never a half-written file
     result["written_to"] = str(run_dir / name)
     if not options:
         with SummaryWriter(str(run_dir)) as writer:  # beside the training curves, at its step

@@ -25,7 +25,9 @@ around it:
 - a checkpoint (weights, optimiser states, step, and the random states of the buffer's sampler,
   numpy, torch and CUDA) every ``checkpoint_every`` steps and at the end; ``aligngym train --resume``
   continues bit for bit on CPU (on a GPU the random streams resume too, but some CUDA kernels are
-  not deterministic).
+  not deterministic), with the curves logged up to the checkpoint kept;
+- evaluations draw from forks of the random streams, so ``eval_every`` and ``eval_episodes`` (which
+  a resume may change) do not change what is trained (runs recorded before this draw other numbers).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class OfflineConfig(RunConfig):
 
     hparam_metrics: ClassVar[tuple[str, ...]] = ("eval/normalized_return", "eval/normalized_cost")
     length_key: ClassVar[str] = "steps"
+    logs_checkpoint_step: ClassVar[bool] = True
 
     dataset: DatasetConfig = DatasetConfig()
     cost_limit: float = Field(10.0, ge=0)  # threshold L: normalised cost, BC-Safe's filter, Lagrangian target
@@ -88,7 +91,8 @@ class OfflineConfig(RunConfig):
 
     def check_env(self, env: gym.Env) -> None:
         """Raise a ConfigError if the run cannot start on ``env`` (called by ``preflight``, with the
-        env it made, before it reads the dataset)."""
+        env it made, before it reads the dataset): every offline agent needs actions in [-a, a]."""
+        action_bound(self, env)
 
     def smoke(self) -> OfflineConfig:
         return self.model_copy(update={
@@ -156,40 +160,55 @@ def act(policy: torch.nn.Module, obs: np.ndarray) -> np.ndarray:
     return policy.map_action(actions)
 
 
-def evaluate_policy(config: OfflineConfig, policy: torch.nn.Module, episodes: int, seed: int) -> dict[str, Any]:
-    """Play ``episodes`` episodes at once (one env each) and score them the DSRL way; besides the
-    means, ``eval/unsafe_episodes`` is the share of episodes whose cost exceeds ``cost_limit`` (a
-    policy can be safe on average and still break the limit in some episodes), and
-    ``episode_returns`` / ``episode_costs`` list each episode's raw figures."""
-    import aligngym.envs  # noqa: F401
+EVAL_CHUNK = 100  # episodes played side by side (one env each); more are played in chunks of this
 
-    # NEXT_STEP autoreset keeps each episode's last step (and its cost) in that step's own info;
-    # the reset step that follows is masked out below
-    envs = gym.vector.SyncVectorEnv([lambda: make_env(config) for _ in range(episodes)],
-                                    autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
-    obs, _ = envs.reset(seed=[seed + i for i in range(episodes)])
+
+def evaluate_policy(config: OfflineConfig, policy: torch.nn.Module, episodes: int, seed: int) -> dict[str, Any]:
+    """Play ``episodes`` episodes (side by side, ``EVAL_CHUNK`` at a time; episode ``i`` from reset
+    seed ``seed + i``) and score them the DSRL way; besides the means, ``eval/unsafe_episodes`` is the
+    share of episodes whose cost exceeds ``cost_limit`` (a policy can be safe on average and still
+    break the limit in some episodes), and ``episode_returns`` / ``episode_costs`` list each
+    episode's raw figures."""
     returns, costs, lengths = np.zeros(episodes), np.zeros(episodes), np.zeros(episodes)
-    running = np.ones(episodes, dtype=bool)
     policy.eval()
-    while running.any():
-        obs, reward, terminated, truncated, info = envs.step(act(policy, obs))
-        returns += reward * running
-        costs += np.asarray(info.get("cost", np.zeros(episodes)), dtype=np.float64) * running
-        lengths += running
-        running &= ~(terminated | truncated)
-    scorer = envs.envs[0].unwrapped
+    for start in range(0, episodes, EVAL_CHUNK):
+        part = slice(start, min(start + EVAL_CHUNK, episodes))
+        returns[part], costs[part], lengths[part] = _play(config, policy, part.stop - start, seed + start)
     result = {"eval/return": float(returns.mean()), "eval/cost": float(costs.mean()),
               "eval/length": float(lengths.mean()), "eval/return_std": float(returns.std()),
               "eval/cost_std": float(costs.std()),
               "eval/unsafe_episodes": float(np.mean(costs > config.cost_limit)),
               "episode_returns": returns.tolist(), "episode_costs": costs.tolist()}
-    if hasattr(scorer, "get_normalized_score"):
-        norm_return, norm_cost = scorer.get_normalized_score(returns, costs)
+    scorer = make_env(config)
+    if hasattr(scorer.unwrapped, "get_normalized_score"):
+        norm_return, norm_cost = scorer.unwrapped.get_normalized_score(returns, costs)
         result.update({"eval/normalized_return": float(np.mean(norm_return)),
                        "eval/normalized_cost": float(np.mean(norm_cost))})
         result["safe"] = bool(result["eval/normalized_cost"] <= 1.0)
-    envs.close()
+    scorer.close()
     return result
+
+
+def _play(config: OfflineConfig, policy: torch.nn.Module, episodes: int,
+          seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Returns, costs and lengths of ``episodes`` episodes played at once, one env each."""
+    # NEXT_STEP autoreset keeps each episode's last step (and its cost) in that step's own info;
+    # the reset step that follows is masked out below
+    envs = gym.vector.SyncVectorEnv([lambda: make_env(config) for _ in range(episodes)],
+                                    autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    try:
+        obs, _ = envs.reset(seed=[seed + i for i in range(episodes)])
+        returns, costs, lengths = np.zeros(episodes), np.zeros(episodes), np.zeros(episodes)
+        running = np.ones(episodes, dtype=bool)
+        while running.any():
+            obs, reward, terminated, truncated, info = envs.step(act(policy, obs))
+            returns += reward * running
+            costs += np.asarray(info.get("cost", np.zeros(episodes)), dtype=np.float64) * running
+            lengths += running
+            running &= ~(terminated | truncated)
+    finally:
+        envs.close()
+    return returns, costs, lengths
 
 
 def _random_state(rs: np.random.RandomState) -> dict[str, Any]:
@@ -201,6 +220,18 @@ def _set_random_state(rs: np.random.RandomState, state: dict[str, Any]) -> None:
     has_gauss, cached = state["gauss"]
     rs.set_state(("MT19937", np.asarray(state["keys"], dtype=np.uint32), int(state["pos"]), int(has_gauss),
                   float(cached)))
+
+
+@contextmanager
+def _own_random_streams(device: torch.device) -> Iterator[None]:
+    """Draws inside (an evaluation's action sampling) leave numpy's and torch's global streams as
+    they were: how often and how long a run evaluates does not change what it trains."""
+    numpy_state = np.random.get_state()
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        try:
+            yield
+        finally:
+            np.random.set_state(numpy_state)
 
 
 def _rng_state(buffer: Any) -> dict[str, Any]:
@@ -289,7 +320,7 @@ def offline_train(module: Any, config: OfflineConfig, run: Run, state: dict[str,
                 if not np.isnan(value):  # NaN: not computed this step (FISOR's actor during its warm-up)
                     losses[name].append(float(value))
             if step % config.log_every == 0 or step == config.steps:
-                means = {k.replace("loss/", ""): float(np.mean(v)) for k, v in losses.items()}
+                means = {k: float(np.mean(v)) for k, v in losses.items()}
                 # losses to loss/*; an agent's other statistics (weights, shares) to train/*
                 run.log("loss", step, {k: v for k, v in means.items() if k.startswith("loss")})
                 rate = (step - started_step) / max(time.perf_counter() - started, 1e-9)
@@ -297,7 +328,8 @@ def offline_train(module: Any, config: OfflineConfig, run: Run, state: dict[str,
                                         **{k: v for k, v in means.items() if not k.startswith("loss")}})
                 losses.clear()
             if step % config.eval_every == 0 or step == config.steps:
-                scores = evaluate_policy(config, algorithm.policy, config.eval_episodes, seed=10_000 + step)
+                with _own_random_streams(device):  # training continues as if it had not evaluated
+                    scores = evaluate_policy(config, algorithm.policy, config.eval_episodes, seed=10_000 + step)
                 run.log("eval", step, {k.split("/", 1)[1]: v for k, v in scores.items() if k.startswith("eval/")})
                 bar.set_postfix(ret=f"{scores.get('eval/normalized_return', scores['eval/return']):.2f}",
                                 cost=f"{scores.get('eval/normalized_cost', scores['eval/cost']):.2f}")

@@ -199,14 +199,16 @@ class Run:
     def __init__(self, directory: Path, config: RunConfig, first_step: int = 0) -> None:
         self.dir, self.config = directory, config
         self.lock = _lock(directory)  # RunInUseError while another process trains it
+        # purge_step drops events logged after the last checkpoint by an interrupted process (events
+        # at steps >= purge_step); those at the checkpoint's own step stay where they belong to it
+        purge = first_step + int(config.logs_checkpoint_step) if first_step else None
         try:
-            # purge_step drops events logged after the last checkpoint by an interrupted process.
-            self.writer = SummaryWriter(str(directory), purge_step=first_step if first_step else None)
+            self.writer = SummaryWriter(str(directory), purge_step=purge)
         except BaseException:
             self.lock.unlink(missing_ok=True)
             raise
         self.logger = TensorboardLogger(self.writer)
-        scores = _evaluation_at(directory, first_step) if first_step else {}
+        scores = _evaluation_at(directory, first_step) if purge == first_step else {}
         if scores:  # the purge drops the scores `aligngym eval` logged at the checkpoint too: again
             self.log("eval", first_step, scores)
 
@@ -219,8 +221,12 @@ class Run:
         while directory.exists():
             n += 1
             directory = base.with_name(f"{base.name}_{n}")
-        directory.mkdir(parents=True)
-        (directory / "config.yaml").write_text(dump_config(config))
+        try:
+            directory.mkdir(parents=True)
+            (directory / "config.yaml").write_text(dump_config(config))
+        except OSError as err:
+            raise ConfigError(f"run_root {config.run_root}: cannot create the run folder {directory} "
+                              f"({err.strerror or err})") from None
         run = cls(directory, config)
         run.write_hparams()
         return run

@@ -108,6 +108,10 @@ class Config(OfflineConfig):
     episode_len: PositiveInt | None = None  # T in qc_thres; None = the task's episode length
     act_samples: PositiveInt = 1  # actions tried per state when acting (OSRL 1; >1: best by reward Q)
 
+    def check_env(self, env: gym.Env) -> None:
+        super().check_env(env)
+        episode_length(self, env)  # qc_thres needs T
+
     def smoke(self) -> Config:
         small = super().smoke()
         return small.model_copy(update={"actor_hidden": (32, 32), "critic_hidden": (32, 32), "vae_hidden": 32,

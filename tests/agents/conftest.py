@@ -1,4 +1,4 @@
-"""Fixtures shared by the offline agents' tests."""
+"""Fixtures shared by the agents' tests."""
 
 from __future__ import annotations
 
@@ -22,3 +22,18 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         for env_id in SAFE_BULLET_TASKS:
             generate(env_id, "tiny", seed=0)
         yield root
+
+
+def logged_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """A run folder's TensorBoard scalars: ``{tag: [(step, value), ...]}`` in logged order."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+@pytest.fixture
+def scalars():
+    """:func:`logged_scalars`, for tests that read a run's curves back."""
+    return logged_scalars

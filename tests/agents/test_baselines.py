@@ -6,19 +6,21 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import gymnasium as gym
 import h5py
 import numpy as np
 import pytest
 import torch
 import yaml
 from tianshou.algorithm.imitation.imitation_base import OfflineImitationLearning
+from tianshou.data import Batch
 from tianshou.utils.torch_utils import policy_within_training_step
 
 from aligngym.agents.baselines import bc, bcq_lag
 from aligngym.agents.baselines.bcq_lag import PIDLagrangian, cost_threshold
 from aligngym.agents.config import ConfigError, load_config, validate
 from aligngym.agents.evaluate import evaluate
-from aligngym.agents.offline import setup
+from aligngym.agents.offline import evaluate_policy, setup
 from aligngym.agents.train import load_checkpoint, resume, train
 from aligngym.envs.data.dataset import OfflineDataset, dataset_path, load_dataset
 
@@ -211,12 +213,68 @@ def test_bcq_lag_targets_mix_the_twin_critics_and_take_the_best_sample(tiny_data
     env.close()
 
 
+def _bcq_lag_with_hand_made_critics(monkeypatch, cost: float):
+    """BCQ-Lag whose actor reads hand-made critics linear in the first action coordinate ``a0``:
+    Q1 = 5 - a0, Q2 = a0 (so min(Q1, Q2) = a0 near a0 = 0; Q1 alone or the max is 5 - a0) and
+    Qc1 = Qc2 = qc_thres + cost + 10 a0."""
+    config = smoke_config("bcq_lag", Path("unused"))
+    env, dataset, algorithm = setup(bcq_lag, config, None, torch.device("cpu"))
+    monkeypatch.setattr(algorithm.policy.critic, "forward", lambda s, a: (5 - a[:, 0], a[:, 0]))
+    qc = lambda s, a: algorithm.qc_thres + cost + 10 * a[:, 0]  # noqa: E731
+    monkeypatch.setattr(algorithm.cost_critic, "forward", lambda s, a: (qc(s, a), qc(s, a)))
+    buffer = algorithm.process_buffer(dataset.to_replay_buffer())
+    env.close()
+    return algorithm, buffer
+
+
+@pytest.mark.parametrize(("cost", "direction"), [(-5.0, 1), (5.0, -1)])
+def test_bcq_lag_actor_climbs_the_lower_reward_q_until_the_multiplier_outweighs_it(
+        tiny_data, monkeypatch, cost, direction):
+    """Below the cost threshold the multiplier is 0 and the actor raises min(Q1, Q2) = a0; above it
+    (lambda about 0.5, times dQc/da0 = 10) the Lagrangian term wins and the actor lowers a0."""
+    algorithm, buffer = _bcq_lag_with_hand_made_critics(monkeypatch, cost)
+    obs = torch.as_tensor(buffer.obs[:256], dtype=torch.float32)
+    base = torch.zeros(len(obs), 2)
+    before = algorithm.policy.actor_perturbation(obs, base)[:, 0].detach()
+    with policy_within_training_step(algorithm.policy):
+        stats = algorithm.update(buffer, 256)
+    after = algorithm.policy.actor_perturbation(obs, base)[:, 0].detach()
+    assert (stats.lagrangian > 0) == (cost > 0)
+    moved = float((after - before).mean())
+    assert moved * direction > 0, f"the actor moved a0 by {moved:+.2e}"
+
+
+def test_bcq_lag_regresses_every_critic_member_and_moves_its_target_networks(tiny_data, monkeypatch):
+    """With a constant backup of 3, every member of both groups of the reward and the cost critic
+    moves towards 3, and each target network takes tau of the online one (Polyak)."""
+    config = smoke_config("bcq_lag", Path("unused"))
+    env, dataset, algorithm = setup(bcq_lag, config, None, torch.device("cpu"))
+    env.close()
+    monkeypatch.setattr(algorithm, "backup", lambda t, o, sig, m: torch.full_like(sig, 3.0))
+    buffer = algorithm.process_buffer(dataset.to_replay_buffer())
+    obs = torch.as_tensor(buffer.obs[:512], dtype=torch.float32)
+    act = torch.as_tensor(buffer.act[:512], dtype=torch.float32)
+    critics = (algorithm.policy.critic, algorithm.cost_critic)
+    gaps = [(c.members(obs, act) - 3).abs().mean(dim=1).detach() for c in critics]
+    pairs = [(algorithm.policy.actor_perturbation, algorithm.actor_target),
+             (algorithm.policy.critic, algorithm.critic_target), (algorithm.cost_critic, algorithm.cost_critic_target)]
+    old_targets = [[p.detach().clone() for p in target.parameters()] for _, target in pairs]
+    with policy_within_training_step(algorithm.policy):
+        for _ in range(3):
+            algorithm.update(buffer, 512)
+            for (online, target), olds in zip(pairs, old_targets):
+                for new, old, live in zip(target.parameters(), olds, online.parameters()):
+                    torch.testing.assert_close(new.detach(), 0.995 * old + 0.005 * live.detach())
+                    old.copy_(new.detach())
+    for critic, before in zip(critics, gaps):
+        after = (critic.members(obs, act) - 3).abs().mean(dim=1).detach()
+        assert bool((after < before).all()), f"members not regressed: {before.tolist()} -> {after.tolist()}"
+
+
 def test_bcq_lag_acting_with_several_samples_takes_each_states_best_by_the_lower_reward_q(tiny_data, monkeypatch):
     """act_samples = 3 (the original BCQ): per state, the sample with the highest min(Q1, Q2) among its
     own samples. Q1 = a[0], Q2 = a[0] - 0.5 a[1] over samples [-0.5, 0], [0.4, 1], [0.1, 0] (+0.01 per
     state index): min -> [0.1, 0]; max would take [0.4, 1]."""
-    from tianshou.data import Batch
-
     config = smoke_config("bcq_lag", Path("unused"), "act_samples=3")
     env, _, algorithm = setup(bcq_lag, config, None, torch.device("cpu"))
     policy = algorithm.policy
@@ -270,9 +328,72 @@ def test_every_config_runs_smoke_end_to_end(tiny_data, tmp_path, path):
         evaluate(run_dir, episodes=1, selection="first_feasible")  # FISOR's option
 
 
+# ---------------------------------------------------------------------- scoring and unsuitable tasks
+class _Countdown(gym.Env):
+    """Episodes of 2, 3 or 4 steps (by reset seed), reward 1 and cost 1 per step; no episode limit
+    in its spec. ``low`` sets the action space's lower bound."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self, low: float = -1.0) -> None:
+        self.action_space = gym.spaces.Box(low, 1.0, (1,), np.float32)
+        self.left = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.left = 2 + (seed or 0) % 3
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.left -= 1
+        return np.zeros(1, np.float32), 1.0, self.left == 0, False, {"cost": 1.0}
+
+
+@pytest.fixture
+def countdown():
+    ids = {"symmetric": "aligngym_test/Countdown-v0", "skewed": "aligngym_test/SkewedCountdown-v0"}
+    gym.register(ids["symmetric"], entry_point=_Countdown)
+    gym.register(ids["skewed"], entry_point=lambda: _Countdown(low=0.0))
+    yield ids
+    for env_id in ids.values():
+        gym.registry.pop(env_id)
+
+
+@pytest.mark.parametrize("chunk", [100, 2])
+def test_evaluation_counts_each_episode_only_until_it_ends(tmp_path, countdown, monkeypatch, chunk):
+    """Episodes of 2, 3 and 4 steps played side by side: each one's return, cost and length stop
+    at its own end (the envs that finished early keep stepping while the others play); played in
+    chunks of 2, the episodes keep their seeds."""
+    monkeypatch.setattr("aligngym.agents.offline.EVAL_CHUNK", chunk)
+
+    class Still(torch.nn.Module):
+        def forward(self, batch, state=None):
+            return Batch(act=np.zeros((len(batch.obs), 1), np.float32))
+
+        def map_action(self, act):
+            return act
+
+    config = smoke_config("bc_all", tmp_path, f"task={countdown['symmetric']}", "cost_limit=2.5")
+    result = evaluate_policy(config, Still(), episodes=3, seed=0)
+    assert result["episode_returns"] == result["episode_costs"] == [2.0, 3.0, 4.0]
+    assert result["eval/length"] == 3.0 and result["eval/unsafe_episodes"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize(("agent", "task", "message"), [
+    ("bc_all", "skewed", "bounded in \\[-a, a\\]"), ("bcq_lag", "skewed", "bounded in \\[-a, a\\]"),
+    ("bcq_lag", "symmetric", "no episode length"),
+])
+def test_a_task_the_agent_cannot_use_is_refused_before_a_run_folder_exists(tmp_path, countdown, agent, task,
+                                                                           message):
+    config = smoke_config(agent, tmp_path / "runs", f"task={countdown[task]}")
+    with pytest.raises(ConfigError, match=message):
+        train(config)
+    assert not (tmp_path / "runs").exists()
+
+
 # ---------------------------------------------------------------------- checkpoints
 @pytest.mark.parametrize("agent", ["bc_safe", "bcq_lag"])
-def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tiny_data, tmp_path, agent):
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tiny_data, tmp_path, agent, scalars):
     reference = train(smoke_config(agent, tmp_path / "ref").model_copy(update={"steps": 6}))
     first = train(smoke_config(agent, tmp_path / "split"))  # smoke: 4 steps
     saved = yaml.safe_load((first / "config.yaml").read_text())
@@ -292,8 +413,23 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tiny_data, t
         assert float(ref_weights["controller.error_old"]) != 0, "the PID's state must be in the checkpoint"
         for name in ("controller.error_old", "controller.error_integral"):
             assert float(weights[name]) == float(ref_weights[name]), name
+    # the curves too: the scores logged at the checkpoint's step (4) survive the resume's purge
+    ref_logged, logged = scalars(reference), scalars(first)
+    for tag in [t for t in ref_logged if t.startswith(("loss/", "eval/"))]:
+        assert [s for s, _ in ref_logged[tag]] == [2, 4, 6], tag
+        assert logged[tag] == ref_logged[tag], tag
     # the checkpoint alone rebuilds the agent, and its evaluation is reproducible
     assert evaluate(first, episodes=1)["eval/return"] == evaluate(reference, episodes=1)["eval/return"]
+
+
+def test_how_often_a_run_evaluates_does_not_change_what_it_trains(tiny_data, tmp_path):
+    """BCQ-Lag samples its evaluation actions from torch's generator: evaluations draw from a fork."""
+    runs = [train(smoke_config("bcq_lag", tmp_path / str(n)).model_copy(update={"eval_episodes": n}))
+            for n in (1, 3)]  # (--smoke sets eval_episodes to 1: changed after it)
+    (_, one), (_, three) = (load_checkpoint(r / "checkpoint.pt") for r in runs)
+    for key, value in one["algorithm"].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(three["algorithm"][key], value), key
 
 
 @pytest.mark.parametrize("entry", ["step", "rng", "algorithm"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,7 @@ def test_wrong_type_or_range_names_key_and_expectation(tmp_path, key, value, exp
 def test_a_boolean_where_a_number_belongs_is_refused(override):
     """pydantic alone reads true as 1 (seed: true would be seed 1)."""
     key, value = override.split("=")
-    with pytest.raises(ConfigError, match=rf"quickstart.yaml: {key}: expected a number, got"):
+    with pytest.raises(ConfigError, match=rf"quickstart.yaml with --set {re.escape(override)}: {key}: expected a number, got"):
         load_config(QUICKSTART, [override])
     assert load_config(QUICKSTART, ["env.partner_selection=true"]).env.partner_selection  # a flag takes it
 
@@ -104,6 +105,32 @@ def test_bad_files(tmp_path, text, expected):
 def test_missing_file():
     with pytest.raises(ConfigError, match="config file not found"):
         load_config("no/such/file.yaml")
+    with pytest.raises(ConfigError, match="is a folder; give one of its config files"):
+        load_config(QUICKSTART.parent)
+
+
+def test_a_binary_or_unreadable_config_is_a_config_error(tmp_path, capsys, monkeypatch):
+    binary = tmp_path / "data.hdf5"
+    binary.write_bytes(b"\x89HDF\r\n\x1a\n\xff\xfe")
+    assert main(["train", str(binary)]) == 2
+    err = capsys.readouterr().err
+    assert "not a text file" in err and "Traceback" not in err
+    path = _write(tmp_path, "agent: x\n")
+
+    def unreadable(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_text", unreadable)
+    with pytest.raises(ConfigError, match="cannot read .*c.yaml: Permission denied"):
+        load_config(path)
+
+
+def test_a_run_root_that_cannot_hold_folders_is_a_config_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code = main(["train", str(QUICKSTART), "--smoke", "--set", f"run_root={blocker}", "--set", "show_progress=false"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"run_root {blocker}" in err and "Traceback" not in err
 
 
 def test_overrides_are_typed_and_nested():
