@@ -67,8 +67,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from aligngym.agents.evaluate import evaluate
+    from aligngym.agents.train import CHECKPOINT
 
-    result = evaluate(Path(args.run_dir), args.episodes, args.device, background=args.background,
+    run_dir = Path(args.run_dir)
+    if run_dir.is_file() and run_dir.name == CHECKPOINT:  # the checkpoint itself: its folder is meant
+        run_dir = run_dir.parent
+    result = evaluate(run_dir, args.episodes, args.device, background=args.background,
                       focal=args.focal, selection=args.selection)
     written = result.pop("written_to")
     per_episode = [k for k in result if k.startswith("episode_")]  # long lists: in the file only
@@ -125,6 +129,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
         print(summary(ds))
         return 0
     out = Path(args.out) if args.out else Path(args.file).with_suffix(".png")
+    if out.suffix.lower() != ".png" and not out.is_dir():
+        raise ConfigError(f"--out {out}: the plot is a PNG picture; name a .png file")
     check_writable(out, f" (--out names the picture's file, e.g. {out / 'plot.png'})")
     plot_reward_cost(ds, out, title=str(ds.attrs.get("env_id", Path(args.file).stem)))
     print(f"wrote {out}")
@@ -142,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value with a dotted key, e.g. --set learner.play.lr=0.01 "
                         "(repeatable)")
-    p.add_argument("--smoke", action="store_true", help="shrink the run to a few seconds (tests)")
+    p.add_argument("--smoke", action="store_true",
+                   help="shrink the run to a few seconds (tests; offline agents then train on the tiny dataset)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run folder from its last checkpoint")
     p.set_defaults(func=_cmd_train)
 
@@ -212,6 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What an interrupted command (Ctrl-C) keeps, by command (train says it itself, naming its run).
+_INTERRUPTED = {
+    "study": " Finished runs are kept: the same command reuses them and resumes the interrupted ones.",
+    "generate": " Finished stages are kept: the same command continues from them.",
+    "eval": " Nothing was written.",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -219,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, DatasetError) as err:
         print(f"aligngym: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        hint = _INTERRUPTED.get(getattr(args, "action", None) or args.command, "")
+        print(f"\naligngym: interrupted.{hint}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

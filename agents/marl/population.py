@@ -12,6 +12,7 @@ optionally with scripted partners in place of all but ``focal`` agents.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from pydantic import Field
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.util import tb_logging
 from tqdm.auto import tqdm
 
 from aligngym.agents.config import ConfigError, RunConfig
@@ -179,7 +181,13 @@ def _plot_window(run: Run, config: Config, step: int, chosen: np.ndarray, punish
 def read_scalars(run_dir: Path, tags: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Logged scalar curves of a run folder, ordered by step (missing tags give empty arrays)."""
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    acc.Reload()
+    tb_logger = tb_logging.get_logger()
+    level = tb_logger.level
+    tb_logger.setLevel(logging.ERROR)  # a resumed run's purge is expected: no "out of order" warning
+    try:
+        acc.Reload()
+    finally:
+        tb_logger.setLevel(level)
     present = set(acc.Tags()["scalars"])
     out = {}
     for tag in tags:

@@ -127,7 +127,8 @@ def run_study(out: Path, seeds: int, episodes: int | None, conditions: list[str]
         found = {c: sorted(d.parent for d in out.glob(f"runs/{c}/s*/*/{CHECKPOINT}")) for c in chosen}
         found = {c: dirs for c, dirs in found.items() if dirs}
         if not found:
-            raise ConfigError(f"no finished runs under {out / 'runs'} to report on")
+            which = f" of {', '.join(conditions)}" if conditions else ""
+            raise ConfigError(f"no finished runs{which} under {out / 'runs'} to report on")
         return write_report(out, found, tail)
     jobs = [Job(c, s, episodes, out / "runs" / c / f"s{s}") for c in chosen for s in range(seeds)]
     runs: dict[str, list[Path]] = {c: [] for c in chosen}
@@ -159,8 +160,8 @@ def write_report(out: Path, runs: dict[str, list[Path]], tail: int) -> Path:
                                          histories[condition]["cooperation_rate"]])
     lines = ["# Cooperation study", "",
              f"{len(runs)} conditions; per condition {', '.join(f'{c}: {len(r)} seeds x {episodes_run[c]} episodes' for c, r in runs.items())}.",
-             f"Each value: mean over seeds of the run's mean over its last {tail} episodes, "
-             "+- the half-width of the 95% confidence interval (t distribution).", ""]
+             f"Each value: mean over seeds of the run's mean over its last {tail} episodes (all of a "
+             "shorter run's), +- the half-width of the 95% confidence interval (t distribution).", ""]
     lines += ["| metric | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
     for metric, label in TABLE_METRICS:
         cells = []
@@ -168,8 +169,9 @@ def write_report(out: Path, runs: dict[str, list[Path]], tail: int) -> Path:
             if metric not in finals[condition]:
                 cells.append("n/a")
                 continue
-            mean, half = mean_ci(finals[condition][metric])
-            cells.append(f"{mean:.3g} +- {half:.2g}")
+            values = finals[condition][metric]
+            mean, half = mean_ci(values)
+            cells.append(f"{mean:.3g} +- {half:.2g}" if len(values) > 1 else f"{mean:.3g} (1 seed: no interval)")
         lines.append(f"| {label.replace('|', '&#124;')} | " + " | ".join(cells) + " |")
     cells = []
     for condition in runs:

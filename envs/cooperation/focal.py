@@ -44,6 +44,8 @@ class PunishmentIPDEnv(gym.Env):
         self.game = raw_env(render_mode=render_mode, rules=rules)
         self.render_mode = render_mode
         n = rules.n_agents
+        if not isinstance(background, (str, list, tuple)):
+            raise ValueError(f"background must be a bot name or a list of {n - 1} names, got {background!r}")
         names = [background] * (n - 1) if isinstance(background, str) else list(background)
         if len(names) != n - 1:
             raise ValueError(f"background needs one bot name or {n - 1} names, got {len(names)}")
@@ -101,7 +103,7 @@ class PunishmentIPDEnv(gym.Env):
 
     def step(self, action: Any):
         if not self.game.agents:
-            raise RuntimeError("PunishmentIPD-v0: step() called after the episode ended; call reset()")
+            raise RuntimeError("PunishmentIPD-v0: step() called before reset() or after the episode ended; call reset()")
         if integer_action(action) not in (0, 1):
             raise ValueError(f"PunishmentIPD-v0: action must be 0 or 1 (a {self._decision(FOCAL)} "
                              f"decision), got {action!r}")

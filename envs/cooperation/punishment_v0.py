@@ -251,7 +251,7 @@ class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
 
     def step(self, actions: dict[str, Any]):
         if not self.agents:
-            raise RuntimeError("punishment_v0: step() called after the episode ended; call reset()")
+            raise RuntimeError("punishment_v0: step() called before reset() or after the episode ended; call reset()")
         if not isinstance(actions, dict):
             raise TypeError(f"punishment_v0: actions must be a dict agent -> int, got {type(actions)}")
         unknown = [a for a in actions if a not in self.agents]

@@ -515,7 +515,8 @@ def cost_thresholds(ds: OfflineDataset) -> tuple[float, ...]:
     those of the safe task its ``env_id`` attribute or file name names (DSRL's files carry no
     attributes but are named after their task, e.g. ``SafetyHopperVelocityGymnasium-v1-...``), else
     DSRL's Safety-Gymnasium thresholds (20, 40, 80) for a ``...Gymnasium-v...`` file and its Bullet ones
-    (10, 20, 40) for any other; none for a file without costs (D4RL's)."""
+    (10, 20, 40) for any other; none for a file without costs (D4RL's) and for AlignGym's locomotion
+    files (an ``env_id`` that is no safe task, costs all 0)."""
     from aligngym.envs.safety.specs import SAFE_TASKS
 
     if "costs" not in ds.arrays:
@@ -529,6 +530,8 @@ def cost_thresholds(ds: OfflineDataset) -> tuple[float, ...]:
     for spec in SAFE_TASKS.values():  # the whole task name: SafetyCarCircle1Gymnasium is not CarCircle
         if env_id == spec.env_id or re.search(rf"{spec.name}(Gymnasium)?-v\d", name):
             return spec.cost_limits
+    if env_id and not np.any(ds.arrays["costs"]):  # AlignGym's locomotion data: D4RL's, costs 0
+        return ()
     return GYMNASIUM_COST_THRESHOLDS if re.search(r"Gymnasium-v\d", name) else DEFAULT_COST_THRESHOLDS
 
 

@@ -33,13 +33,7 @@ def _config(tmp_path: Path, *extra: str, smoke: bool = True):
 SMALL = ("env.rounds_per_game=3", "learner.batch_size=8", "episodes=4", "checkpoint_every=2")
 
 
-def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    ea = EventAccumulator(str(run_dir))
-    ea.Reload()
-    return {tag: [(e.step, e.value) for e in ea.Scalars(tag)] for tag in ea.Tags()["scalars"]}
-
-
-def test_cli_train_writes_a_complete_run_folder(tmp_path, capsys):
+def test_cli_train_writes_a_complete_run_folder(tmp_path, capsys, scalars):
     code = main(["train", str(QUICKSTART), "--smoke", "--set", f"run_root={tmp_path}",
                  "--set", "show_progress=false"])
     out = capsys.readouterr().out
@@ -50,10 +44,10 @@ def test_cli_train_writes_a_complete_run_folder(tmp_path, capsys):
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved == load_config(QUICKSTART, [f"run_root={tmp_path}", "show_progress=false"],
                                 smoke=True).model_dump(mode="json")
-    scalars = _scalars(run_dir)
+    logged = scalars(run_dir)
     for tag in METRICS:
-        assert [s for s, _ in scalars[tag]] == [0, 1, 2], tag
-    assert scalars["train/gradient_updates"][-1][1] > 0, "the smoke run must reach real updates"
+        assert [s for s, _ in logged[tag]] == [0, 1, 2], tag
+    assert logged["train/gradient_updates"][-1][1] > 0, "the smoke run must reach real updates"
     ea = EventAccumulator(str(run_dir))
     ea.Reload()
     hparams = ea.PluginTagToContent("hparams")
@@ -63,16 +57,16 @@ def test_cli_train_writes_a_complete_run_folder(tmp_path, capsys):
     assert config.model_dump(mode="json") == saved and int(state["step"]) == 3
 
 
-def test_same_seed_same_metrics_different_seed_different(tmp_path):
+def test_same_seed_same_metrics_different_seed_different(tmp_path, scalars):
     runs = [train(_config(tmp_path / name, f"seed={seed}")) for name, seed in
             (("a", 3), ("b", 3), ("c", 4))]
-    a, b, c = (_scalars(r) for r in runs)
+    a, b, c = (scalars(r) for r in runs)
     for tag in (*METRICS, "loss/play", "loss/punish"):
         assert a[tag] == b[tag], tag
     assert any(a[t] != c[t] for t in METRICS)
 
 
-def test_interrupted_training_resumes_exactly(tmp_path, monkeypatch):
+def test_interrupted_training_resumes_exactly(tmp_path, monkeypatch, scalars):
     reference = train(_config(tmp_path / "ref", *SMALL, smoke=False))
     real = Population.play_episode
     calls = {"n": 0}
@@ -96,31 +90,50 @@ def test_interrupted_training_resumes_exactly(tmp_path, monkeypatch):
     assert int(state["step"]) == 4
     for key, tensor in ref_state["learner"]["online"].items():
         assert torch.equal(tensor, state["learner"]["online"][key]), key
-    ref, got = _scalars(reference), _scalars(run_dir)
+    ref, got = scalars(reference), scalars(run_dir)
     for tag in METRICS:
         assert ref[tag] == got[tag], tag
 
 
-def test_eval_rebuilds_from_the_run_folder(tmp_path, capsys):
+def test_eval_rebuilds_from_the_run_folder(tmp_path, capsys, scalars):
     run_dir = train(_config(tmp_path))
     assert main(["eval", str(run_dir), "--episodes", "2"]) == 0
     result = json.loads((run_dir / "eval.json").read_text())
     assert result["episodes"] == 2 and 0.0 <= result["eval/cooperation_rate"] <= 1.0
     assert result["checkpoint_step"] == 3 and "eval/return" in result
-    assert _scalars(run_dir)["eval/cooperation_rate"] == [(3, pytest.approx(result["eval/cooperation_rate"]))]
+    assert scalars(run_dir)["eval/cooperation_rate"] == [(3, pytest.approx(result["eval/cooperation_rate"]))]
     assert main(["eval", str(tmp_path / "nothing")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+    assert main(["eval", str(run_dir / "checkpoint.pt"), "--episodes", "1"]) == 0  # the file: its folder
+    assert json.loads((run_dir / "eval.json").read_text())["episodes"] == 1
 
 
-def test_a_resumed_run_keeps_the_scores_aligngym_eval_logged_at_its_checkpoint(tmp_path):
+@pytest.mark.parametrize(("argv", "target", "kept"), [
+    (["study", "cooperation"], "aligngym.agents.marl.study.run_study", "Finished runs are kept"),
+    (["data", "generate", "BallRun"], "aligngym.envs.data.generate.generate", "Finished stages are kept"),
+    (["eval", "RUN"], "aligngym.agents.evaluate.evaluate", "Nothing was written"),
+])
+def test_ctrl_c_in_any_command_ends_with_one_line_saying_what_is_kept(capsys, monkeypatch, argv, target, kept):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(target, interrupted)
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "aligngym: interrupted." in err and kept in err and "Traceback" not in err
+
+
+def test_a_resumed_run_keeps_the_scores_aligngym_eval_logged_at_its_checkpoint(tmp_path, scalars, caplog):
     run_dir = train(_config(tmp_path))  # 3 episodes
     score = evaluate(run_dir, episodes=1)["eval/cooperation_rate"]
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     saved["episodes"] = 5
     (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
-    resume(run_dir)  # purges the events from step 3 on (an interrupted process's)
-    assert (3, pytest.approx(score)) in _scalars(run_dir)["eval/cooperation_rate"]
-    assert [s for s, _ in _scalars(run_dir)["coop/cooperation_rate"]] == [0, 1, 2, 3, 4]
+    with caplog.at_level("WARNING"):
+        resume(run_dir)  # purges the events from step 3 on (an interrupted process's)
+    assert "out of order" not in caplog.text, "reading the curves back must not warn about the purge"
+    assert (3, pytest.approx(score)) in scalars(run_dir)["eval/cooperation_rate"]
+    assert [s for s, _ in scalars(run_dir)["coop/cooperation_rate"]] == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")

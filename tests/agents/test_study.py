@@ -111,6 +111,11 @@ def test_study_writes_its_report_and_resumes(tmp_path):
     assert "| metric | dp | tpp |" in report.read_text()
 
 
+def test_one_seed_gives_no_interval(tmp_path):
+    text = run_study(tmp_path, seeds=1, episodes=2, conditions=["none"], workers=1, tail=2).read_text()
+    assert "(1 seed: no interval)" in text and "+- 0" not in text
+
+
 def test_study_bad_input(tmp_path, capsys):
     with pytest.raises(ConfigError, match="unknown condition"):
         run_study(tmp_path, 1, 2, ["dpp"], 1)
@@ -118,10 +123,9 @@ def test_study_bad_input(tmp_path, capsys):
         run_study(tmp_path, 0, 2, ["dp"], 1)
     assert main(["study", "cooperation", "--conditions", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown condition" in capsys.readouterr().err
-    with pytest.raises(ConfigError, match="no finished runs"):
+    with pytest.raises(ConfigError, match="no finished runs of dp under"):
         run_study(tmp_path, 1, None, ["dp"], 1, report_only=True)
     assert not any(Path(tmp_path).iterdir())
-
 
 
 @pytest.mark.parametrize(("flag", "value"), [("--tail", "0"), ("--tail", "-1"), ("--workers", "-1"),

@@ -397,6 +397,9 @@ def test_cost_thresholds_come_from_the_file_else_its_task_else_dsrls_bullet_ones
     d4rl = OfflineDataset(arrays={k: v for k, v in _arrays().items() if k != "costs"}, attrs={"env_id": "Hopper-v5"})
     assert cost_thresholds(d4rl) == ()  # nothing to judge: no "episodes with cost <= 10: 100%" lines
     assert "no costs in this file" in summary(d4rl) and "episodes with cost <=" not in summary(d4rl)
+    generated = OfflineDataset(arrays={**_arrays(), "costs": np.zeros(len(_arrays()["costs"]), np.float32)},
+                               attrs={"env_id": "Hopper-v5", "kind": "medium"})  # aligngym's D4RL files
+    assert cost_thresholds(generated) == () and "episodes with cost <=" not in summary(generated)
 
 
 def test_plot_writes_png(tmp_path):

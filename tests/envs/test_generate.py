@@ -210,6 +210,8 @@ def test_cli_data_commands(data_home: Path, capsys: pytest.CaptureFixture[str]) 
     assert "it is a folder (--out names the picture's file" in capsys.readouterr().err
     assert main(["data", "plot", str(path), "--out", str(data_home / "scatter.png" / "x.png")]) == 2
     assert "scatter.png is a file, not a folder" in capsys.readouterr().err
+    assert main(["data", "plot", str(path), "--out", str(data_home / "scatter.jpg")]) == 2
+    assert "name a .png file" in capsys.readouterr().err and not (data_home / "scatter.jpg").exists()
     assert main(["data", "info", str(data_home / "missing.hdf5")]) == 2
     assert "missing" in capsys.readouterr().err
     (data_home / "junk.hdf5").write_bytes(b"not a dataset")
