@@ -307,8 +307,10 @@ def test_configs_cover_every_agent_and_task_with_osrl_settings():
     assert len(CONFIG_FILES) == 2 * len(AGENTS) * len(TASKS)
     bcql = load_config(CONFIGS / "bcq_lag" / "car_circle.yaml")
     assert (bcql.phi, bcql.lambda_mix, bcql.pid, bcql.num_q, bcql.num_qc, bcql.reward_scale, bcql.cost_scale,
-            bcql.sample_action_num, bcql.vae_hidden, bcql.actor_lr) == \
-           (0.05, 0.75, (0.1, 0.003, 0.001), 2, 2, 0.1, 1.0, 10, 400, 1e-3)
+            bcql.sample_action_num, bcql.vae_hidden, bcql.actor_lr, bcql.critic_lr, bcql.vae_lr, bcql.kl_weight,
+            bcql.gamma, bcql.tau, bcql.actor_hidden, bcql.critic_hidden) == \
+           (0.05, 0.75, (0.1, 0.003, 0.001), 2, 2, 0.1, 1.0, 10, 400, 1e-3, 1e-3, 1e-3, 0.5, 0.99, 0.005,
+            (256, 256), (256, 256))
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: str(p.relative_to(CONFIGS)))
