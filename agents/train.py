@@ -199,6 +199,8 @@ class Run:
     def __init__(self, directory: Path, config: RunConfig, first_step: int = 0) -> None:
         self.dir, self.config = directory, config
         self.lock = _lock(directory)  # RunInUseError while another process trains it
+        for stale in directory.glob(f".{CHECKPOINT}.*.tmp"):  # a checkpoint write cut by a crash
+            stale.unlink(missing_ok=True)
         # purge_step drops events logged after the last checkpoint by an interrupted process (events
         # at steps >= purge_step); those at the checkpoint's own step stay where they belong to it
         purge = first_step + int(config.logs_checkpoint_step) if first_step else None

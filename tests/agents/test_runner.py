@@ -129,9 +129,12 @@ def test_a_resumed_run_keeps_the_scores_aligngym_eval_logged_at_its_checkpoint(t
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     saved["episodes"] = 5
     (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    stale = run_dir / ".checkpoint.pt.k3x9.tmp"  # what a crash during a checkpoint write leaves
+    stale.write_bytes(b"half")
     with caplog.at_level("WARNING"):
         resume(run_dir)  # purges the events from step 3 on (an interrupted process's)
     assert "out of order" not in caplog.text, "reading the curves back must not warn about the purge"
+    assert not stale.exists(), "a resumed run removes what a crashed checkpoint write left"
     assert (3, pytest.approx(score)) in scalars(run_dir)["eval/cooperation_rate"]
     assert [s for s, _ in scalars(run_dir)["coop/cooperation_rate"]] == [0, 1, 2, 3, 4]
 
