@@ -67,12 +67,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from aligngym.agents.evaluate import evaluate
-    from aligngym.agents.train import CHECKPOINT
 
-    run_dir = Path(args.run_dir)
-    if run_dir.is_file() and run_dir.name == CHECKPOINT:  # the checkpoint itself: its folder is meant
-        run_dir = run_dir.parent
-    result = evaluate(run_dir, args.episodes, args.device, background=args.background,
+    result = evaluate(Path(args.run_dir), args.episodes, args.device, background=args.background,
                       focal=args.focal, selection=args.selection)
     written = result.pop("written_to")
     per_episode = [k for k in result if k.startswith("episode_")]  # long lists: in the file only

@@ -18,8 +18,11 @@ def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = No
              **options: Any) -> dict[str, Any]:
     """Score the run's last checkpoint; writes and returns ``eval.json``'s content. ``options``
     (e.g. ``background`` and ``focal`` for the cooperation games) go to the agent's evaluate; the
-    result then goes to ``eval_<option values>.json`` and is not logged to TensorBoard."""
+    result then goes to ``eval_<option values>.json`` and is not logged to TensorBoard. ``run_dir``
+    may also name the run's checkpoint file."""
     run_dir = Path(run_dir)
+    if run_dir.is_file() and run_dir.name == CHECKPOINT:  # the checkpoint itself: its folder is meant
+        run_dir = run_dir.parent
     config, state = load_checkpoint(run_dir / CHECKPOINT)
     if device is not None:
         config = config.model_copy(update={"device": device})

@@ -222,18 +222,6 @@ def _set_random_state(rs: np.random.RandomState, state: dict[str, Any]) -> None:
                   float(cached)))
 
 
-@contextmanager
-def _own_random_streams(device: torch.device) -> Iterator[None]:
-    """Draws inside (an evaluation's action sampling) leave numpy's and torch's global streams as
-    they were: how often and how long a run evaluates does not change what it trains."""
-    numpy_state = np.random.get_state()
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        try:
-            yield
-        finally:
-            np.random.set_state(numpy_state)
-
-
 def _rng_state(buffer: Any) -> dict[str, Any]:
     """Every random stream training draws from: the buffer's sampler, numpy's, torch's CPU generator
     and, on a GPU machine, each CUDA device's (FISOR draws its diffusion noise on the device)."""
@@ -249,6 +237,17 @@ def _set_rng_state(buffer: Any, state: dict[str, Any]) -> None:
     cuda = state.get("cuda") or []  # absent in checkpoints written before it was saved
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([torch.as_tensor(s, dtype=torch.uint8) for s in cuda])
+
+
+@contextmanager
+def _own_random_streams(buffer: Any) -> Iterator[None]:
+    """Draws inside (an evaluation's action sampling) leave every stream training draws from as it
+    was: how often and how long a run evaluates does not change what it trains."""
+    state = _rng_state(buffer)
+    try:
+        yield
+    finally:
+        _set_rng_state(buffer, state)
 
 
 def setup(module: Any, config: OfflineConfig, state: dict[str, Any] | None, device: torch.device,
@@ -328,7 +327,7 @@ def offline_train(module: Any, config: OfflineConfig, run: Run, state: dict[str,
                                         **{k: v for k, v in means.items() if not k.startswith("loss")}})
                 losses.clear()
             if step % config.eval_every == 0 or step == config.steps:
-                with _own_random_streams(device):  # training continues as if it had not evaluated
+                with _own_random_streams(buffer):  # training continues as if it had not evaluated
                     scores = evaluate_policy(config, algorithm.policy, config.eval_episodes, seed=10_000 + step)
                 run.log("eval", step, {k.split("/", 1)[1]: v for k, v in scores.items() if k.startswith("eval/")})
                 bar.set_postfix(ret=f"{scores.get('eval/normalized_return', scores['eval/return']):.2f}",
