@@ -72,6 +72,10 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"--set {dotted}: '{key}' is a value, not a section")
         node = child
+    if isinstance(node.get(keys[-1]), dict) and isinstance(value, dict):
+        # replacing a whole section would silently drop every key of it the override does not name
+        raise ConfigError(f"--set {dotted}: '{dotted}' is a section; set its keys one at a time "
+                          f"(--set {dotted}.KEY=VALUE)")
     node[keys[-1]] = value
 
 
@@ -106,9 +110,10 @@ def _leaf_types(annotation: Any) -> set[Any]:
     return set().union(*map(_leaf_types, args)) if args else {annotation}
 
 
-def _booleans_for_numbers(model: type[BaseModel], data: Any, loc: tuple[str, ...] = ()) -> list[str]:
+def _loose_scalars(model: type[BaseModel], data: Any, loc: tuple[str, ...] = ()) -> list[str]:
     """Keys under ``data`` whose field takes numbers but not booleans and whose value is (or holds)
-    ``true``/``false``: pydantic would read them as 1/0."""
+    ``true``/``false``, or takes only booleans and whose value is not one: pydantic would read
+    ``true`` as 1, and 1 or the text "no" as a flag."""
     found: list[str] = []
     if not isinstance(data, dict):
         return found
@@ -118,13 +123,15 @@ def _booleans_for_numbers(model: type[BaseModel], data: Any, loc: tuple[str, ...
             continue
         nested = _model_at(model, (key,))
         if nested is not None:
-            found += _booleans_for_numbers(nested, value, (*loc, str(key)))
+            found += _loose_scalars(nested, value, (*loc, str(key)))
             continue
         leaves = _leaf_types(field.annotation)
         numeric = bool(leaves & {int, float}) and not leaves & {bool, Any}
         values = value if isinstance(value, (list, tuple)) else [value]
         if numeric and any(isinstance(v, bool) for v in values):
             found.append(f"{'.'.join((*loc, str(key)))}: expected a number, got {value!r}")
+        elif leaves == {bool} and not isinstance(value, bool):
+            found.append(f"{'.'.join((*loc, str(key)))}: expected true or false, got {value!r}")
     return found
 
 
@@ -163,9 +170,9 @@ def validate(data: dict[str, Any], source: str) -> RunConfig:
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
     cls: type[RunConfig] = module.Config
-    booleans = _booleans_for_numbers(cls, data)
-    if booleans:
-        raise ConfigError("\n".join(f"{source}: {line}" for line in booleans))
+    loose = _loose_scalars(cls, data)
+    if loose:
+        raise ConfigError("\n".join(f"{source}: {line}" for line in loose))
     try:
         return cls.model_validate(data)
     except ValidationError as err:

@@ -74,6 +74,27 @@ def test_a_boolean_where_a_number_belongs_is_refused(override):
     assert load_config(QUICKSTART, ["env.partner_selection=true"]).env.partner_selection  # a flag takes it
 
 
+@pytest.mark.parametrize("override", ["env.direct_punishment=1", "env.direct_punishment='no'",
+                                      "learner.huber=0"])
+def test_a_flag_takes_only_true_or_false(override):
+    """pydantic alone reads 1 as true and the text 'no' as false."""
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}: expected true or false, got"):
+        load_config(QUICKSTART, [override])
+
+
+def test_set_refuses_to_replace_a_whole_section():
+    """--set env={} would otherwise drop every key of the file's env section without a word."""
+    for value in ("{}", "{n_agents: 6}"):
+        with pytest.raises(ConfigError, match=r"--set env: 'env' is a section; set its keys one at a time"):
+            load_config(QUICKSTART, [f"env={value}"])
+    with pytest.raises(ConfigError, match=r"'learner' is a section"):
+        load_config(QUICKSTART, ["learner={hidden_size: 64}"])
+    # a section the file leaves out may be given whole
+    assert load_config(QUICKSTART, ["learner.play={lr: 0.1}"]).learner.play.lr == 0.1
+    assert load_config(QUICKSTART, ["env.n_agents=6"]).env.n_agents == 6
+
+
 def test_nested_range_error(tmp_path):
     with pytest.raises(ConfigError, match=r"learner\.batch_size: Input should be greater than or equal to 1"):
         load_config(QUICKSTART, ["learner.batch_size=0"])
