@@ -17,6 +17,7 @@ import io
 import json
 import os
 import re
+import shutil
 import socket
 import time
 import zipfile
@@ -285,22 +286,45 @@ def train(config: RunConfig, on_start: Callable[[Path], None] | None = None) -> 
 def finish(config: RunConfig) -> Path:
     """Bring ``config``'s run to its end: return a finished run under its ``run_root`` whose config
     matches (up to RESUMABLE_KEYS), continue an unfinished one (with this config's length), or
-    train a new one."""
+    train a new one (in place of this run's folder if it was cut short before its first checkpoint)."""
     root = Path(config.run_root)
     wanted = _flat("", config.model_dump(mode="json"))
+
+    def same_run(saved: RunConfig) -> bool:
+        have = _flat("", saved.model_dump(mode="json"))
+        return all(wanted.get(k) == have.get(k) for k in wanted.keys() | have.keys()
+                   if k.split(".")[0] not in RESUMABLE_KEYS)
+
     for run_dir in sorted(root.glob("*__*")) if root.is_dir() else []:
         if not (run_dir / CHECKPOINT).is_file():
+            _drop_if_cut_short(run_dir, same_run)
             continue
         saved, state = load_checkpoint(run_dir / CHECKPOINT)
-        have = _flat("", saved.model_dump(mode="json"))
-        if any(wanted.get(k) != have.get(k) for k in wanted.keys() | have.keys()
-               if k.split(".")[0] not in RESUMABLE_KEYS):
+        if not same_run(saved):
             continue
         if int(state.get("step", 0)) >= getattr(config, config.length_key):
             return run_dir
         (run_dir / "config.yaml").write_text(dump_config(config))
         return resume(run_dir)
     return train(config)
+
+
+def _drop_if_cut_short(run_dir: Path, same_run: Callable[[RunConfig], bool]) -> None:
+    """Delete ``run_dir`` if it is this run interrupted before its first checkpoint (nothing in it
+    can be resumed; left, it would lie beside the new attempt's folder). A folder another process is
+    training (its first checkpoint still to come) raises RunInUseError; one that is not a run of this
+    config is left alone."""
+    try:
+        saved = load_config(run_dir / "config.yaml")
+    except ConfigError:
+        return
+    if not same_run(saved):
+        return
+    _lock(run_dir)  # RunInUseError while its process lives
+    if (run_dir / CHECKPOINT).is_file():  # its first checkpoint landed meanwhile: keep it
+        (run_dir / LOCK).unlink(missing_ok=True)
+        return
+    shutil.rmtree(run_dir)
 
 
 def resume(run_dir: Path, on_start: Callable[[Path], None] | None = None) -> Path:

@@ -17,8 +17,8 @@ from aligngym.agents.cli import main
 from aligngym.agents.config import ConfigError, load_config
 from aligngym.agents.evaluate import evaluate
 from aligngym.agents.marl.population import Population
-from aligngym.agents.train import (CheckpointError, RunInUseError, load_checkpoint, resolve_device, resume,
-                                   save_checkpoint, train)
+from aligngym.agents.train import (CheckpointError, Run, RunInUseError, finish, load_checkpoint, resolve_device,
+                                   resume, save_checkpoint, train)
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
 METRICS = ("coop/cooperation_rate", "coop/punishment_rate_direct", "coop/punishment_rate_third_party",
@@ -246,6 +246,29 @@ def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path, capsys):
     (run_dir / "config.yaml").write_text(dump_config(load_config(run_dir / "config.yaml", ["episodes=8"])))
     resume(run_dir)
     assert int(load_checkpoint(run_dir / "checkpoint.pt")[1]["step"]) == 8 and not (run_dir / ".lock").exists()
+
+
+def test_finish_replaces_a_run_cut_short_before_its_first_checkpoint(tmp_path):
+    """A study or table rerun trains afresh a run killed before its first checkpoint, in place of its
+    folder (nothing there can be resumed), and leaves other configs' folders and live runs alone."""
+    import socket
+
+    from aligngym.agents.train import _boot_id
+
+    config = _config(tmp_path, *SMALL, smoke=False)
+    Run.create(config).close()  # killed before its first checkpoint
+    other = Run.create(_config(tmp_path, *SMALL, "seed=1", smoke=False))
+    other.close()
+    live = Run.create(config)  # a live process that has not checkpointed yet
+    with pytest.raises(RunInUseError):
+        finish(config)
+    live.close()
+    run_dir = finish(config)
+    assert int(load_checkpoint(run_dir / "checkpoint.pt")[1]["step"]) == 4
+    assert sorted(tmp_path.iterdir()) == sorted([run_dir, other.dir])
+    assert finish(config) == run_dir  # finished: reused
+    (other.dir / ".lock").write_text(f"{os.getpid()} {socket.gethostname()} {_boot_id()}")
+    assert finish(config) == run_dir  # another config's folder is not looked into
 
 
 def test_list_shows_envs_agents_and_configs(capsys):
