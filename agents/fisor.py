@@ -43,9 +43,14 @@ Deviations from the official code:
 - The actor's cosine learning-rate decay runs over ``actor_decay_steps`` actor updates (the
   original: 3e6); the ``cpu`` configs, with far fewer steps, shorten it in proportion.
 - Evaluation plays ``eval_episodes`` episodes at the end and every ``eval_every`` steps (the
-  original also evaluates at step 0).
-- 1,000,000 gradient steps (the official loop runs ``range(1, max_steps + 1)`` with
-  ``max_steps = 1e6 + 1``: one more) and a given seed (the official default ``-1`` draws one).
+  original also evaluates after its first update).
+- 1,000,000 gradient steps (the official loop runs ``trange(max_steps)`` with
+  ``max_steps = 1e6 + 1``: one more) and the config's seed (the official config sets 1 in the
+  versions read; its ``-1`` draws one at random).
+- Rewards are scaled with the task's ``R_max - R_min`` from ``envs/safety/specs.py``: the range of
+  AlignGym's own full dataset where measured, else DSRL's (the official code reads DSRL's).
+- ``selection: first_feasible`` (opt-in, not in the paper) takes the first candidate with
+  ``Q_h <= 0`` instead of the lowest ``Q_h``; the default is the official ``minqc`` rule.
 - ``cost_limit: 10`` in every config, the official default. The paper's BulletGym rows may have used
   5 (a replication in the official repository's issue #6 changed it to 5; the paper does not say);
   ``--set cost_limit=5`` runs that reading. It only sets the normalised cost's threshold: FISOR's
