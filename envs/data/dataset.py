@@ -229,10 +229,35 @@ def _read_file(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         file.visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
                         if isinstance(obj, h5py.Dataset) else None)
         attrs = {key: _decode_attr(value) for key, value in file.attrs.items()}
-    for key in json.loads(attrs.pop(_JSON_ATTRS, "[]")):
-        if isinstance(attrs.get(key), str):
-            attrs[key] = json.loads(attrs[key])
     return arrays, attrs
+
+
+def _decode_json_attrs(attrs: dict[str, Any], where: str) -> dict[str, Any]:
+    """The attributes ``write_dataset`` JSON-encoded, decoded; a malformed one is named."""
+    listed = attrs.pop(_JSON_ATTRS, "[]")
+    try:
+        keys = json.loads(listed) if isinstance(listed, str) else None
+    except ValueError:
+        keys = None
+    if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):
+        raise DatasetError(f"{where}: attribute '{_JSON_ATTRS}' should be a JSON list of attribute "
+                           f"names, got {listed!r}")
+    for key in keys:
+        if isinstance(attrs.get(key), str):
+            try:
+                attrs[key] = json.loads(attrs[key])
+            except ValueError as err:
+                raise DatasetError(f"{where}: attribute '{key}' is not valid JSON ({err})") from None
+    limits = attrs.get("cost_limits")
+    if limits is not None:
+        try:
+            values = np.atleast_1d(np.asarray(limits, dtype=np.float64))
+        except (TypeError, ValueError):
+            values = np.array([np.nan])
+        if values.ndim != 1 or not np.all(np.isfinite(values)) or np.any(values < 0):
+            raise DatasetError(f"{where}: attribute 'cost_limits' should be a list of finite costs >= 0, "
+                               f"got {limits!r}")
+    return attrs
 
 
 def _derive_next_observations(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -278,6 +303,7 @@ def load_dataset(path: str | Path, env: Any = None, env_id: str | None = None,
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         # h5py reports a non-HDF5, truncated or unreadable file as OSError (sometimes others).
         raise DatasetError(f"{path} is truncated or corrupt ({err})") from None
+    attrs = _decode_json_attrs(attrs, str(path))
 
     required = list(REQUIRED_KEYS)
     if env is not None and hasattr(getattr(env, "unwrapped", env), "task"):
@@ -307,6 +333,11 @@ def load_dataset(path: str | Path, env: Any = None, env_id: str | None = None,
 
     if env is not None:
         env_name = getattr(getattr(env, "spec", None), "id", None) or type(env).__name__
+        made_for = attrs.get("env_id")
+        if (isinstance(made_for, str) and made_for and env_name != type(env).__name__
+                and made_for.split(":")[-1] != env_name.split(":")[-1]):
+            raise DatasetError(f"{path} holds {made_for} data, not {env_name}'s (its env_id attribute); "
+                               f"use a dataset made for {env_name} (aligngym data generate {env_name})")
         for key, space in (("observations", env.observation_space), ("actions", env.action_space)):
             expected, found = getattr(space, "shape", None), arrays[key].shape[1:]
             if expected is not None and tuple(expected) != found:

@@ -435,3 +435,35 @@ def test_a_home_relative_path_is_expanded(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     write_dataset(tmp_path / "d.hdf5", _arrays(), {})
     assert len(load_dataset("~/d.hdf5")) == N
+
+
+def test_another_tasks_file_is_refused_even_with_matching_shapes(tmp_path):
+    """BallRun's and CarRun's data have the same shapes: only the file's env_id tells them apart."""
+    env = gym.make("Pendulum-v1")
+    try:
+        other = write_dataset(tmp_path / "other.hdf5", _arrays(), {"env_id": "aligngym/CarRun-v0"})
+        with pytest.raises(DatasetError, match=r"holds aligngym/CarRun-v0 data, not Pendulum-v1's"):
+            load_dataset(other, env=env)
+        assert len(load_dataset(other)) == N  # without an env nothing is compared
+        for same in ("Pendulum-v1", "gymnasium.envs:Pendulum-v1"):  # module-prefix form: the same env
+            path = write_dataset(tmp_path / "same.hdf5", _arrays(), {"env_id": same})
+            assert len(load_dataset(path, env=env)) == N
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize(("attrs", "message"), [
+    ({"aligngym_json_attrs": "5"}, "attribute 'aligngym_json_attrs' should be a JSON list"),
+    ({"aligngym_json_attrs": '{"a": 1}'}, "attribute 'aligngym_json_attrs' should be a JSON list"),
+    ({"aligngym_json_attrs": '["plan"]', "plan": "{not json"}, "attribute 'plan' is not valid JSON"),
+    ({"aligngym_json_attrs": '["cost_limits"]', "cost_limits": '["a"]'}, "attribute 'cost_limits' should be"),
+    ({"aligngym_json_attrs": '["cost_limits"]', "cost_limits": '{"x": 1}'}, "attribute 'cost_limits' should be"),
+    ({"aligngym_json_attrs": '["cost_limits"]', "cost_limits": "[[1, 2], [3]]"}, "attribute 'cost_limits' should be"),
+    ({"cost_limits": np.array([np.nan])}, "attribute 'cost_limits' should be"),
+    ({"cost_limits": np.array([-1.0])}, "attribute 'cost_limits' should be"),
+])
+def test_malformed_attributes_are_named(tmp_path, attrs, message):
+    path = _write_raw(tmp_path / "bad.hdf5", _arrays(), attrs)
+    with pytest.raises(DatasetError, match=message) as info:
+        load_dataset(path)
+    assert str(path) in str(info.value)
