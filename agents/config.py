@@ -35,7 +35,7 @@ class ConfigError(ValueError):
 class RunConfig(BaseModel):
     """Fields every run has. Agent configs subclass this and add their own sections."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     hparam_metrics: ClassVar[tuple[str, ...]] = ("eval/return",)  # columns of TensorBoard's hparams table
     length_key: ClassVar[str] = "episodes"  # the field that says how long the run is
     # whether the scores logged at a checkpoint's own step belong to it (logged before it is saved:
@@ -44,7 +44,7 @@ class RunConfig(BaseModel):
 
     agent: str  # which agent trains (a key of AGENTS)
     task: str  # the environment id
-    seed: int = Field(0, ge=0)  # seeds the env, the networks and the replay sampling
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # seeds the env, the networks and the replay sampling (numpy: < 2^32)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = CUDA when present
     run_root: str = "runs"  # run folders are created under this directory
 

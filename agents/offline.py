@@ -53,7 +53,7 @@ from aligngym.envs.data.dataset import OfflineDataset, dataset_path, load_datase
 
 
 class DatasetConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     size: Literal["tiny", "small", "full"] = "full"  # which generated dataset (aligngym data generate)
     seed: int = Field(0, ge=0)  # ... and its seed

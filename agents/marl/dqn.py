@@ -52,7 +52,7 @@ from aligngym.envs.cooperation.rules import DECISIONS, DecisionKind, GameRules
 class DecisionLearnerConfig(BaseModel):
     """Settings of one decision's networks (one network per agent)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     lr: float = Field(gt=0)  # Adam learning rate
     buffer_size: int = Field(ge=1)  # replay capacity per agent
@@ -74,7 +74,7 @@ DECISION_DEFAULTS: dict[str, dict[str, Any]] = {
 class IndependentDQNConfig(BaseModel):
     """Independent DQN learners (reference section 1.10)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     hidden_size: int = Field(128, ge=1)  # width of the single hidden layer
     batch_size: int = Field(100, ge=1)  # minibatch per update; learning starts once a buffer holds it

@@ -55,6 +55,7 @@ def test_unknown_key_names_file_key_and_nearest_valid_key(tmp_path, path, key, s
     ("episodes", 0, "greater than or equal to 1"),
     ("device", "tpu", "'auto', 'cpu' or 'cuda'"),
     ("seed", -1, "greater than or equal to 0"),
+    ("seed", 2**32, "less than or equal to 4294967295"),  # numpy's seeds stop there
 ])
 def test_wrong_type_or_range_names_key_and_expectation(tmp_path, key, value, expected):
     data = _quick()
@@ -93,6 +94,15 @@ def test_set_refuses_to_replace_a_whole_section():
     # a section the file leaves out may be given whole
     assert load_config(QUICKSTART, ["learner.play={lr: 0.1}"]).learner.play.lr == 0.1
     assert load_config(QUICKSTART, ["env.n_agents=6"]).env.n_agents == 6
+
+
+@pytest.mark.parametrize(("config", "override"), [
+    (QUICKSTART, "learner.play.lr=.inf"), (QUICKSTART, "env.fine=.nan"),
+    (QUICKSTART.parent / "baselines" / "bc_all" / "cpu" / "ball_run.yaml", "cost_limit=.inf"),
+])
+def test_infinite_or_nan_numbers_are_refused(config, override):
+    with pytest.raises(ConfigError, match=r"Input should be a finite number"):
+        load_config(config, [override])
 
 
 def test_nested_range_error(tmp_path):
