@@ -38,7 +38,7 @@ record D4RL's reference returns (``ref_min_score`` / ``ref_max_score``) for D4RL
 score ``100 (R - random) / (expert - random)``.
 
 Resumable: every finished stage (a behaviour run with its saved policy, a set of noisy rollouts)
-is written to ``<data dir>/.work/<file stem>/`` and skipped when the command runs again (stages
+is written to ``<data dir>/.work/<Task>-<size>-s<seed>/`` (whatever ``--out`` says) and skipped when the command runs again (stages
 made with another plan, tuning or seed, as recorded in ``recipe.json`` there, are deleted and redone).
 A behaviour run also saves its progress about ``SAVES_PER_RUN`` times (``run<k>.partial/``: the PPO
 weights and optimiser, the Lagrangian's state, the observation and reward statistics, the episodes
@@ -595,8 +595,10 @@ def _generate_safe(spec: SafeTaskSpec, size: str, seed: int, out: Path | None, f
     for later in ("alive_bonus", "initial_log_std"):  # added later: recorded only when set, so that
         if not behaviour[later]:                      # stages made before stay valid
             del behaviour[later]
-    work = Workspace(path.stem, {"task": spec.env_id, "plan": asdict(plan), "behaviour": behaviour,
-                                 "seed": seed})  # --out names the folder: the task is part of the recipe
+    # the task, size and seed name the folder (not --out's file name: two tasks' files of one name
+    # would take each other's stages for another recipe's and delete them)
+    work = Workspace(dataset_path(spec.env_id, size, seed).stem,
+                     {"task": spec.env_id, "plan": asdict(plan), "behaviour": behaviour, "seed": seed})
     parts = []
     for run in range(plan.runs):
         policy = work.policy(f"run{run}")

@@ -4,6 +4,7 @@ determinism, resuming, and the command line."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -135,6 +136,7 @@ def test_tiny_safe_dataset_is_complete_deterministic_and_resumable(data_home: Pa
         gen.generate("aligngym/BallCircle-v0", "tiny", seed=0)
 
     # same seed, fresh work folder -> the same data
+    shutil.rmtree(data_home / ".work" / path.stem)
     (again,) = gen.generate("aligngym/BallCircle-v0", "tiny", seed=0, out=data_home / "again.hdf5")
     for key, value in load_dataset(again).arrays.items():
         np.testing.assert_array_equal(value, ds.arrays[key], err_msg=key)
@@ -148,7 +150,7 @@ def test_tiny_safe_dataset_is_complete_deterministic_and_resumable(data_home: Pa
     (resumed,) = gen.generate("aligngym/BallCircle-v0", "tiny", seed=0, force=True)
     np.testing.assert_array_equal(load_dataset(resumed).arrays["rewards"], ds.arrays["rewards"])
     # the resumed file still reports what its stages cost to make
-    assert load_dataset(resumed).attrs["seconds"] >= 0.9 * ds.attrs["seconds"] - 0.1
+    assert load_dataset(resumed).attrs["seconds"] >= 0.9 * load_dataset(again).attrs["seconds"] - 0.1
 
 
 def test_mujoco_safe_task_runs_long_enough_for_whole_episodes(data_home: Path) -> None:
@@ -363,8 +365,8 @@ def test_a_save_that_does_not_fit_the_run_is_set_aside(data_home: Path, capsys: 
 
 def test_out_paths_with_the_same_name_do_not_share_stages_across_tasks(data_home: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    # the work folder is named after --out's stem; BallRun's stages must not become CarRun's data
-    # (both have 7-d observations and 2-d actions, so no shape check would notice)
+    # the work folder is named after the task, size and seed, not --out's stem: BallRun's stages must
+    # not become CarRun's data (both have 7-d observations and 2-d actions) nor be deleted by it
     trained = []
     real = gen._train_run
     monkeypatch.setattr(gen, "_train_run", lambda env_id, *a, **k: trained.append(env_id) or real(env_id, *a, **k))
@@ -374,6 +376,10 @@ def test_out_paths_with_the_same_name_do_not_share_stages_across_tasks(data_home
     assert trained[runs:] and set(trained[runs:]) == {"aligngym/CarRun-v0"}
     assert load_dataset(car).attrs["env_id"] == "aligngym/CarRun-v0"
     assert not np.array_equal(load_dataset(ball).arrays["observations"], load_dataset(car).arrays["observations"])
+    runs = len(trained)  # BallRun's stages are still there for another file of it
+    (other,) = gen.generate("aligngym/BallRun-v0", "tiny", seed=0, out=data_home / "c" / "ds.hdf5")
+    assert len(trained) == runs
+    np.testing.assert_array_equal(load_dataset(other).arrays["observations"], load_dataset(ball).arrays["observations"])
 
 
 def test_filter_drops_costly_and_poor_episodes_and_says_when_none_is_left() -> None:
