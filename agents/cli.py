@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
-from aligngym.agents.config import AGENTS, ConfigError, load_config
+from aligngym.agents.config import AGENTS, AlignGymWarning, ConfigError, load_config
 from aligngym.agents.train import CheckpointError
 from aligngym.envs.data.dataset import DatasetError
 
@@ -43,7 +44,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.resume is not None:
             if args.config is not None or args.overrides or args.smoke:
                 raise ConfigError("--resume takes only the run folder: the run keeps its saved config "
-                                  "(edit its config.yaml to raise episodes)")
+                                  "(edit its config.yaml to make it longer: episodes or steps)")
             run_dir = resume(Path(args.resume), on_start=announce)
         else:
             if args.config is None:
@@ -103,7 +104,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_study(args: argparse.Namespace) -> int:
     from aligngym.agents.marl.study import run_study
 
-    report = run_study(Path(args.out), args.seeds, args.episodes, args.conditions, args.workers,
+    report = run_study(Path(args.out).expanduser(), args.seeds, args.episodes, args.conditions, args.workers,
                        args.tail, report_only=args.report_only)
     print(f"study report: {report}")
     return 0
@@ -115,20 +116,22 @@ def _cmd_data(args: argparse.Namespace) -> int:
     if args.action == "generate":
         from aligngym.envs.data.generate import generate
 
-        paths = generate(args.task, args.size, args.seed, Path(args.out) if args.out else None, args.force)
+        paths = generate(args.task, args.size, args.seed, Path(args.out).expanduser() if args.out else None,
+                         args.force)
         for path in paths:
             print(f"wrote {path}")
         print(f"inspect it: aligngym data info {paths[0]}")
         return 0
-    ds = load_dataset(Path(args.file))
+    file = Path(args.file).expanduser()  # a quoted ~ too: else the plot lands in a folder named ~
+    ds = load_dataset(file)
     if args.action == "info":
         print(summary(ds))
         return 0
-    out = Path(args.out) if args.out else Path(args.file).with_suffix(".png")
+    out = Path(args.out).expanduser() if args.out else file.with_suffix(".png")
     if out.suffix.lower() != ".png" and not out.is_dir():
         raise ConfigError(f"--out {out}: the plot is a PNG picture; name a .png file")
     check_writable(out, f" (--out names the picture's file, e.g. {out / 'plot.png'})")
-    plot_reward_cost(ds, out, title=str(ds.attrs.get("env_id", Path(args.file).stem)))
+    plot_reward_cost(ds, out, title=str(ds.attrs.get("env_id", file.stem)))
     print(f"wrote {out}")
     return 0
 
@@ -223,8 +226,18 @@ _INTERRUPTED = {
 }
 
 
+_python_warning_line = warnings.formatwarning
+
+
+def _warning_line(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> str:
+    if issubclass(category, AlignGymWarning):  # AlignGym's own notices: one line, not a source line
+        return f"aligngym: warning: {message}\n"
+    return _python_warning_line(message, category, *args, **kwargs)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = _warning_line
     try:
         return args.func(args)
     except (ConfigError, CheckpointError, DatasetError) as err:

@@ -32,6 +32,10 @@ class ConfigError(ValueError):
     """A config file or override that cannot be used; the message says what to change."""
 
 
+class AlignGymWarning(UserWarning):
+    """Something the user should know that does not stop the command (the CLI shows it in one line)."""
+
+
 class RunConfig(BaseModel):
     """Fields every run has. Agent configs subclass this and add their own sections."""
 

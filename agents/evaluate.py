@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import inspect
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
-from aligngym.agents.config import ConfigError, agent_module
-from aligngym.agents.train import CHECKPOINT, EVALUATION, load_checkpoint
-from aligngym.envs.data.dataset import atomic_write
+from aligngym.agents.config import AlignGymWarning, ConfigError, agent_module, load_config
+from aligngym.agents.train import CHECKPOINT, EVALUATION, RESUMABLE_KEYS, changed_keys, load_checkpoint
+from aligngym.envs.data.dataset import atomic_write, check_writable
 
 
 def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = None,
@@ -35,10 +36,12 @@ def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = No
     if unknown:
         flags = ", ".join(f"--{k}" for k in unknown)
         raise ConfigError(f"{flags} does not apply to {config.agent} runs")
+    _warn_if_edited(run_dir, config)
+    name = result_name(options)
+    check_writable(run_dir / name)  # before the episodes are played
     result = agent_evaluate(config, state, n, **options)
     step = int(state.get("step", 0))
     result["checkpoint_step"] = step
-    name = result_name(options)
     text = json.dumps(result, indent=2, sort_keys=True)
     atomic_write(run_dir / name, lambda tmp: Path(tmp).write_text(text))  # never a half-written file
     result["written_to"] = str(run_dir / name)
@@ -48,6 +51,19 @@ def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = No
                 if key.startswith("eval/"):
                     writer.add_scalar(key, value, global_step=step)
     return result
+
+
+def _warn_if_edited(run_dir: Path, config: Any) -> None:
+    """The run is rebuilt from its checkpoint's config: say so when the folder's config.yaml was edited
+    beyond what a resumed run may change (an edit there does not change what is evaluated)."""
+    try:
+        edited = changed_keys(load_config(run_dir / "config.yaml"), config, ignore=RESUMABLE_KEYS)
+    except ConfigError:  # missing or unreadable: the checkpoint is all eval needs
+        return
+    if edited:
+        warnings.warn(f"{run_dir / 'config.yaml'} differs from the checkpoint in {', '.join(edited)}; "
+                      "the evaluation uses the checkpoint's values (what the run was trained with)",
+                      AlignGymWarning, stacklevel=3)
 
 
 def result_name(options: dict[str, Any]) -> str:

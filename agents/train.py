@@ -219,7 +219,7 @@ class Run:
     def create(cls, config: RunConfig) -> Run:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         task = re.sub(r"[^A-Za-z0-9_.-]+", "_", config.task.split("/")[-1])
-        base = Path(config.run_root) / f"{task}__{config.agent}__s{config.seed}__{stamp}"
+        base = Path(config.run_root).expanduser() / f"{task}__{config.agent}__s{config.seed}__{stamp}"
         directory, n = base, 1
         while directory.exists():
             n += 1
@@ -263,6 +263,13 @@ class Run:
         self.lock.unlink(missing_ok=True)
 
 
+def changed_keys(a: RunConfig, b: RunConfig, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The dotted keys whose values differ between two configs, but for those under ``ignore``."""
+    flat_a, flat_b = (_flat("", c.model_dump(mode="json")) for c in (a, b))
+    return sorted(k for k in flat_a.keys() | flat_b.keys()
+                  if flat_a.get(k) != flat_b.get(k) and k.split(".")[0] not in ignore)
+
+
 # Keys that may differ between a run's config.yaml and its checkpoint when resuming.
 RESUMABLE_KEYS = ("episodes", "steps", "checkpoint_every", "eval_every", "eval_episodes", "log_every",
                   "show_progress", "device", "run_root")
@@ -287,13 +294,10 @@ def finish(config: RunConfig) -> Path:
     """Bring ``config``'s run to its end: return a finished run under its ``run_root`` whose config
     matches (up to RESUMABLE_KEYS), continue an unfinished one (with this config's length), or
     train a new one (in place of this run's folder if it was cut short before its first checkpoint)."""
-    root = Path(config.run_root)
-    wanted = _flat("", config.model_dump(mode="json"))
+    root = Path(config.run_root).expanduser()
 
     def same_run(saved: RunConfig) -> bool:
-        have = _flat("", saved.model_dump(mode="json"))
-        return all(wanted.get(k) == have.get(k) for k in wanted.keys() | have.keys()
-                   if k.split(".")[0] not in RESUMABLE_KEYS)
+        return not changed_keys(config, saved, ignore=RESUMABLE_KEYS)
 
     for run_dir in sorted(root.glob("*__*")) if root.is_dir() else []:
         if not (run_dir / CHECKPOINT).is_file():
@@ -338,9 +342,7 @@ def resume(run_dir: Path, on_start: Callable[[Path], None] | None = None) -> Pat
     if not (run_dir / CHECKPOINT).is_file():
         raise CheckpointError(f"{run_dir} has no checkpoint yet; start it again with aligngym train")
     saved, state = load_checkpoint(run_dir / CHECKPOINT)
-    now, then = (_flat("", c.model_dump(mode="json")) for c in (config, saved))
-    changed = sorted(k for k in now.keys() | then.keys()
-                     if now.get(k) != then.get(k) and k.split(".")[0] not in RESUMABLE_KEYS)
+    changed = changed_keys(config, saved, ignore=RESUMABLE_KEYS)
     if changed:
         raise ConfigError(f"{run_dir / 'config.yaml'} differs from the checkpoint in {', '.join(changed)}; "
                           f"a resumed run may only change {', '.join(RESUMABLE_KEYS)}")

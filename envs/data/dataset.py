@@ -64,7 +64,12 @@ class DatasetError(Exception):
 def data_dir() -> Path:
     """Where generated datasets live: ``$ALIGNGYM_DATA``, else ``~/.cache/aligngym/datasets``."""
     env = os.environ.get("ALIGNGYM_DATA")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "aligngym" / "datasets"
+    if not env:
+        return Path.home() / ".cache" / "aligngym" / "datasets"
+    folder = Path(env).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise DatasetError(f"ALIGNGYM_DATA={env} is not a folder; point it at the folder for datasets")
+    return folder
 
 
 def dataset_path(env_id: str, size: str, seed: int, kind: str | None = None) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from aligngym.agents.cli import main
-from aligngym.agents.config import ConfigError, load_config
+from aligngym.agents.config import AlignGymWarning, ConfigError, load_config
 from aligngym.agents.evaluate import evaluate
 from aligngym.agents.marl.population import Population
 from aligngym.agents.train import (CheckpointError, Run, RunInUseError, finish, load_checkpoint, resolve_device,
@@ -106,6 +107,29 @@ def test_eval_rebuilds_from_the_run_folder(tmp_path, capsys, scalars):
     assert "no checkpoint" in capsys.readouterr().err
     assert main(["eval", str(run_dir / "checkpoint.pt"), "--episodes", "1"]) == 0  # the file: its folder
     assert json.loads((run_dir / "eval.json").read_text())["episodes"] == 1
+
+
+def test_eval_says_when_config_yaml_was_edited_and_checks_its_output_first(tmp_path, capsys, monkeypatch):
+    from aligngym.agents.config import dump_config
+
+    run_dir = train(_config(tmp_path))
+    saved = (run_dir / "config.yaml").read_text()
+    (run_dir / "config.yaml").write_text(dump_config(load_config(run_dir / "config.yaml", ["episodes=9"])))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AlignGymWarning)
+        assert main(["eval", str(run_dir), "--episodes", "1"]) == 0  # a longer run: what resume allows
+    (run_dir / "config.yaml").write_text(dump_config(load_config(run_dir / "config.yaml", ["env.fine=1"])))
+    with pytest.warns(AlignGymWarning, match=r"differs from the checkpoint in env\.fine; .* uses the checkpoint's"):
+        assert main(["eval", str(run_dir), "--episodes", "1"]) == 0
+    shown = warnings.formatwarning("x differs", AlignGymWarning, "evaluate.py", 1)  # main's format
+    assert shown == "aligngym: warning: x differs\n"
+    assert "UserWarning" in warnings.formatwarning("other", UserWarning, "f.py", 1)  # others' as Python's
+    (run_dir / "config.yaml").write_text(saved)
+    (run_dir / "eval.json").unlink()
+    (run_dir / "eval.json").mkdir()
+    monkeypatch.setattr(Population, "load_state_dict", lambda *a, **k: pytest.fail("played before the check"))
+    assert main(["eval", str(run_dir), "--episodes", "1"]) == 2
+    assert "eval.json: it is a folder" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("argv", "target", "kept"), [
@@ -269,6 +293,18 @@ def test_finish_replaces_a_run_cut_short_before_its_first_checkpoint(tmp_path):
     assert finish(config) == run_dir  # finished: reused
     (other.dir / ".lock").write_text(f"{os.getpid()} {socket.gethostname()} {_boot_id()}")
     assert finish(config) == run_dir  # another config's folder is not looked into
+
+
+def test_a_home_relative_run_root_is_expanded(tmp_path, monkeypatch):
+    """run_root: ~/runs must not make a folder named ~ in the working directory."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    config = _config(tmp_path, *SMALL, "run_root=~/runs", smoke=False)
+    run_dir = finish(config)
+    assert run_dir.parent == home / "runs" and not any(work.iterdir())
+    assert finish(config) == run_dir  # found again under the same root
 
 
 def test_list_shows_envs_agents_and_configs(capsys):

@@ -467,3 +467,27 @@ def test_malformed_attributes_are_named(tmp_path, attrs, message):
     with pytest.raises(DatasetError, match=message) as info:
         load_dataset(path)
     assert str(path) in str(info.value)
+
+
+def test_aligngym_data_must_be_a_folder(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("ALIGNGYM_DATA", str(blocker))
+    with pytest.raises(DatasetError, match=r"ALIGNGYM_DATA=.*file is not a folder"):
+        data_dir()
+    monkeypatch.setenv("ALIGNGYM_DATA", str(tmp_path / "not-yet"))  # made when first written
+    assert data_dir() == tmp_path / "not-yet"
+
+
+def test_a_quoted_home_in_plot_paths_is_expanded(tmp_path, monkeypatch, capsys):
+    """The loader expands ~; the picture beside the file must not go to a folder named ~."""
+    from aligngym.agents.cli import main
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    write_dataset(home / "d.hdf5", _arrays(), {})
+    assert main(["data", "plot", "~/d.hdf5"]) == 0
+    assert main(["data", "plot", "~/d.hdf5", "--out", "~/p.png"]) == 0
+    assert (home / "d.png").is_file() and (home / "p.png").is_file() and not any(work.iterdir())
