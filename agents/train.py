@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
-import socket
 import time
 import zipfile
 from collections.abc import Callable
@@ -33,7 +31,7 @@ from tianshou.utils import TensorboardLogger
 
 from aligngym.agents.config import (ConfigError, RunConfig, agent_module, dump_config, load_config,
                                     validate)
-from aligngym.envs.data.dataset import atomic_write, package_version
+from aligngym.envs.data.dataset import LOCK, FolderInUseError, atomic_write, claim_folder, package_version
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -46,48 +44,13 @@ class RunInUseError(CheckpointError):
     """A run folder that another live process is training."""
 
 
-LOCK = ".lock"
-
-
 def _lock(directory: Path) -> Path:
-    """Claim ``directory`` for this process (``.lock``: pid, host and boot); a lock left by a process
-    that is gone, or by an earlier boot of this machine, is taken over. Two processes training one folder would interleave its checkpoints
-    and TensorBoard events."""
-    path = directory / LOCK
-    here = [socket.gethostname(), _boot_id()]
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            owner = path.read_text().split() if path.is_file() else []
-            pid = int(owner[0]) if owner and owner[0].isdigit() else None
-            if pid is not None and owner[1:2] == here[:1] and (owner[2:] != here[1:] or not _alive(pid)):
-                path.unlink(missing_ok=True)  # its process is gone (or the machine has restarted since)
-                continue
-            raise RunInUseError(f"{directory} is being trained by process {' on '.join(owner[:2]) or '?'}; "
-                                f"wait for it, or delete {path} if that process is gone") from None
-        with os.fdopen(fd, "w") as fh:
-            fh.write(" ".join([str(os.getpid()), *here]))
-        return path
-    raise RunInUseError(f"could not claim {directory} (another process keeps taking {path})")
-
-
-def _boot_id() -> str:
-    """This boot of the machine (pids are reused across restarts); "-" where the OS does not say."""
+    """Claim a run folder for this process (:func:`claim_folder`): two processes training one folder
+    would interleave its checkpoints and TensorBoard events."""
     try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or "-"
-    except OSError:
-        return "-"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
+        return claim_folder(directory, "trained")
+    except FolderInUseError as err:
+        raise RunInUseError(str(err)) from None
 
 
 def resolve_device(name: str) -> torch.device:

@@ -17,6 +17,7 @@ VecNormalize's reward scale starts afresh.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecNormalize
 
 from aligngym.envs.data import generate as gen
-from aligngym.envs.data.dataset import OfflineDataset, data_dir, load_dataset
+from aligngym.envs.data.dataset import OfflineDataset, load_dataset
 from aligngym.envs.safety.specs import task_spec
 
 
@@ -40,10 +41,9 @@ def by_tenth(ds: OfflineDataset) -> list[str]:
     return rows
 
 
-def more(env_id: str, work: str, run: int, steps: int) -> OfflineDataset:
+def more(env_id: str, root: Path, run: int, steps: int) -> OfflineDataset:
     spec = task_spec(env_id)
     plan = gen.PLANS["full"]
-    root = data_dir() / ".work" / work
     recorder = gen.EpisodeRecorder(plan.n_envs)
     venv = gen._wrap_recording(gen.make_vec_env(spec.env_id, plan.n_envs, 123), recorder, gen.PIDLagrangian(),
                                spec.reward_per_step, spec.behaviour.alive_bonus)
@@ -79,13 +79,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     spec = task_spec(args.task)
-    work = f"{spec.dataset_name}-{args.size}-s{args.seed}"
+    work = gen.work_folder(spec.env_id, args.size, args.seed)
     if args.mode == "curve":
-        for path in sorted((data_dir() / ".work" / work).glob("run[0-9].hdf5")):
-            print(f"\n{path.stem} ({work})\n")
+        for path in sorted(work.glob("run[0-9].hdf5")):
+            print(f"\n{path.stem} ({work.name})\n")
             print("\n".join(by_tenth(load_dataset(path))))
     else:
-        print(f"\nrun{args.run} ({work}) trained {args.steps} more steps, unpenalised\n")
+        print(f"\nrun{args.run} ({work.name}) trained {args.steps} more steps, unpenalised\n")
         print("\n".join(by_tenth(more(spec.env_id, work, args.run, args.steps))))
 
 

@@ -34,7 +34,10 @@ import copy
 import json
 import os
 import re
+import socket
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -59,6 +62,73 @@ GYMNASIUM_COST_THRESHOLDS = (20.0, 40.0, 80.0)  # DSRL's Safety-Gymnasium ones (
 
 class DatasetError(Exception):
     """A dataset file or its arrays cannot be used; the message says which and why."""
+
+
+class FolderInUseError(DatasetError):
+    """A folder (a run, a dataset's work folder) that another live process is using."""
+
+
+LOCK = ".lock"
+
+
+def claim_folder(directory: Path, doing: str) -> Path:
+    """Claim ``directory`` for this process: writes ``directory/.lock`` (pid, host, boot) and returns
+    its path (unlink it to release). A lock left by a process of this machine that is gone, or by an
+    earlier boot of it, is taken over; a live one, or one from another machine, raises
+    :class:`FolderInUseError` ("... is being ``doing`` by process ..."). Claims on one machine are
+    serialised (``flock`` on the folder), so two processes finding one stale lock cannot both take it."""
+    path = directory / LOCK
+    here = [socket.gethostname(), _boot_id()]
+    with _serialised(directory):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = path.read_text().split() if path.is_file() else []
+            pid = int(owner[0]) if owner and owner[0].isdigit() else None
+            if not (pid is not None and owner[1:2] == here[:1] and (owner[2:] != here[1:] or not _alive(pid))):
+                raise FolderInUseError(f"{directory} is being {doing} by process "
+                                       f"{' on '.join(owner[:2]) or '?'}; wait for it, or delete {path} if "
+                                       f"that process is gone") from None
+            path.unlink()  # its process is gone (or the machine has restarted since)
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(" ".join([str(os.getpid()), *here]))
+    return path
+
+
+@contextmanager
+def _serialised(directory: Path) -> Iterator[None]:
+    """One claimer of ``directory`` at a time on this machine (an exclusive ``flock`` on the folder;
+    nothing where the OS has no ``fcntl``)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes
+        yield
+    finally:
+        os.close(fd)
+
+
+def _boot_id() -> str:
+    """This boot of the machine (pids are reused across restarts); "-" where the OS does not say."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or "-"
+    except OSError:
+        return "-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def data_dir() -> Path:

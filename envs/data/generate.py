@@ -68,8 +68,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecNormalize
 from tqdm import tqdm
 
-from aligngym.envs.data.dataset import (DatasetError, OfflineDataset, atomic_write, check_writable, data_dir,
-                                        dataset_path, load_dataset, write_dataset)
+from aligngym.envs.data.dataset import (LOCK, DatasetError, OfflineDataset, atomic_write, check_writable,
+                                        claim_folder, data_dir, dataset_path, load_dataset, write_dataset)
 from aligngym.envs.data.filters import grid_filter
 from aligngym.envs.safety.specs import SAFE_TASKS, BehaviourTuning, SafeTaskSpec, task_spec
 
@@ -264,20 +264,19 @@ def _wrap_recording(venv: VecEnv, recorder: EpisodeRecorder, penalty: PIDLagrang
 
 # ---------------------------------------------------------------------- stages
 class Workspace:
-    """``<data dir>/.work/<stem>/``: finished stages as HDF5 (+ SB3 policies) and the saves of an
-    unfinished behaviour run (``<stage>.partial/``), for resuming.
+    """``<data dir>/.work/<Task>-<size>-s<seed>/`` (:func:`work_folder`): finished stages as HDF5
+    (+ SB3 policies) and the saves of an unfinished behaviour run (``<stage>.partial/``), for resuming.
     ``recipe`` (the task, plan and tuning that make the stages) is kept in ``recipe.json``; stages made
-    by another recipe are deleted rather than reused."""
+    by another recipe are deleted rather than reused. :func:`generate` holds the folder's lock."""
 
-    def __init__(self, stem: str, recipe: dict[str, Any]) -> None:
-        self.root = data_dir() / ".work" / stem
-        self.root.mkdir(parents=True, exist_ok=True)
+    def __init__(self, root: Path, recipe: dict[str, Any]) -> None:
+        self.root = root
         self.stage_seconds = 0.0  # what the stages this call used cost to make
         self.made_seconds = 0.0   # of which made by this call
         recorded = self.root / "recipe.json"
         wanted = json.dumps(recipe, sort_keys=True)
         if not recorded.is_file() or recorded.read_text() != wanted:
-            stale = [p for p in self.root.iterdir() if p != recorded]
+            stale = [p for p in self.root.iterdir() if p not in (recorded, self.root / LOCK)]
             if stale:
                 tqdm.write(f"{self.root}: {len(stale)} stages or saves made by another recipe, starting again")
                 for p in stale:
@@ -568,14 +567,27 @@ def generate(env_id: str, size: str = "small", seed: int = 0, out: Path | None =
         raise DatasetError(f"no dataset recipe for {env_id!r}; known tasks: {known}")
     # one thread: the behaviour nets are tiny (more threads only contend), and results do not
     # depend on the machine's core count
+    root = work_folder(env_id, size, seed)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DatasetError(f"cannot create the work folder {root} ({err.strerror or err})") from None
+    lock = claim_folder(root, "generated")  # two processes making one dataset would mix their stages
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         if env_id in LOCOMOTION:
-            return _generate_locomotion(env_id, size, seed, out, force)
-        return [_generate_safe(SAFE_TASKS[env_id], size, seed, out, force)]
+            return _generate_locomotion(env_id, size, seed, out, force, root)
+        return [_generate_safe(SAFE_TASKS[env_id], size, seed, out, force, root)]
     finally:
         torch.set_num_threads(threads)
+        lock.unlink(missing_ok=True)
+
+
+def work_folder(env_id: str, size: str, seed: int) -> Path:
+    """Where the stages of ``env_id``'s dataset of ``size`` and ``seed`` are kept, whatever ``--out``
+    says (named after the file, two tasks' files of one name would take each other's stages)."""
+    return data_dir() / ".work" / dataset_path(env_id, size, seed).stem
 
 
 def _target(path: Path, force: bool) -> None:
@@ -586,7 +598,7 @@ def _target(path: Path, force: bool) -> None:
                          "locomotion task's the folder of its files)")
 
 
-def _generate_safe(spec: SafeTaskSpec, size: str, seed: int, out: Path | None, force: bool) -> Path:
+def _generate_safe(spec: SafeTaskSpec, size: str, seed: int, out: Path | None, force: bool, root: Path) -> Path:
     plan = PLANS[size]
     path = Path(out) if out is not None else dataset_path(spec.env_id, size, seed)
     _target(path, force)
@@ -595,10 +607,7 @@ def _generate_safe(spec: SafeTaskSpec, size: str, seed: int, out: Path | None, f
     for later in ("alive_bonus", "initial_log_std"):  # added later: recorded only when set, so that
         if not behaviour[later]:                      # stages made before stay valid
             del behaviour[later]
-    # the task, size and seed name the folder (not --out's file name: two tasks' files of one name
-    # would take each other's stages for another recipe's and delete them)
-    work = Workspace(dataset_path(spec.env_id, size, seed).stem,
-                     {"task": spec.env_id, "plan": asdict(plan), "behaviour": behaviour, "seed": seed})
+    work = Workspace(root, {"task": spec.env_id, "plan": asdict(plan), "behaviour": behaviour, "seed": seed})
     parts = []
     for run in range(plan.runs):
         policy = work.policy(f"run{run}")
@@ -657,7 +666,8 @@ def _fit_grid(returns: np.ndarray, costs: np.ndarray, episodes: int, seed: int) 
     return keep(lo)
 
 
-def _generate_locomotion(env_id: str, size: str, seed: int, out: Path | None, force: bool) -> list[Path]:
+def _generate_locomotion(env_id: str, size: str, seed: int, out: Path | None, force: bool,
+                         root: Path) -> list[Path]:
     plan = PLANS[size]
     ref_min, ref_max = LOCOMOTION[env_id]
     paths = {kind: (Path(out) / dataset_path(env_id, size, seed, kind).name if out is not None
@@ -665,7 +675,7 @@ def _generate_locomotion(env_id: str, size: str, seed: int, out: Path | None, fo
     for path in paths.values():
         _target(path, force)
     started = time.perf_counter()
-    work = Workspace(f"{env_id}-{size}-s{seed}", {"plan": asdict(plan), "seed": seed})
+    work = Workspace(root, {"plan": asdict(plan), "seed": seed})
     policy = work.policy("run0")
     checkpoints_file = work.root / "checkpoints.json"
     checkpoints: list[tuple[int, float]] = []

@@ -250,7 +250,7 @@ def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path, capsys):
     import sys
 
     from aligngym.agents.config import dump_config
-    from aligngym.agents.train import _boot_id
+    from aligngym.envs.data.dataset import _boot_id
 
     run_dir = train(_config(tmp_path, *SMALL, smoke=False))
     assert not (run_dir / ".lock").exists()  # released when training ends
@@ -277,7 +277,7 @@ def test_finish_replaces_a_run_cut_short_before_its_first_checkpoint(tmp_path):
     folder (nothing there can be resumed), and leaves other configs' folders and live runs alone."""
     import socket
 
-    from aligngym.agents.train import _boot_id
+    from aligngym.envs.data.dataset import _boot_id
 
     config = _config(tmp_path, *SMALL, smoke=False)
     Run.create(config).close()  # killed before its first checkpoint

@@ -491,3 +491,48 @@ def test_a_quoted_home_in_plot_paths_is_expanded(tmp_path, monkeypatch, capsys):
     assert main(["data", "plot", "~/d.hdf5"]) == 0
     assert main(["data", "plot", "~/d.hdf5", "--out", "~/p.png"]) == 0
     assert (home / "d.png").is_file() and (home / "p.png").is_file() and not any(work.iterdir())
+
+
+def test_two_processes_finding_one_stale_lock_cannot_both_take_it(tmp_path, monkeypatch):
+    """A claims a folder whose lock a dead process left and is held up between reading the owner and
+    taking the lock over; B claims meanwhile. Serialised, B waits and then finds A's live lock;
+    unserialised, both would take the stale one (each removing what it read as stale)."""
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    from aligngym.envs.data.dataset import FolderInUseError, _boot_id, claim_folder
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / ".lock").write_text(f"{gone.stdout.strip()} {socket.gethostname()} {_boot_id()}")
+    a_inside, b_done = threading.Event(), threading.Event()
+    real_alive = dataset_module._alive
+
+    def slow_first_check(pid: int) -> bool:  # A, the first to check the dead owner, dawdles
+        if not a_inside.is_set():
+            a_inside.set()
+            b_done.wait(timeout=1.0)
+        return real_alive(pid)
+
+    monkeypatch.setattr(dataset_module, "_alive", slow_first_check)
+    outcomes: dict[str, str] = {}
+
+    def claim(name: str) -> None:
+        try:
+            claim_folder(tmp_path, "used")
+            outcomes[name] = "claimed"
+        except FolderInUseError:
+            outcomes[name] = "refused"
+        if name == "B":
+            b_done.set()
+
+    a = threading.Thread(target=claim, args=("A",))
+    a.start()
+    assert a_inside.wait(timeout=10)
+    b = threading.Thread(target=claim, args=("B",))
+    b.start()
+    a.join()
+    b.join()
+    assert sorted(outcomes.values()) == ["claimed", "refused"]
+    assert outcomes["A"] == "claimed"
