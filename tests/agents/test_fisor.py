@@ -330,12 +330,14 @@ def test_every_config_runs_smoke_end_to_end(tiny_data: Path, tmp_path: Path, pat
 
 @pytest.mark.slow
 def test_fisor_learns_a_safe_policy_that_beats_random_on_small_ball_circle(tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                          monkeypatch: pytest.MonkeyPatch,
+                                                                          request: pytest.FixtureRequest) -> None:
     """The issue's learning test: small generated BallCircle data, a shrunk FISOR (narrower nets,
     15k steps at batch 256), evaluated over 20 episodes: safe, and more reward than random actions."""
     from aligngym.envs.safety.bullet import BulletCore
 
     monkeypatch.setenv("ALIGNGYM_DATA", str(tmp_path))
+    request.addfinalizer(lambda threads=torch.get_num_threads(): torch.set_num_threads(threads))  # later tests: as before
     torch.set_num_threads(1)
     generate("aligngym/BallCircle-v0", "small", seed=0)
     config = load_config(CONFIGS / "ball_circle.yaml", [

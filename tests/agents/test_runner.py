@@ -423,6 +423,9 @@ def test_eval_against_scripted_background(tmp_path, capsys):
     assert main(["eval", str(run_dir), "--background", "always_defect", "--focal", "5"]) == 2
     assert "--focal must be between 1 and 4" in capsys.readouterr().err
     assert main(["eval", str(run_dir), "--focal", "2"]) == 2
+    assert "--focal needs --background" in capsys.readouterr().err
+    assert main(["eval", str(run_dir), "--background", "grim"]) == 2
+    assert "unknown --background 'grim'; choose from" in capsys.readouterr().err
 
 
 def test_background_bots_forget_when_reset():

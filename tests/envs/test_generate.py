@@ -118,7 +118,9 @@ def test_tiny_safe_dataset_is_complete_deterministic_and_resumable(data_home: Pa
     (path,) = gen.generate("aligngym/BallCircle-v0", "tiny", seed=0)
     elapsed = time.perf_counter() - started
     assert path == dataset_path("aligngym/BallCircle-v0", "tiny", 0)
-    assert 0 < load_dataset(path).attrs["seconds"] <= elapsed + 0.1  # fresh stages are counted once
+    stages = len(list(gen.work_folder("aligngym/BallCircle-v0", "tiny", 0).glob("*.hdf5")))
+    # fresh stages are counted once (each stage's time and the total are rounded to 0.1 s)
+    assert 0 < load_dataset(path).attrs["seconds"] <= elapsed + 0.05 * (stages + 1)
     env = gym.make("aligngym/BallCircle-v0")
     data = env.unwrapped.get_dataset(size="tiny")  # through the DSRL API, shapes checked
     ds = load_dataset(path)
