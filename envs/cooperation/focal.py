@@ -47,6 +47,8 @@ class PunishmentIPDEnv(gym.Env):
         if not isinstance(background, (str, list, tuple)):
             raise ValueError(f"background must be a bot name or a list of {n - 1} names, got {background!r}")
         names = [background] * (n - 1) if isinstance(background, str) else list(background)
+        if not all(isinstance(name, str) for name in names):
+            raise ValueError(f"background must be a bot name or a list of {n - 1} names, got {background!r}")
         if len(names) != n - 1:
             raise ValueError(f"background needs one bot name or {n - 1} names, got {len(names)}")
         self.bots: dict[str, ScriptedBot] = {

@@ -15,7 +15,8 @@ Action space           ``Discrete(max(D, 2))`` for every agent (D = most possibl
                        an agent without a decision this step must pass the no-op 0 (or nothing)
 Observation            ``Dict(observation=Box(4 + F), action_mask=Box(int8, A))``: a one-hot of the
                        agent's phase (idle, select, play, punish), then its decision's features
-                       zero-padded to F = max(1 + D, 4):
+                       zero-padded to F = max(1 + D, 2 + 2 r) (r = 1 if ``reputation_in``
+                       names a decision, else 0):
                        select: own reputation, then each possible partner's, as this agent sees
                        them (length 1 + D; the reference feeds all N scores in id order);
                        play: [opponent's last move, own last move] (0 C, 1 D, 2 unknown)
@@ -34,7 +35,8 @@ Reward                 per step: stage payoff (R, S, T, P default 3, 0, 4, 1) + 
                        earned in the game this agent chose; a view, not extra reward)
 Termination            never; every agent is truncated after the episode's last step
 reset options          ``{"keep_memory": True}`` keeps reputations and last moves from the
-                       previous episode (the paper's continuing runs); default False
+                       previous episode (the paper's continuing runs); default False; any other
+                       key is ignored with a warning
 Render modes           ``ansi`` (text), ``rgb_array`` (agents as tiles: colour = last move,
                        bar = reputation, white frame = current players)
 Game                   ``ipd`` (default): each round both players move. ``centipede``: the players
@@ -64,6 +66,7 @@ Additions the reference lacks: the no-mechanism baseline, ``reputation_decay`` a
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,6 +241,10 @@ class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
             self.core.rng = np.random.default_rng(seed)
         if options is not None and not isinstance(options, dict):
             raise TypeError(f"reset options must be a dict, not {type(options).__name__}")
+        unknown = sorted(set(options or {}) - {"keep_memory"})
+        if unknown:  # PettingZoo's API test passes options of its own: a warning, not an error
+            warnings.warn(f"reset ignores unknown option(s) {unknown}; the only option is keep_memory",
+                          stacklevel=2)
         keep = (options or {}).get("keep_memory", False)
         if not isinstance(keep, (bool, np.bool_)):
             raise TypeError(f"reset option keep_memory must be true or false, not {keep!r}")
@@ -403,6 +410,8 @@ class _CheckedAEC(wrappers.BaseWrapper):
         name = self.agent_selection
         if not (self.terminations.get(name) or self.truncations.get(name)):
             self.unwrapped.check_action(name, action)  # the parallel env
+        elif action is not None:  # refused before PettingZoo's step, which would half-apply it
+            raise ValueError(f"{name} is done (terminated or truncated): step(None) removes it")
         super().step(action)
 
 

@@ -84,7 +84,7 @@ def test_bad_actions_and_arguments():
         PunishmentIPDEnv(background="grim_trigger")
     with pytest.raises(ValueError, match="4 names"):
         PunishmentIPDEnv(background=["tit_for_tat"] * 2)
-    for bad in (None, 3):
+    for bad in (None, 3, [["tit_for_tat"]] + ["tit_for_tat"] * 3):
         with pytest.raises(ValueError, match="background must be a bot name or a list of 4 names"):
             gym.make("aligngym/PunishmentIPD-v0", background=bad)
     with pytest.raises(ValueError, match="partner_selection needs reputation"):

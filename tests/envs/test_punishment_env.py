@@ -821,6 +821,29 @@ def test_keep_memory_across_episodes():
     assert list(f) == [2.0, 2.0, 0.0, 0.0]
 
 
+def test_unknown_reset_options_are_named_in_a_warning():
+    env = parallel_env(n_agents=3, rounds_per_game=1, reputation=True)
+    with pytest.warns(UserWarning, match=r"reset ignores unknown option\(s\) \['keepmemory'\]"):  # a typo
+        env.reset(options={"keepmemory": True})
+
+
+def test_aec_refuses_an_action_for_a_done_agent_and_stays_usable():
+    """PettingZoo's own check removes the action before it asserts: the env was left broken."""
+    env = aec_env(n_agents=3, rounds_per_game=1)
+    env.reset(seed=0)
+    for agent in env.agent_iter():
+        *_, terminated, truncated, _ = env.last()
+        if terminated or truncated:
+            break
+        env.step(int(np.flatnonzero(env.last()[0]["action_mask"])[0]))
+    done = env.agent_selection
+    with pytest.raises(ValueError, match=f"{done} is done .*step\\(None\\)"):
+        env.step(0)
+    while env.agents:  # the correct step(None) still works for every finished agent
+        env.step(None)
+    assert env.agents == []
+
+
 def test_keep_memory_false_option_clears():
     env = parallel_env(n_agents=3, rounds_per_game=1, reputation=True)
     rollout(env, seed=0, action_seed=0)
