@@ -244,6 +244,32 @@ def test_bcq_lag_actor_climbs_the_lower_reward_q_until_the_multiplier_outweighs_
     assert moved * direction > 0, f"the actor moved a0 by {moved:+.2e}"
 
 
+def test_bcq_lag_vae_loss_is_reconstruction_plus_half_the_kl(tiny_data, monkeypatch):
+    """OSRL's VAE loss, MSE(recon, a) + beta KL(N(mean, std) || N(0, 1)) with beta = kl_weight, recomputed
+    by hand from the same draw (the VAE's forward is the update's first use of torch's generator)."""
+    config = smoke_config("bcq_lag", Path("unused"), "kl_weight=0.7")
+    env, dataset, algorithm = setup(bcq_lag, config, None, torch.device("cpu"))
+    env.close()
+    buffer = algorithm.process_buffer(dataset.to_replay_buffer())
+    batch, indices = buffer.sample(config.batch_size)
+    seen = []
+    real_step = algorithm.vae_optim.step
+    monkeypatch.setattr(algorithm.vae_optim, "step", lambda loss: seen.append(loss.item()) or real_step(loss))
+    vae = algorithm.policy.vae
+    weights = {k: v.clone() for k, v in vae.state_dict().items()}
+    torch.manual_seed(5)
+    with policy_within_training_step(algorithm.policy):
+        algorithm._update_with_batch(batch)
+    vae.load_state_dict(weights)
+    torch.manual_seed(5)
+    obs = torch.as_tensor(np.asarray(batch.obs), dtype=torch.float32)
+    act = torch.as_tensor(np.asarray(batch.act), dtype=torch.float32)
+    with torch.no_grad():
+        recon, mean, std = vae(obs, act)
+    kl = (0.5 * (std**2 + mean**2 - 1) - torch.log(std)).mean()
+    assert seen == [pytest.approx(float(((recon - act) ** 2).mean() + 0.7 * kl), rel=1e-5)]
+
+
 def test_bcq_lag_regresses_every_critic_member_and_moves_its_target_networks(tiny_data, monkeypatch):
     """With a constant backup of 3, every member of both groups of the reward and the cost critic
     moves towards 3, and each target network takes tau of the online one (Polyak)."""

@@ -105,6 +105,15 @@ def test_infinite_or_nan_numbers_are_refused(config, override):
         load_config(config, [override])
 
 
+def test_an_unparseable_override_value_and_a_key_with_no_near_match(tmp_path):
+    with pytest.raises(ConfigError, match=r"--set episodes: cannot parse value '\[1'"):
+        load_config(QUICKSTART, ["episodes=[1"])
+    data = _quick()
+    data["env"]["zzzz"] = 1  # nothing like it: the valid keys are listed instead of a guess
+    with pytest.raises(ConfigError, match=r"unknown key 'env.zzzz'; valid keys here: n_agents, game, "):
+        load_config(_write(tmp_path, data))
+
+
 def test_nested_range_error(tmp_path):
     with pytest.raises(ConfigError, match=r"learner\.batch_size: Input should be greater than or equal to 1"):
         load_config(QUICKSTART, ["learner.batch_size=0"])

@@ -443,7 +443,8 @@ def test_config_refuses_settings_that_cannot_train() -> None:
                               ("time_features=63", "time_features .* even"),
                               ("beta_max=0.05", "beta_max .* above beta_min"),
                               ("cost_weight_min=200", "cost_weight_min .* at most cost_weight_max"),
-                              ("critic_hidden=[0]", "critic_hidden")]:
+                              ("critic_hidden=[0]", "critic_hidden"),
+                              ("actor_updates=4096", "batch_size \\(256\\) must be at least actor_updates")]:
         with pytest.raises(ConfigError, match=message):
             load_config(path, [override])
     load_config(path, ["steps=5000", "critic_warmup=0"])  # a short run without the warm-up is fine
@@ -463,6 +464,35 @@ def test_tasks_fisor_cannot_act_in_are_refused_before_a_run_folder_exists(tmp_pa
     with pytest.raises(ConfigError, match="did you mean 'aligngym/BallCircle-v0'"):
         train(typo)
     assert not list(tmp_path.iterdir())
+
+
+def test_the_training_data_scale_rewards_mark_costs_and_stop_bootstrapping_at_any_episode_end() -> None:
+    """process_buffer on a hand-made buffer: r times the reward scale, h = cost_scale (25) on a costly
+    step and -1 otherwise, mask 0 after a termination and after a truncation (the official code
+    bootstraps through neither), actions pulled just inside [-1, 1]."""
+    from tianshou.data import Batch, ReplayBuffer
+
+    buffer = ReplayBuffer(4)
+    rows = [(0.5, 0.0, False, False, 1.0), (1.0, 2.0, True, False, -1.0),
+            (-2.0, 0.0, False, True, 0.3), (4.0, 0.5, False, False, 0.0)]
+    for rew, cost, terminated, truncated, act in rows:
+        buffer.add(Batch(obs=np.zeros(8), act=np.full(2, act), rew=rew, terminated=terminated,
+                         truncated=truncated, obs_next=np.ones(8), info={"cost": cost}))
+    algo = FISOR(small_config(), 8, gym.make("aligngym/BallCircle-v0").action_space, 0.25, torch.device("cpu"))
+    algo.process_buffer(buffer)
+    data = {k: v.numpy() for k, v in algo.data.items()}
+    np.testing.assert_allclose(data["rew"], [0.125, 0.25, -0.5, 1.0])
+    np.testing.assert_array_equal(data["h"], [-1.0, 25.0, -1.0, 25.0])
+    np.testing.assert_array_equal(data["mask"], [1.0, 0.0, 0.0, 1.0])
+    assert data["act"].max() < 1.0 and data["act"].min() > -1.0 and data["act"][2, 0] == pytest.approx(0.3)
+
+
+def test_reward_scale_is_the_tasks_constants_or_one() -> None:
+    env = gym.make("aligngym/BallCircle-v0")
+    task = env.unwrapped.task
+    assert reward_scale(small_config(), env) == pytest.approx(
+        task.max_episode_steps / (task.reward_max - task.reward_min))
+    assert reward_scale(small_config(scale_rewards=False), env) == 1.0
 
 
 def test_the_ema_network_samples_without_dropout_in_any_mode() -> None:

@@ -242,6 +242,8 @@ def test_resume_errors(tmp_path, capsys):
     assert "no checkpoint yet" in capsys.readouterr().err
     assert main(["train", str(QUICKSTART), "--resume", str(run_dir)]) == 2
     assert "--resume takes only the run folder" in capsys.readouterr().err
+    assert main(["train"]) == 2
+    assert "train needs a CONFIG file (or --resume RUN_DIR)" in capsys.readouterr().err
 
 
 def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path, capsys):
@@ -393,6 +395,9 @@ def test_incomplete_or_mismatched_checkpoints_are_reported(tmp_path, capsys):
     torch.save({"format": "aligngym-checkpoint-1"}, ckpt)
     with pytest.raises(CheckpointError, match="lacks its config or its state"):
         load_checkpoint(ckpt)
+    torch.save({"weights": torch.zeros(2)}, ckpt)  # a torch file, not AlignGym's
+    with pytest.raises(CheckpointError, match="not an AlignGym checkpoint \\(no 'format' marker\\)"):
+        load_checkpoint(ckpt)
 
 
 def test_eval_device_override(tmp_path, capsys):
@@ -404,6 +409,9 @@ def test_eval_device_override(tmp_path, capsys):
         assert main(["eval", str(run_dir), "--episodes", "1"]) == 2
         assert "no CUDA device" in capsys.readouterr().err
     assert main(["eval", str(run_dir), "--episodes", "1", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--episodes", "0"]) == 2
+    assert "--episodes must be >= 1, got 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["eval", str(run_dir), "--device", "tpu"])
 
@@ -426,6 +434,25 @@ def test_eval_against_scripted_background(tmp_path, capsys):
     assert "--focal needs --background" in capsys.readouterr().err
     assert main(["eval", str(run_dir), "--background", "grim"]) == 2
     assert "unknown --background 'grim'; choose from" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("carry", "kept"), [(True, [False, True, True]), (False, [False, False, False])])
+def test_carry_memory_decides_whether_reputations_outlive_an_episode(tmp_path, monkeypatch, carry, kept):
+    """The paper's continuing runs keep reputations and last moves from one episode to the next
+    (the first starts afresh); carry_memory: false resets them every episode."""
+    from aligngym.agents.marl.collector import PopulationCollector
+
+    asked = []
+    real = PopulationCollector.run_episode
+    monkeypatch.setattr(PopulationCollector, "run_episode",
+                        lambda self, explore, keep_memory, **kw: asked.append(keep_memory)
+                        or real(self, explore, keep_memory, **kw))
+    pop = Population(_config(tmp_path, *SMALL, f"carry_memory={str(carry).lower()}", smoke=False),
+                     torch.device("cpu"))
+    for episode in range(3):
+        pop.play_episode(explore=True, learn=False, seed=episode)
+        pop.episode += 1
+    assert asked == kept
 
 
 def test_background_bots_forget_when_reset():

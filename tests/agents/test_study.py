@@ -127,6 +127,34 @@ def test_study_writes_its_report_and_resumes(tmp_path):
     assert "| metric | dp | tpp |" in report.read_text()
 
 
+def test_the_ranking_claims_hold_tie_fail_or_stay_undetermined():
+    """tpdp_s "cooperates most" and "converges fastest" among the 5-agent IPD conditions only."""
+    def finals(**coop):
+        return {c: {"cooperation_rate": np.array(v)} for c, v in coop.items()}
+
+    def claims(f, converged):
+        return "\n".join(check_claims(f, converged))
+
+    nan = [np.nan, np.nan]
+    text = claims(finals(tpdp_s=[0.99, 0.98], tpdp=[0.90, 0.91], none=[0.0, 0.01], centipede_none=[1.0, 1.0]),
+                  {"tpdp_s": np.array([90.0, 92.0]), "tpdp": np.array([150.0, 152.0]), "none": np.array(nan),
+                   "centipede_none": np.array([10.0, 10.0])})  # the centipede is another game: not ranked
+    assert "(tpdp_s) cooperates most: holds (highest: tpdp_s 0.985" in text
+    assert "converges fastest (episodes until cooperation stays >= 0.9, conditions where every seed got " \
+           "there): holds (fastest: tpdp_s 91" in text
+    text = claims(finals(tpdp_s=[0.90, 0.98], tpdp=[0.96, 0.95]),
+                  {"tpdp_s": np.array([90.0, 130.0]), "tpdp": np.array([100.0, 101.0])})
+    assert "cooperates most: ties (intervals overlap) (highest: tpdp" in text
+    assert "converges fastest (episodes until cooperation stays >= 0.9, conditions where every seed got " \
+           "there): ties" in text
+    text = claims(finals(tpdp_s=[0.50, 0.51], tpdp=[0.96, 0.95]),
+                  {"tpdp_s": np.array([200.0, np.nan]), "tpdp": np.array([100.0, 101.0])})
+    assert "cooperates most: does not hold" in text and "there): does not hold (fastest: tpdp 100" in text
+    text = claims(finals(tpdp_s=[0.50, 0.51], tpdp=[0.6, 0.5]), {"tpdp_s": np.array(nan), "tpdp": np.array(nan)})
+    assert "converges fastest: undetermined" in text
+    assert "cooperates most" not in claims(finals(tpdp=[0.9, 0.9], dp=[0.5, 0.5]), {})  # no tpdp_s: no claim
+
+
 def test_one_seed_gives_no_interval(tmp_path):
     text = run_study(tmp_path, seeds=1, episodes=2, conditions=["none"], workers=1, tail=2).read_text()
     assert "(1 seed: no interval)" in text and "+- 0" not in text
