@@ -22,8 +22,8 @@ world                 plane; |y| = 2 lines drawn only         plane + Octagon wa
 ====================  ======================================  =========================================
 
 p, v: the torso's world position and instantaneous world linear velocity (MuJoCo's free-joint
-``qpos[0:3]``, ``qvel[0:3]``); r = ‖p_xy‖. ``info`` also carries ``cost_outside_bounds`` (and
-``cost_velocity_violation`` for Run), the torso's ``x_position``/``y_position``/``x_velocity``/
+``qpos[0:3]``, ``qvel[0:3]``); r = ‖p_xy‖. ``info`` also carries ``cost_outside_bounds`` and
+``cost_velocity_violation`` (0 on Circle), the torso's ``x_position``/``y_position``/``x_velocity``/
 ``y_velocity`` and ``reward_agent`` (s_agent).
 
 **Observation** (Bullet's Ant layout; Circle appends one entry):
@@ -108,7 +108,7 @@ import numpy as np  # noqa: E402
 from gymnasium import spaces, utils  # noqa: E402
 from gymnasium.envs.mujoco.mujoco_env import MujocoEnv  # noqa: E402
 
-from aligngym.envs.safety.offline import OfflineEnvMixin  # noqa: E402
+from aligngym.envs.safety.offline import MujocoCopyMixin, OfflineEnvMixin  # noqa: E402
 
 __all__ = ["AntRunEnv", "AntCircleEnv"]
 
@@ -141,7 +141,7 @@ def _visual_xml(geoms: list[str]) -> str:
     return "\n".join(g.replace("<geom ", '<geom contype="0" conaffinity="0" ') for g in geoms)
 
 
-class _BulletAntEnv(OfflineEnvMixin, MujocoEnv, utils.EzPickle):
+class _BulletAntEnv(OfflineEnvMixin, MujocoCopyMixin, MujocoEnv, utils.EzPickle):
     """Bullet-Safety-Gym's Ant agent on Gymnasium's ``ant.xml``; a task subclass adds the rest."""
 
     timestep: float            # MuJoCo's physics step, seconds
@@ -173,6 +173,7 @@ class _BulletAntEnv(OfflineEnvMixin, MujocoEnv, utils.EzPickle):
         self._floor_geom = model.geom("floor").id
         self._foot_geoms = np.array([model.geom(name).id for name in FOOT_GEOMS])
         self._init_offline()
+        self._after_spawn()  # the task's bookkeeping exists before the first reset too
 
     # ---- simulation --------------------------------------------------------------------------
 
@@ -285,6 +286,7 @@ class AntRunEnv(_BulletAntEnv):
     """Bullet-Safety-Gym's ``SafetyAntRun-v0``: run along +x inside ``|y| ≤ 2`` below 1.5 m/s."""
 
     spec_id = "aligngym/AntRun-v0"
+    _copied_attributes = ("target_cost", "_old_potential")
     metadata = {"render_modes": ["human", "rgb_array", "depth_array", "rgbd_tuple"], "render_fps": 30}
     timestep = 1.0 / 120.0
     frame_skip = 4

@@ -53,7 +53,7 @@ Differences from Bullet-Safety-Gym (the bodies are models, not PyBullet):
   reference (here: left of the heading).
 - **Drone**: a rigid body (mass 1.42 kg; rotors in a plus layout on 0.34 m arms) driven by the reference's
   thrust formula ``rho A (n^2 - n v0) (k1 D / pitch)^1.5`` with ``n`` from the target rotor
-  speed; full-thrust climb 0.89 m in 1 s (reference 0.71 m from z 0.17 to 0.88). Its inertia,
+  speed; full-thrust climb 0.72 m in 1 s, from z 0.17 to 0.89 (reference 0.71 m, to 0.88). Its inertia,
   ``diag(0.56, 0.56, 0.96)`` kg m^2, is 20 times the Hummingbird's scaled one: PyBullet's
   contacts and joint motors damp rotation in ways a rigid body does not, and with this value random
   actions end DroneCircle episodes as early as the reference does (mean 91 steps against 84) while

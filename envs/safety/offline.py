@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ class OfflineEnvMixin:
 
     def set_target_cost(self, target_cost: float) -> None:
         """The cost threshold ``L`` used by :meth:`get_normalized_score`."""
+        if isinstance(target_cost, bool) or not isinstance(target_cost, numbers.Real):
+            raise TypeError(f"target cost must be a number, got {target_cost!r}")
         target_cost = float(target_cost)
         if not np.isfinite(target_cost) or target_cost < 0:
             raise ValueError(f"target cost must be a finite number >= 0, got {target_cost}")
@@ -70,3 +73,29 @@ class OfflineEnvMixin:
             return load_dataset(Path(h5path), env=self).arrays
         return load_dataset(dataset_path(self.spec_id, size, seed), env=self, env_id=self.spec_id, size=size,
                             seed=seed).arrays
+
+
+class MujocoCopyMixin:
+    """A copy (``copy.deepcopy``, ``pickle``) of a MuJoCo task continues its episode exactly, as the
+    Bullet tasks' copies do. Gymnasium's ``EzPickle`` alone rebuilds the env from its constructor's
+    arguments: fresh physics and the default cost threshold. This adds the whole ``MjData`` (state and
+    derived quantities: some rewards read positions the last step computed), the random generator
+    and the attributes named in ``_copied_attributes``. Put it before the MuJoCo env class in the bases."""
+
+    _copied_attributes: tuple[str, ...] = ("target_cost",)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()  # type: ignore[misc]  (EzPickle's constructor arguments)
+        return {**state, "data": self.data, "np_random": self.np_random.bit_generator.state,  # type: ignore[attr-defined]
+                "attributes": {k: getattr(self, k) for k in self._copied_attributes if hasattr(self, k)}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import mujoco
+
+        super().__setstate__(state)  # type: ignore[misc]
+        if "data" not in state:  # pickled before copies were exact
+            return
+        mujoco.mj_copyData(self.data, self.model, state["data"])  # type: ignore[attr-defined]  (the renderer keeps self.data)
+        self.np_random.bit_generator.state = state["np_random"]  # type: ignore[attr-defined]
+        for key, value in state["attributes"].items():
+            setattr(self, key, value)

@@ -71,7 +71,7 @@ from gymnasium.envs.mujoco.hopper_v5 import HopperEnv  # noqa: E402
 from gymnasium.envs.mujoco.swimmer_v5 import SwimmerEnv  # noqa: E402
 from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv  # noqa: E402
 
-from aligngym.envs.safety.offline import OfflineEnvMixin  # noqa: E402
+from aligngym.envs.safety.offline import MujocoCopyMixin, OfflineEnvMixin  # noqa: E402
 
 _SETTOTALMASS = re.compile(r'\s+settotalmass="([^"]*)"')
 
@@ -84,7 +84,7 @@ __all__ = [
 ]
 
 
-class _VelocityCost(OfflineEnvMixin):
+class _VelocityCost(OfflineEnvMixin, MujocoCopyMixin):
     """Adds ``info["cost"] = float(speed > velocity_threshold)`` to a v5 MuJoCo env's step."""
 
     velocity_threshold: float

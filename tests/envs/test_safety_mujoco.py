@@ -119,6 +119,10 @@ def test_offline_api(env_id):
     assert u.get_normalized_score(spec.reward_max, 1)[1] == pytest.approx(2.0)  # (1 + 1) / (0 + 1)
     with pytest.raises(ValueError):
         u.set_target_cost(-1)
+    for bad in (None, "10", True):
+        with pytest.raises(TypeError, match="target cost must be a number"):
+            u.set_target_cost(bad)
+    assert u.target_cost == 0
 
 
 # ---- velocity tasks ------------------------------------------------------------------------
@@ -364,9 +368,31 @@ def test_ant_agent_reward_and_termination():
     assert terminated and info["reward_agent"] <= -1.0
 
 
-@pytest.mark.parametrize("env_id", ["aligngym/AntCircle-v0", "aligngym/HopperVelocity-v1"])
-def test_pickle_round_trip(env_id):
-    _, u = _make(env_id)
-    copy = pickle.loads(pickle.dumps(u))
-    assert type(copy) is type(u) and copy.observation_space == u.observation_space
-    assert copy.reset(seed=5)[0].tolist() == u.reset(seed=5)[0].tolist()
+@pytest.mark.parametrize("env_id", IDS)
+def test_a_copy_mid_episode_continues_exactly(env_id):
+    """As the Bullet tasks' copies do: Gymnasium's EzPickle alone rebuilt the env from its arguments
+    (fresh physics, the cost threshold back to its default; AntRun's copy could not even step)."""
+    import copy
+
+    env = gym.make(env_id)
+    env.unwrapped.set_target_cost(3)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(15):
+        env.step(rng.uniform(-1, 1, env.action_space.shape))
+    copies = [copy.deepcopy(env), pickle.loads(pickle.dumps(env))]
+    actions = rng.uniform(-1, 1, (10, *env.action_space.shape))
+    runs = [[c.step(a) for a in actions] for c in (*copies, env)]
+    for run in runs[:2]:
+        for (obs, rew, term, trunc, info), (obs0, rew0, term0, trunc0, info0) in zip(run, runs[2]):
+            assert obs.tolist() == obs0.tolist() and (rew, term, trunc) == (rew0, term0, trunc0)
+            assert info["cost"] == info0["cost"]
+    assert all(c.unwrapped.target_cost == 3 for c in copies)
+    starts = [c.reset()[0].tolist() for c in (*copies, env)]  # the random generator came along too
+    assert starts[0] == starts[1] == starts[2]
+    assert copies[0].reset(seed=5)[0].tolist() == env.reset(seed=5)[0].tolist()
+
+
+def test_ant_run_steps_before_its_first_reset():
+    _, u = _make("aligngym/AntRun-v0")
+    assert np.isfinite(u.step(np.zeros(8))[1])
