@@ -265,7 +265,8 @@ def finish(config: RunConfig) -> Path:
     for run_dir in sorted(root.glob("*__*")) if root.is_dir() else []:
         if not (run_dir / CHECKPOINT).is_file():
             _drop_if_cut_short(run_dir, same_run)
-            continue
+            if not (run_dir / CHECKPOINT).is_file():  # (its first checkpoint may have landed meanwhile)
+                continue
         saved, state = load_checkpoint(run_dir / CHECKPOINT)
         if not same_run(saved):
             continue

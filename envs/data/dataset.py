@@ -107,7 +107,10 @@ def _serialised(directory: Path) -> Iterator[None]:
         return
     fd = os.open(directory, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes
+        except OSError:  # a file system without flock: unserialised, as before
+            pass
         yield
     finally:
         os.close(fd)
