@@ -421,7 +421,24 @@ def load_dataset(path: str | Path, env: Any = None, env_id: str | None = None,
             if expected is not None and tuple(expected) != found:
                 raise DatasetError(f"{path}: {key} have shape {found} per transition but {env_name} "
                                    f"expects {tuple(expected)}")
+        _check_action_range(arrays["actions"], env.action_space, f"{path}", env_name)
     return OfflineDataset(arrays=arrays, attrs=attrs, path=path)
+
+
+def _check_action_range(actions: np.ndarray, space: Any, where: str, env_name: str) -> None:
+    """Refuse actions far outside a Box action space (by more than half its width): another env's
+    or unscaled actions. Small overshoots (noise added before clipping) pass."""
+    low, high = getattr(space, "low", None), getattr(space, "high", None)
+    if low is None or high is None or not len(actions) or getattr(space, "dtype", None) is None \
+            or not np.issubdtype(space.dtype, np.floating):
+        return
+    low, high = np.broadcast_to(low, actions.shape[1:]), np.broadcast_to(high, actions.shape[1:])
+    margin = np.where(np.isfinite(high - low), (high - low) / 2, np.inf)
+    worst = np.max(np.maximum(actions - high - margin, low - margin - actions))
+    if worst > 0:
+        raise DatasetError(f"{where}: actions reach [{actions.min():.3g}, {actions.max():.3g}], far outside "
+                           f"{env_name}'s bounds [{low.min():g}, {high.max():g}]: another env's or unscaled "
+                           f"actions")
 
 
 @dataclass

@@ -536,3 +536,20 @@ def test_two_processes_finding_one_stale_lock_cannot_both_take_it(tmp_path, monk
     b.join()
     assert sorted(outcomes.values()) == ["claimed", "refused"]
     assert outcomes["A"] == "claimed"
+
+
+def test_actions_far_outside_the_envs_bounds_are_refused(tmp_path):
+    """Pendulum's torque is in [-2, 2]: data with actions of 50 are not its actions (another env's, or
+    unscaled); a small overshoot (noise before clipping) passes."""
+    env = gym.make("Pendulum-v1")
+    try:
+        far = _arrays()
+        far["actions"][3] = 50.0
+        with pytest.raises(DatasetError, match=r"actions reach \[0, 50\], far outside Pendulum-v1's bounds \[-2, 2\]"):
+            load_dataset(write_dataset(tmp_path / "far.hdf5", far, {}), env=env)
+        near = _arrays()
+        near["actions"][3] = -2.5
+        assert len(load_dataset(write_dataset(tmp_path / "near.hdf5", near, {}), env=env)) == N
+        assert len(load_dataset(tmp_path / "far.hdf5")) == N  # without an env nothing is compared
+    finally:
+        env.close()
