@@ -103,7 +103,10 @@ class Decision:
 
 
 class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
-    """The parallel game. Build it with :func:`parallel_env` or :func:`env`."""
+    """The parallel game. Build it with :func:`parallel_env` or :func:`env`. (In most PettingZoo
+    modules ``raw_env`` is the AEC class; here the game is parallel at heart and :func:`env` wraps it
+    with ``parallel_to_aec``. Render modes are ``ansi`` and ``rgb_array``: PettingZoo's
+    ``render_test``, which asks for ``human``, needs ``render_mode=None`` mapped in its place.)"""
 
     metadata = {"name": "punishment_v0", "render_modes": ["ansi", "rgb_array"],
                 "is_parallelizable": True, "render_fps": 4}
