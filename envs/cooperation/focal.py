@@ -44,9 +44,8 @@ class PunishmentIPDEnv(gym.Env):
         self.game = raw_env(render_mode=render_mode, rules=rules)
         self.render_mode = render_mode
         n = rules.n_agents
-        if not isinstance(background, (str, list, tuple)):
-            raise ValueError(f"background must be a bot name or a list of {n - 1} names, got {background!r}")
-        names = [background] * (n - 1) if isinstance(background, str) else list(background)
+        names = ([background] * (n - 1) if isinstance(background, str)
+                 else list(background) if isinstance(background, (list, tuple)) else [None])
         if not all(isinstance(name, str) for name in names):
             raise ValueError(f"background must be a bot name or a list of {n - 1} names, got {background!r}")
         if len(names) != n - 1:

@@ -410,10 +410,10 @@ def load_dataset(path: str | Path, env: Any = None, env_id: str | None = None,
             raise DatasetError(f"{path} has no transition with a successor observation")
 
     if env is not None:
-        env_name = getattr(getattr(env, "spec", None), "id", None) or type(env).__name__
+        spec_id = getattr(getattr(env, "spec", None), "id", None)
+        env_name = spec_id or type(env).__name__
         made_for = attrs.get("env_id")
-        if (isinstance(made_for, str) and made_for and env_name != type(env).__name__
-                and made_for.split(":")[-1] != env_name.split(":")[-1]):
+        if spec_id and isinstance(made_for, str) and made_for and made_for.split(":")[-1] != spec_id.split(":")[-1]:
             raise DatasetError(f"{path} holds {made_for} data, not {env_name}'s (its env_id attribute); "
                                f"use a dataset made for {env_name} (aligngym data generate {env_name})")
         for key, space in (("observations", env.observation_space), ("actions", env.action_space)):
@@ -421,7 +421,7 @@ def load_dataset(path: str | Path, env: Any = None, env_id: str | None = None,
             if expected is not None and tuple(expected) != found:
                 raise DatasetError(f"{path}: {key} have shape {found} per transition but {env_name} "
                                    f"expects {tuple(expected)}")
-        _check_action_range(arrays["actions"], env.action_space, f"{path}", env_name)
+        _check_action_range(arrays["actions"], env.action_space, where, env_name)
     return OfflineDataset(arrays=arrays, attrs=attrs, path=path)
 
 

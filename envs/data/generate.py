@@ -565,14 +565,14 @@ def generate(env_id: str, size: str = "small", seed: int = 0, out: Path | None =
     if env_id not in LOCOMOTION and env_id not in SAFE_TASKS:
         known = ", ".join([*SAFE_TASKS, *LOCOMOTION])
         raise DatasetError(f"no dataset recipe for {env_id!r}; known tasks: {known}")
-    # one thread: the behaviour nets are tiny (more threads only contend), and results do not
-    # depend on the machine's core count
     root = work_folder(env_id, size, seed)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise DatasetError(f"cannot create the work folder {root} ({err.strerror or err})") from None
     lock = claim_folder(root, "generated")  # two processes making one dataset would mix their stages
+    # one thread: the behaviour nets are tiny (more threads only contend), and results do not
+    # depend on the machine's core count
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
