@@ -13,10 +13,12 @@ import difflib
 import importlib
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aligngym.envs.checks import loose_scalars, model_at
 
 # agent name -> module providing Config, train(config, run, checkpoint) and evaluate(...)
 AGENTS: dict[str, str] = {
@@ -95,57 +97,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The pydantic model class that owns the key at ``loc`` (for typo suggestions)."""
-    for key in loc:
-        field = model.model_fields.get(str(key))
-        if field is None:
-            return None
-        candidates = [field.annotation, *get_args(field.annotation)]
-        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
-        if not nested:
-            return None
-        model = nested[0]
-    return model
-
-
-def _leaf_types(annotation: Any) -> set[Any]:
-    args = get_args(annotation)
-    return set().union(*map(_leaf_types, args)) if args else {annotation}
-
-
-def _loose_scalars(model: type[BaseModel], data: Any, loc: tuple[str, ...] = ()) -> list[str]:
-    """Keys under ``data`` whose field takes numbers but not booleans and whose value is (or holds)
-    ``true``/``false``, or takes only booleans and whose value is not one: pydantic would read
-    ``true`` as 1, and 1 or the text "no" as a flag."""
-    found: list[str] = []
-    if not isinstance(data, dict):
-        return found
-    for key, value in data.items():
-        field = model.model_fields.get(str(key))
-        if field is None:
-            continue
-        nested = _model_at(model, (key,))
-        if nested is not None:
-            found += _loose_scalars(nested, value, (*loc, str(key)))
-            continue
-        leaves = _leaf_types(field.annotation)
-        numeric = bool(leaves & {int, float}) and not leaves & {bool, Any}
-        values = value if isinstance(value, (list, tuple)) else [value]
-        if numeric and any(isinstance(v, bool) for v in values):
-            found.append(f"{'.'.join((*loc, str(key)))}: expected a number, got {value!r}")
-        elif leaves == {bool} and not isinstance(value, bool):
-            found.append(f"{'.'.join((*loc, str(key)))}: expected true or false, got {value!r}")
-    return found
-
-
 def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
     lines = []
     for e in err.errors():
         loc = tuple(e["loc"])
         key = ".".join(map(str, loc)) or "(top level)"
         if e["type"] == "extra_forbidden":
-            owner = _model_at(model, loc[:-1])
+            owner = model_at(model, loc[:-1])
             valid = list(owner.model_fields) if owner else []
             hint = difflib.get_close_matches(str(loc[-1]), valid, n=1)
             msg = f"unknown key '{key}'"
@@ -174,7 +132,7 @@ def validate(data: dict[str, Any], source: str) -> RunConfig:
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
     cls: type[RunConfig] = module.Config
-    loose = _loose_scalars(cls, data)
+    loose = loose_scalars(cls, data)
     if loose:
         raise ConfigError("\n".join(f"{source}: {line}" for line in loose))
     try:

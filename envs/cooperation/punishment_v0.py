@@ -51,6 +51,11 @@ Reputation             an image score per agent (C +1, D -1, just punishment +2,
                        punisher -5, a co-player's view of a just punisher +5); cumulative by
                        default (``reputation_decay`` < 1 multiplies all scores by it every round);
                        observed times ``reputation_obs_scale``
+Invalid options        ``ValueError`` naming the option: unknown keys, out-of-range numbers,
+                       combinations that cannot work (``partner_selection`` without
+                       ``reputation``), ``True`` for a number or a non-bool for a switch, and a
+                       non-default value for a setting this game never reads (``fine`` without
+                       punishment, ``rep_avenger`` without private views)
 =====================  =========================================================================
 
 Differences from the reference code: the PettingZoo reward is the sum of all components, where the

@@ -8,10 +8,12 @@ game is a plain random-matching iterated Prisoner's Dilemma population.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from aligngym.envs.checks import loose_scalars
 
 DecisionKind = Literal["select", "play", "punish"]
 DECISIONS: tuple[DecisionKind, ...] = ("select", "play", "punish")
@@ -37,10 +39,22 @@ def _topology(topology: str, n: int, groups: int) -> tuple[np.ndarray, np.ndarra
     return adj, table
 
 
-class Payoffs(BaseModel):
-    """Row player's payoff in the Prisoner's Dilemma (T > R > P > S makes it a dilemma)."""
+class _Settings(BaseModel):
+    """Frozen, no unknown keys, no inf/NaN, and no ``True`` for a number or 1 for a flag."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_loose_scalars(cls, data: Any) -> Any:
+        loose = loose_scalars(cls, data)
+        if loose:
+            raise ValueError("; ".join(loose))
+        return data
+
+
+class Payoffs(_Settings):
+    """Row player's payoff in the Prisoner's Dilemma (T > R > P > S makes it a dilemma)."""
 
     R: float = 3.0  # reward: both cooperate
     S: float = 0.0  # sucker: I cooperate, the partner defects
@@ -48,10 +62,10 @@ class Payoffs(BaseModel):
     P: float = 1.0  # punishment: both defect
 
 
-class GameRules(BaseModel):
-    """Every switch and number of the game. Invalid combinations raise ``ValueError``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+class GameRules(_Settings):
+    """Every switch and number of the game. Invalid combinations raise ``ValueError``, and so does
+    a setting given a value other than its default where the game never uses it (``fine`` without
+    punishment, ``rep_avenger`` without private reputation views, ...)."""
 
     n_agents: int = Field(5, ge=3, le=64)  # population size (>= 3 so a third party exists)
     game: Literal["ipd", "centipede"] = "ipd"  # the pairwise game
@@ -115,7 +129,41 @@ class GameRules(BaseModel):
                              f"{self.caveman_groups} groups)")
         if len(set(self.reputation_in)) != len(self.reputation_in):
             raise ValueError(f"reputation_in has duplicates: {list(self.reputation_in)}")
+        unused = [f"{key}={getattr(self, key)!r} (used only with {needs})"
+                  for key, (used, needs) in self._where_used().items()
+                  if not used and key in self.model_fields_set
+                  and getattr(self, key) != type(self).model_fields[key].default]
+        if unused:
+            raise ValueError("settings that would change nothing in this game: " + "; ".join(unused))
         return self
+
+    def _where_used(self) -> dict[str, tuple[bool, str]]:
+        """Each setting that only some games use: whether this game uses it, and which games do."""
+        rep, pun = self.reputation, self.punishing
+        from_play = rep and self.reputation_source in ("play", "both")
+        from_punish = rep and pun and self.reputation_source in ("punish", "both")
+        private = rep and pun and self.reputation_view == "private"
+        punishers = "direct_punishment or third_party_punishment"
+        return {
+            "payoffs": (self.game == "ipd", "game: ipd"),
+            "centipede_cost": (self.game == "centipede", "game: centipede"),
+            "centipede_gift": (self.game == "centipede", "game: centipede"),
+            **{key: (rep, "reputation: true") for key in (
+                "reputation_source", "reputation_obs_scale", "reputation_decay")},
+            "reputation_view": (rep and pun, f"reputation: true and {punishers}"),
+            **{key: (from_play, "reputation: true and reputation_source play or both")
+               for key in ("rep_cooperate", "rep_defect")},
+            **{key: (from_punish, f"reputation: true, reputation_source punish or both and {punishers}")
+               for key in ("rep_just_punish", "rep_unjust_punish")},
+            **{key: (private, f"reputation_view: private and {punishers}")
+               for key in ("rep_persecutor", "rep_avenger")},
+            **{key: (pun, punishers) for key in ("fine", "unjust_punish_reward")},
+            "just_punish_reward": (pun and not self.costly_punishment,
+                                   f"{punishers}, costly_punishment false"),
+            "costly_just_punish_reward": (self.costly_punishment, "costly_punishment: true"),
+            "third_party_with_replacement": (self.third_party_punishment, "third_party_punishment: true"),
+            "caveman_groups": (self.topology == "caveman", "topology: caveman"),
+        }
 
     @property
     def punishing(self) -> bool:

@@ -737,6 +737,27 @@ def test_step_before_reset():
     (dict(reputation=True, reputation_in=("select",)), "reputation_in"),
     (dict(not_a_rule=1), "not_a_rule"),
     (dict(payoffs={"R": 3.0, "X": 1.0}), "X"),
+    # lax values pydantic would convert
+    (dict(direct_punishment="yes"), "direct_punishment: expected true or false"),
+    (dict(direct_punishment=1), "direct_punishment: expected true or false"),
+    (dict(fine=True, direct_punishment=True), "fine: expected a number"),
+    (dict(payoffs={"T": True}), "payoffs.T: expected a number"),
+    # settings the game would never read
+    (dict(fine=5.0), r"fine=5.0 \(used only with direct_punishment or third_party"),
+    (dict(just_punish_reward=1.0, direct_punishment=True, costly_punishment=True),
+     "just_punish_reward=1.0"),
+    (dict(costly_just_punish_reward=-1.0, direct_punishment=True), "costly_just_punish_reward"),
+    (dict(third_party_with_replacement=False, direct_punishment=True), "third_party_with_replacement"),
+    (dict(reputation_decay=0.9), r"reputation_decay=0.9 \(used only with reputation: true"),
+    (dict(reputation=True, reputation_view="private"), "reputation_view='private'"),
+    (dict(reputation=True, reputation_source="play", direct_punishment=True, rep_just_punish=1.0),
+     "rep_just_punish"),
+    (dict(reputation=True, reputation_source="punish", direct_punishment=True, rep_defect=-2.0),
+     "rep_defect"),
+    (dict(reputation=True, direct_punishment=True, rep_avenger=2.0), "rep_avenger"),
+    (dict(caveman_groups=2, n_agents=6), r"caveman_groups=2 \(used only with topology: caveman"),
+    (dict(game="centipede", payoffs={"R": 3.5}), "payoffs=.*game: ipd"),
+    (dict(centipede_gift=6.0), "centipede_gift"),
 ])
 def test_nonsense_options_raise(options, match):
     with pytest.raises(ValueError, match=match):
@@ -745,6 +766,17 @@ def test_nonsense_options_raise(options, match):
         parallel_env(**options)
     with pytest.raises(ValueError, match=match):
         pettingzoo.make("parallel", ENV_ID, **options)
+
+
+def test_settings_at_their_defaults_or_in_use_are_accepted():
+    # spelling out a default is not an error, nor is numpy's bool or int
+    GameRules(fine=3.0, caveman_groups=5, reputation_view="public", costly_punishment=False)
+    GameRules(direct_punishment=np.True_, n_agents=np.int64(6), fine=np.float64(2.0))
+    GameRules(reputation=True, third_party_punishment=True, reputation_view="private",
+              rep_avenger=2.0, rep_persecutor=-2.0, third_party_with_replacement=False)
+    GameRules(game="centipede", centipede_gift=6.0, centipede_cost=0.5)
+    GameRules(topology="caveman", n_agents=6, caveman_groups=2)
+    GameRules(direct_punishment=True, costly_punishment=True, costly_just_punish_reward=-1.0)
 
 
 def test_validation_errors_are_value_errors():
