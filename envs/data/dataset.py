@@ -188,10 +188,15 @@ def _cast(key: str, array: np.ndarray, where: str) -> np.ndarray:
         return array.astype(bool)
     if key in _SPACE_KEYS and array.dtype.kind in "biu":
         return array.astype(np.int64)
-    if key in FLOAT_KEYS:
-        array = array.astype(np.float32)
     if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
         raise DatasetError(f"{where}: '{key}' contains NaN or infinite values")
+    if key in FLOAT_KEYS:
+        with np.errstate(over="ignore"):
+            cast = array.astype(np.float32)
+        if not np.all(np.isfinite(cast)):
+            raise DatasetError(f"{where}: '{key}' holds values beyond float32's range (largest "
+                               f"magnitude {np.abs(array).max():.3g}); the layout stores float32")
+        array = cast
     if key == "costs" and (array < 0).any():
         raise DatasetError(f"{where}: 'costs' has negative values (a cost counts constraint violations)")
     return array

@@ -183,6 +183,15 @@ def test_corrupt_files_reported(tmp_path, damage):
     assert str(path) in str(info.value)
 
 
+def test_float64_beyond_float32_range_is_named_not_called_nan(tmp_path):
+    bad = _arrays()
+    bad["rewards"] = bad["rewards"].astype(np.float64)
+    bad["rewards"][4] = 1e300
+    with pytest.raises(DatasetError, match=r"'rewards' holds values beyond float32's range "
+                                           r"\(largest magnitude 1e\+300\)"):
+        write_dataset(tmp_path / "d.hdf5", bad, {})
+
+
 def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name != "d.hdf5")
 
