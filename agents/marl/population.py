@@ -31,7 +31,7 @@ from aligngym.agents.train import CheckpointError, Run, resolve_device, to_numpy
 from aligngym.envs.cooperation import punishment_v0
 from aligngym.envs.cooperation.core import METRIC_NAMES
 from aligngym.envs.cooperation.rules import DecisionKind, GameRules
-from aligngym.envs.cooperation.scripted import BOTS, make_bot
+from aligngym.envs.cooperation.scripted import BOTS, BotTeam
 
 
 class Config(RunConfig):
@@ -201,8 +201,7 @@ class BackgroundPolicy:
 
     def __init__(self, learner: IndependentDQN, rules: GameRules, focal: int, background: str) -> None:
         self.learner, self.focal = learner, focal
-        self.bots = {i: make_bot(background, i, rules.n_choices("select", i))
-                     for i in range(focal, rules.n_agents)}
+        self.bots = BotTeam({i: background for i in range(focal, rules.n_agents)}, rules)
 
     def row(self, decision: DecisionKind, agent: int) -> int:
         return self.learner.row(decision, agent)
@@ -212,16 +211,14 @@ class BackgroundPolicy:
         for k, row in enumerate(rows):
             agent = int(row) % self.learner.n_agents
             if agent in self.bots:
-                actions[k] = self.bots[agent].act(self.learner.decisions_of_row(int(row)), features[k])
+                actions[k] = self.bots.act(agent, self.learner.decisions_of_row(int(row)), features[k])
         return actions
 
     def observe(self, infos: dict[str, dict[str, Any]]) -> None:
-        for agent, bot in self.bots.items():
-            bot.observe(infos[f"player_{agent}"]["reward_components"])
+        self.bots.observe(infos)
 
     def reset(self) -> None:
-        for bot in self.bots.values():
-            bot.reset()
+        self.bots.reset()
 
 
 def evaluate(config: Config, state: dict[str, Any], episodes: int, background: str | None = None,

@@ -30,7 +30,7 @@ from gymnasium import spaces
 
 from aligngym.envs.cooperation.punishment_v0 import COMPONENTS, PHASES, integer_action, raw_env
 from aligngym.envs.cooperation.rules import GameRules
-from aligngym.envs.cooperation.scripted import ScriptedBot, TitForTat, make_bot
+from aligngym.envs.cooperation.scripted import BotTeam, TitForTat
 
 FOCAL = "player_0"
 
@@ -50,9 +50,7 @@ class PunishmentIPDEnv(gym.Env):
             raise ValueError(f"background must be a bot name or a list of {n - 1} names, got {background!r}")
         if len(names) != n - 1:
             raise ValueError(f"background needs one bot name or {n - 1} names, got {len(names)}")
-        self.bots: dict[str, ScriptedBot] = {
-            f"player_{i}": make_bot(name, i, rules.n_choices("select", i))
-            for i, name in enumerate(names, start=1)}
+        self.bots = BotTeam(dict(enumerate(names, start=1)), rules)
         self.focal_selector = TitForTat(0, rules.n_choices("select", 0))  # only its partner choice (highest reputation) is used
         self.observation_space = spaces.Box(-np.inf, np.inf, self.game.observation_space(FOCAL)[
             "observation"].shape, np.float32)
@@ -73,16 +71,15 @@ class PunishmentIPDEnv(gym.Env):
                 if self._decision(FOCAL) in ("play", "punish"):
                     break
                 actions = {}
-            for name, bot in self.bots.items():
-                kind = self._decision(name)
-                if kind is not None:
-                    actions[name] = bot.act(kind, self._features(name))
+            for i in self.bots:
+                name = f"player_{i}"
+                if self._decision(name) is not None:
+                    actions[name] = self.bots.act(i, self._decision(name), self._features(name))
             if self._decision(FOCAL) == "select":
                 actions[FOCAL] = self.focal_selector.act("select", self._features(FOCAL))
             self._obs, _, _, _, self._infos = self.game.step(actions)
             earned += [self._infos[FOCAL]["reward_components"][c] for c in COMPONENTS]
-            for name, bot in self.bots.items():
-                bot.observe(self._infos[name]["reward_components"])
+            self.bots.observe(self._infos)
             actions = None
         return earned
 
@@ -97,8 +94,7 @@ class PunishmentIPDEnv(gym.Env):
         super().reset(seed=seed)
         self._obs, self._infos = self.game.reset(seed=seed, options=options)
         if not (options or {}).get("keep_memory", False):
-            for bot in self.bots.values():
-                bot.reset()
+            self.bots.reset()
         earned = self._advance(None)
         return self._obs[FOCAL]["observation"], self._info(earned)
 

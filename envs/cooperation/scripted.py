@@ -17,9 +17,12 @@ id order on ties).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from aligngym.envs.cooperation.core import COOPERATE, DEFECT, UNKNOWN
+from aligngym.envs.cooperation.rules import GameRules
 
 
 class ScriptedBot:
@@ -100,3 +103,30 @@ def make_bot(name: str, agent: int, n_choices: int) -> ScriptedBot:
     if name not in BOTS:
         raise ValueError(f"unknown scripted partner '{name}'; choose from {sorted(BOTS)}")
     return BOTS[name](agent, n_choices)
+
+
+class BotTeam:
+    """Scripted bots playing some agents of one game (``names``: agent index -> bot name): the
+    one place that drives them, for the focal Gymnasium env and for evaluation against a
+    background population."""
+
+    def __init__(self, names: dict[int, str], rules: GameRules) -> None:
+        self.bots = {i: make_bot(name, i, rules.n_choices("select", i)) for i, name in names.items()}
+
+    def __contains__(self, agent: int) -> bool:
+        return agent in self.bots
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.bots)
+
+    def act(self, agent: int, decision: str, features: np.ndarray) -> int:
+        return self.bots[agent].act(decision, features)
+
+    def observe(self, infos: dict[str, dict]) -> None:
+        """After every game step, with the step's infos (keyed ``player_<i>``)."""
+        for i, bot in self.bots.items():
+            bot.observe(infos[f"player_{i}"]["reward_components"])
+
+    def reset(self) -> None:
+        for bot in self.bots.values():
+            bot.reset()

@@ -460,7 +460,7 @@ def test_background_bots_forget_when_reset():
     from aligngym.envs.cooperation import GameRules
 
     policy = BackgroundPolicy(None, GameRules(n_agents=3), 1, "reformed_defector")
-    for bot in policy.bots.values():
+    for bot in policy.bots.bots.values():
         bot.reformed = True
     policy.reset()
-    assert not any(bot.reformed for bot in policy.bots.values())
+    assert not any(bot.reformed for bot in policy.bots.bots.values())
