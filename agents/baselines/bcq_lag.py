@@ -47,8 +47,10 @@ Deviations from OSRL:
   (OSRL does not; identical at its default ``cost_scale = 1``).
 - The PID controller's state (previous error and integral) is part of the checkpoint, so a resumed
   run continues exactly (OSRL saves only the networks).
-- ``T`` is the task's episode length unless ``episode_len`` is set (OSRL looks it up in DSRL's table;
-  the values agree for the Bullet tasks).
+- ``T`` is the task's episode length unless ``episode_len`` is set (OSRL's ``train_bcql.py`` takes
+  it from the task's config class, ``BCQL<Task>Config.episode_len``; the values agree on all eight
+  Run/Circle tasks: BallRun 100, BallCircle 200, CarRun 200, CarCircle 300, DroneRun 200,
+  DroneCircle 300, AntRun 200, AntCircle 500 steps).
 - Batches come from tianshou's replay buffer (uniform with replacement) instead of a PyTorch
   ``DataLoader`` with 8 workers; evaluation plays ``eval_episodes`` episodes at once with fixed seeds
   and only the last checkpoint is kept (OSRL also keeps its lowest-cost one).
