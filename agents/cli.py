@@ -1,9 +1,10 @@
-"""The ``aligngym`` command: train, resume, evaluate and list.
+"""The ``aligngym`` command: train (or resume), evaluate, run a study, make datasets, list.
 
     aligngym train CONFIG.yaml [--set key.sub=value ...] [--smoke]
     aligngym train --resume RUN_DIR
-    aligngym eval RUN_DIR [--episodes N] [--background BOT --focal K] [--selection RULE]
-    aligngym study cooperation [--seeds N] [--episodes E] [--conditions ...]
+    aligngym eval RUN_DIR [--episodes N] [--device D] [--background BOT --focal K] [--selection RULE]
+    aligngym study cooperation [--seeds N] [--episodes E] [--conditions ...] [--workers W]
+                               [--tail T] [--out DIR] [--report-only]
     aligngym data generate TASK [--size tiny|small|full] [--seed S] [--out PATH] [--force]
     aligngym data info FILE
     aligngym data plot FILE [--out PNG]
@@ -154,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a run folder's last checkpoint",
                        description="Rebuild the agent from RUN_DIR alone, play greedy episodes and "
-                                   "write RUN_DIR/eval.json.")
+                                   "write RUN_DIR/eval.json (with --background, --focal or "
+                                   "--selection: RUN_DIR/eval_<option>-<value>....json, e.g. "
+                                   "eval_selection-first_feasible.json, not logged to TensorBoard).")
     p.add_argument("run_dir", help="a run folder under runs/")
     p.add_argument("--episodes", type=int, default=None, help="episodes to play (default: the config's)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,

@@ -9,10 +9,11 @@ constants would stand in for a task without one (none left: every task has its f
 Regenerating a full dataset with other code changes these numbers: update the row
 (``aligngym data info FILE`` prints ``min/max_episode_reward``).
 
-CarCircle, DroneCircle and HalfCheetahVelocity needed per-task tuning of the behaviour runs
-(``behaviour``, see :class:`BehaviourTuning`); without it PPO never learned to circle fast (the
-data topped out at returns of 89 and 241; DSRL's: 534 and 996), or never held HalfCheetah's speed
-limit (costs 0 .. 13 against a threshold of 20: no unsafe episode).
+CarCircle, DroneCircle, AntCircle, AntVelocity and HalfCheetahVelocity needed per-task tuning of
+the behaviour runs (``behaviour``, see :class:`BehaviourTuning`; the comment above each says why):
+without it PPO never learned to circle fast (CarCircle's and DroneCircle's data topped out at
+returns of 89 and 241; DSRL's: 534 and 996), the ants fell in most episodes, or the cheetah never
+held its speed limit (costs 0 .. 13 against a threshold of 20: no unsafe episode).
 """
 
 from __future__ import annotations
