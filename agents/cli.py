@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 
 from aligngym.agents.config import AGENTS, AlignGymWarning, ConfigError, load_config
-from aligngym.agents.train import CheckpointError
+from aligngym.agents.train import CheckpointError, TrainingDiverged
 from aligngym.envs.data.dataset import DatasetError
 
 
@@ -246,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, DatasetError) as err:
         print(f"aligngym: error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"aligngym: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         hint = _INTERRUPTED.get(getattr(args, "action", None) or args.command, "")
         print(f"\naligngym: interrupted.{hint}", file=sys.stderr)

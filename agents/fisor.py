@@ -86,7 +86,8 @@ from aligngym.envs.data.dataset import OfflineDataset
 class Config(OfflineConfig):
     steps: int = Field(1_000_000, ge=1)  # gradient steps (the paper's 1M)
     batch_size: int = Field(2048, ge=2)  # sampled per step; the actor uses all of it
-    actor_updates: int = Field(2, ge=1)  # actor updates per step, on equal slices of the batch
+    actor_updates: int = Field(2, ge=1)  # actor updates per step, on equal slices of the batch (sizes
+    # differ by one where batch_size is not a multiple of it)
     critic_batch_size: int = Field(256, ge=1)  # the critics use the first this many
     discount: float = Field(0.99, gt=0, lt=1)
     critic_tau: float = Field(0.005, gt=0, le=1)  # Polyak rate of the target Q nets
@@ -368,7 +369,7 @@ class FISOR(OfflineAlgorithm[FISORPolicy]):
         if int(self.critic_step) >= cfg.critic_warmup:
             weights = self.actor_weights(b["obs"], obs_act)  # before this step's critic updates
             actor_losses = [self.update_actor(b["obs"][part], b["act"][part], weights[part])
-                            for part in torch.arange(len(idx), device=idx.device).chunk(cfg.actor_updates)]
+                            for part in torch.arange(len(idx), device=idx.device).tensor_split(cfg.actor_updates)]
             mean_weight = float(weights.mean())
         c = {k: v[:cfg.critic_batch_size] for k, v in b.items()}
         c_obs_act = obs_act[:cfg.critic_batch_size]

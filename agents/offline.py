@@ -22,10 +22,14 @@ around it:
   ``eval/length``, ``eval/unsafe_episodes`` (share of episodes above ``cost_limit``) logged (DSRL's
   normalisation at ``cost_limit``; ``aligngym eval``'s ``eval.json`` lists each episode's return and
   cost too);
-- a checkpoint (weights, optimiser states, step, and the random states of the buffer's sampler,
-  numpy, torch and CUDA) every ``checkpoint_every`` steps and at the end; ``aligngym train --resume``
-  continues bit for bit on CPU (on a GPU the random streams resume too, but some CUDA kernels are
-  not deterministic), with the curves logged up to the checkpoint kept;
+- a checkpoint (weights, optimiser states, step, the random states of the buffer's sampler,
+  numpy, torch and CUDA, the losses gathered since the last log, and a checksum of the training
+  data) every ``checkpoint_every`` steps and at the end; ``aligngym train --resume`` continues bit
+  for bit on CPU (on a GPU the random streams resume too, but some CUDA kernels are not
+  deterministic), with the curves logged up to the checkpoint kept, and refuses data that differ
+  from the run's (a dataset file rewritten since);
+- non-finite weights (a diverged run) stop training with :class:`TrainingDiverged` before they are
+  evaluated or saved: the last checkpoint stays the last good one;
 - evaluations draw from forks of the random streams, so ``eval_every`` and ``eval_episodes`` (which
   a resume may change) do not change what is trained (runs recorded before this draw other numbers).
 """
@@ -34,21 +38,23 @@ from __future__ import annotations
 
 import difflib
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from tianshou.data import Batch
 from tianshou.utils.torch_utils import policy_within_training_step
 from tqdm import tqdm
 
 from aligngym.agents.config import ConfigError, RunConfig, agent_module
-from aligngym.agents.train import CheckpointError, Run, resolve_device, to_numpy
+from aligngym.agents.train import CheckpointError, Run, TrainingDiverged, resolve_device, to_numpy
 from aligngym.envs.data.dataset import OfflineDataset, dataset_path, load_dataset
 
 
@@ -57,7 +63,13 @@ class DatasetConfig(BaseModel):
 
     size: Literal["tiny", "small", "full"] = "full"  # which generated dataset (aligngym data generate)
     seed: int = Field(0, ge=0)  # ... and its seed
-    path: str | None = None  # a D4RL/DSRL HDF5 file to use instead of the generated one
+    path: str | None = Field(None, min_length=1)  # a D4RL/DSRL HDF5 file to use instead of the generated one
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, path: str | None) -> str | None:
+        # the run's config.yaml must name the same file from wherever the run is resumed or evaluated
+        return None if path is None else str(Path(path).expanduser().absolute())
 
 
 class OfflineConfig(RunConfig):
@@ -297,17 +309,27 @@ def offline_train(module: Any, config: OfflineConfig, run: Run, state: dict[str,
     # tianshou's buffer samples with its own generator, seeded 42 unless told otherwise
     buffer._random_state = np.random.RandomState(np.random.SeedSequence(config.seed).generate_state(1)[0])
     step = 0
+    losses: dict[str, list[float]] = defaultdict(list)  # since the last log
+    data = data_fingerprint(dataset)
     if state is not None:
         with checkpoint_errors():
             step = int(state["step"])
             _set_rng_state(buffer, to_numpy(state["rng"]))
-    losses: dict[str, list[float]] = defaultdict(list)
+            for name, values in to_numpy(state.get("losses", {})).items():  # absent in older checkpoints
+                losses[name] = [float(v) for v in np.atleast_1d(values)]
+        trained_on = state.get("data")  # absent in older checkpoints
+        if trained_on is not None and dict(trained_on) != data:
+            source = dataset.path or "the dataset"
+            raise CheckpointError(f"{source} is not the data this run was trained on ({trained_on['transitions']} "
+                                  f"training transitions, CRC-32 {trained_on['crc32']:08x}; now {data['transitions']}, "
+                                  f"{data['crc32']:08x}): restore that file or train a new run")
     bar = tqdm(total=config.steps, initial=step, desc=run.dir.name, unit="step", disable=not config.show_progress,
                dynamic_ncols=True)
     started, started_step = time.perf_counter(), step
 
     def save() -> None:
-        run.save({"step": step, "algorithm": algorithm.state_dict(), "rng": _rng_state(buffer)})
+        run.save({"step": step, "algorithm": algorithm.state_dict(), "rng": _rng_state(buffer), "data": data,
+                  "losses": {name: np.asarray(values, dtype=np.float64) for name, values in losses.items()}})
 
     try:
         while step < config.steps:
@@ -326,17 +348,38 @@ def offline_train(module: Any, config: OfflineConfig, run: Run, state: dict[str,
                 run.log("train", step, {"steps_per_second": rate, **algorithm_rates(algorithm),
                                         **{k: v for k, v in means.items() if not k.startswith("loss")}})
                 losses.clear()
+                check_finite(algorithm, step)
             if step % config.eval_every == 0 or step == config.steps:
+                check_finite(algorithm, step)
                 with _own_random_streams(buffer):  # training continues as if it had not evaluated
                     scores = evaluate_policy(config, algorithm.policy, config.eval_episodes, seed=10_000 + step)
                 run.log("eval", step, {k.split("/", 1)[1]: v for k, v in scores.items() if k.startswith("eval/")})
                 bar.set_postfix(ret=f"{scores.get('eval/normalized_return', scores['eval/return']):.2f}",
                                 cost=f"{scores.get('eval/normalized_cost', scores['eval/cost']):.2f}")
             if step % config.checkpoint_every == 0 or step == config.steps:
+                check_finite(algorithm, step)
                 save()
     finally:
         bar.close()
         env.close()
+
+
+def data_fingerprint(dataset: OfflineDataset) -> dict[str, int]:
+    """Number of transitions and a CRC-32 of every array the agent trains on."""
+    crc = 0
+    for key in sorted(dataset.arrays):
+        crc = zlib.crc32(memoryview(np.ascontiguousarray(dataset.arrays[key])).cast("B"), crc)
+    return {"transitions": len(dataset), "crc32": crc}
+
+
+def check_finite(algorithm: torch.nn.Module, step: int) -> None:
+    """Raise :class:`TrainingDiverged` if any weight is NaN or infinite."""
+    bad = [name for name, p in algorithm.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise TrainingDiverged(f"training diverged by step {step}: {len(bad)} weight tensors hold NaN or "
+                               f"inf ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); the run's "
+                               f"checkpoint is the last one from before (lower the learning rates or "
+                               f"check the data's scale)")
 
 
 def algorithm_rates(algorithm: Any) -> dict[str, float]:

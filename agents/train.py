@@ -18,6 +18,7 @@ import json
 import re
 import shutil
 import time
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -29,8 +30,8 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 from tianshou.utils import TensorboardLogger
 
-from aligngym.agents.config import (ConfigError, RunConfig, agent_module, dump_config, load_config,
-                                    validate)
+from aligngym.agents.config import (AlignGymWarning, ConfigError, RunConfig, agent_module, dump_config,
+                                    load_config, validate)
 from aligngym.envs.data.dataset import LOCK, FolderInUseError, atomic_write, claim_folder, package_version
 
 CHECKPOINT = "checkpoint.pt"
@@ -44,6 +45,10 @@ class RunInUseError(CheckpointError):
     """A run folder that another live process is training."""
 
 
+class TrainingDiverged(RuntimeError):
+    """Training produced non-finite weights; the run's last checkpoint (from before) is kept."""
+
+
 def _lock(directory: Path) -> Path:
     """Claim a run folder for this process (:func:`claim_folder`): two processes training one folder
     would interleave its checkpoints and TensorBoard events."""
@@ -55,7 +60,8 @@ def _lock(directory: Path) -> Path:
 
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: cuda was requested but no CUDA device is available (use auto or cpu)")
+        raise ConfigError("device: cuda was requested but no CUDA device is available (use auto or cpu; "
+                          "aligngym eval takes --device cpu)")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
@@ -304,13 +310,22 @@ def resume(run_dir: Path, on_start: Callable[[Path], None] | None = None) -> Pat
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
     config = load_config(run_dir / "config.yaml")
     if not (run_dir / CHECKPOINT).is_file():
-        raise CheckpointError(f"{run_dir} has no checkpoint yet; start it again with aligngym train")
+        _lock(run_dir)  # RunInUseError while a process still trains it towards its first checkpoint
+        if not (run_dir / CHECKPOINT).is_file():
+            (run_dir / LOCK).unlink(missing_ok=True)
+            raise CheckpointError(f"{run_dir} has no checkpoint yet; start it again with aligngym train")
+        (run_dir / LOCK).unlink(missing_ok=True)  # its first checkpoint landed meanwhile
     saved, state = load_checkpoint(run_dir / CHECKPOINT)
     changed = changed_keys(config, saved, ignore=RESUMABLE_KEYS)
     if changed:
         raise ConfigError(f"{run_dir / 'config.yaml'} differs from the checkpoint in {', '.join(changed)}; "
                           f"a resumed run may only change {', '.join(RESUMABLE_KEYS)}")
     resolve_device(config.device)
+    done, length = int(state.get("step", 0)), getattr(config, config.length_key)
+    if done >= length:
+        warnings.warn(f"{run_dir} is at {config.length_key.rstrip('s')} {done} of {length}: nothing to train "
+                      f"(raise {config.length_key} in its config.yaml to train it longer)",
+                      AlignGymWarning, stacklevel=2)
     run = Run(run_dir, config, first_step=int(state.get("step", 0)))
     try:
         if on_start is not None:

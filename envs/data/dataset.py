@@ -417,9 +417,12 @@ def load_dataset(path: str | Path, env: Any = None, env_id: str | None = None,
     if env is not None:
         spec_id = getattr(getattr(env, "spec", None), "id", None)
         env_name = spec_id or type(env).__name__
-        made_for = attrs.get("env_id")
-        if spec_id and isinstance(made_for, str) and made_for and made_for.split(":")[-1] != spec_id.split(":")[-1]:
-            raise DatasetError(f"{path} holds {made_for} data, not {env_name}'s (its env_id attribute); "
+        made_for, told_by = attrs.get("env_id"), "its env_id attribute"
+        if not (isinstance(made_for, str) and made_for):  # DSRL's files: only their name says
+            named = task_named(None, path.name)
+            made_for, told_by = (named.env_id, "its file name") if named else (None, "")
+        if spec_id and made_for and made_for.split(":")[-1] != spec_id.split(":")[-1]:
+            raise DatasetError(f"{path} holds {made_for} data, not {env_name}'s ({told_by}); "
                                f"use a dataset made for {env_name} (aligngym data generate {env_name})")
         for key, space in (("observations", env.observation_space), ("actions", env.action_space)):
             expected, found = getattr(space, "shape", None), arrays[key].shape[1:]
@@ -648,8 +651,6 @@ def cost_thresholds(ds: OfflineDataset) -> tuple[float, ...]:
     DSRL's Safety-Gymnasium thresholds (20, 40, 80) for a ``...Gymnasium-v...`` file and its Bullet ones
     (10, 20, 40) for any other; none for a file without costs (D4RL's) and for AlignGym's locomotion
     files (an ``env_id`` that is no safe task, costs all 0)."""
-    from aligngym.envs.safety.specs import SAFE_TASKS
-
     if "costs" not in ds.arrays:
         return ()
 
@@ -658,12 +659,23 @@ def cost_thresholds(ds: OfflineDataset) -> tuple[float, ...]:
         return tuple(float(x) for x in np.atleast_1d(np.asarray(limits, dtype=np.float64)))
     env_id = str(ds.attrs.get("env_id", ""))
     name = ds.path.name if ds.path is not None else ""
-    for spec in SAFE_TASKS.values():  # the whole task name: SafetyCarCircle1Gymnasium is not CarCircle
-        if env_id == spec.env_id or re.search(rf"{spec.name}(Gymnasium)?-v\d", name):
-            return spec.cost_limits
+    spec = task_named(env_id, name)
+    if spec is not None:
+        return spec.cost_limits
     if env_id and not np.any(ds.arrays["costs"]):  # AlignGym's locomotion data: D4RL's, costs 0
         return ()
     return GYMNASIUM_COST_THRESHOLDS if re.search(r"Gymnasium-v\d", name) else DEFAULT_COST_THRESHOLDS
+
+
+def task_named(env_id: str | None, file_name: str) -> Any:
+    """The safe task (its :class:`~aligngym.envs.safety.specs.SafeTaskSpec`) a file's ``env_id``
+    attribute names, else the one its name names (DSRL's files: ``SafetyCarRun-v0-...``), else None."""
+    from aligngym.envs.safety.specs import SAFE_TASKS
+
+    for spec in SAFE_TASKS.values():  # the whole task name: SafetyCarCircle1Gymnasium is not CarCircle
+        if env_id == spec.env_id or re.search(rf"{spec.name}(Gymnasium)?-v\d", file_name):
+            return spec
+    return None
 
 
 def plot_reward_cost(ds: OfflineDataset, out_png: str | Path,

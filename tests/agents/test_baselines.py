@@ -460,6 +460,88 @@ def test_how_often_a_run_evaluates_does_not_change_what_it_trains(tiny_data, tmp
             assert torch.equal(three["algorithm"][key], value), key
 
 
+def test_an_interrupted_run_logs_the_losses_an_uninterrupted_one_does(tiny_data, tmp_path, monkeypatch, scalars):
+    """A checkpoint between two logs carries the losses gathered since the last log, so the first
+    log after a resume averages the same steps as it would have without the interruption."""
+    from aligngym.agents import offline
+
+    update = {"steps": 6, "log_every": 3, "checkpoint_every": 2, "eval_every": 6}
+    reference = train(smoke_config("bc_all", tmp_path / "ref").model_copy(update=update))
+    real, calls = offline.policy_within_training_step, []
+
+    def interrupted_in_step_5(policy):
+        calls.append(1)
+        if len(calls) == 5:  # after the checkpoint at 4, with step 4's loss not yet logged
+            raise KeyboardInterrupt
+        return real(policy)
+
+    monkeypatch.setattr(offline, "policy_within_training_step", interrupted_in_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train(smoke_config("bc_all", tmp_path / "split").model_copy(update=update))
+    monkeypatch.setattr(offline, "policy_within_training_step", real)
+    (split,) = (tmp_path / "split").iterdir()
+    assert int(load_checkpoint(split / "checkpoint.pt")[1]["step"]) == 4
+    resume(split)
+    ref_logged, logged = scalars(reference), scalars(split)
+    assert [s for s, _ in ref_logged["loss/loss"]] == [3, 6]
+    assert logged["loss/loss"] == ref_logged["loss/loss"]
+
+
+def test_a_diverged_run_stops_clearly_and_keeps_its_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
+    from aligngym.agents import offline
+    from aligngym.agents.cli import main
+    from aligngym.agents.train import TrainingDiverged
+
+    real, calls = offline.policy_within_training_step, []
+
+    def poisoned_in_step_3(policy):
+        calls.append(1)
+        if len(calls) == 3:
+            next(policy.parameters()).data.fill_(float("nan"))
+        return real(policy)
+
+    monkeypatch.setattr(offline, "policy_within_training_step", poisoned_in_step_3)
+    config = smoke_config("bc_all", tmp_path)  # checkpoints at steps 2 and 4
+    with pytest.raises(TrainingDiverged, match=r"diverged by step 4: \d+ weight tensors hold NaN or inf"):
+        train(config)
+    (run_dir,) = tmp_path.iterdir()
+    _, state = load_checkpoint(run_dir / "checkpoint.pt")
+    assert int(state["step"]) == 2
+    assert all(torch.isfinite(v).all() for v in state["algorithm"].values() if isinstance(v, torch.Tensor))
+    calls.clear()
+    assert main(["train", str(CONFIGS / "bc_all" / "ball_circle.yaml"), "--smoke", "--set", f"run_root={tmp_path}",
+                 "--set", "show_progress=false", "--set", "device=cpu"]) == 1
+
+
+def test_resume_refuses_a_dataset_file_rewritten_since(tiny_data, tmp_path):
+    from aligngym.agents.train import CheckpointError
+    from aligngym.envs.data.dataset import write_dataset
+
+    own = tmp_path / "mine.hdf5"
+    original = ball_circle()
+    write_dataset(own, original.arrays, original.attrs)
+    run_dir = train(smoke_config("bc_all", tmp_path / "runs", f"dataset.path={own}"))
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    saved["steps"] = 6
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    write_dataset(own, {**original.arrays, "rewards": original.arrays["rewards"] + 1}, original.attrs)
+    with pytest.raises(CheckpointError, match=r"mine.hdf5 is not the data this run was trained on"):
+        resume(run_dir)
+    write_dataset(own, original.arrays, original.attrs)  # the same data again: resumes
+    resume(run_dir)
+    assert int(load_checkpoint(run_dir / "checkpoint.pt")[1]["step"]) == 6
+
+
+def test_dataset_path_is_made_absolute_and_may_not_be_empty(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load_config(CONFIGS / "bc_all" / "ball_circle.yaml", ["dataset.path=data/mine.hdf5"])
+    assert config.dataset.path == str(tmp_path / "data" / "mine.hdf5")
+    home = load_config(CONFIGS / "bc_all" / "ball_circle.yaml", ["dataset.path=~/mine.hdf5"])
+    assert home.dataset.path == str(Path.home() / "mine.hdf5")
+    with pytest.raises(ConfigError, match="dataset.path"):
+        load_config(CONFIGS / "bc_all" / "ball_circle.yaml", ["dataset.path="])
+
+
 @pytest.mark.parametrize("entry", ["step", "rng", "algorithm"])
 def test_a_checkpoint_lacking_an_entry_is_refused_clearly_on_resume(tiny_data, tmp_path, entry):
     from aligngym.agents.train import CheckpointError
@@ -469,6 +551,7 @@ def test_a_checkpoint_lacking_an_entry_is_refused_clearly_on_resume(tiny_data, t
     del payload["state"][entry]
     payload["config"]["steps"] = 6
     torch.save(payload, run / "checkpoint.pt")
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("steps: 4", "steps: 6"))
     with pytest.raises(CheckpointError, match="incomplete"):
         resume(run)
 

@@ -184,6 +184,23 @@ def test_a_training_step_moves_every_network_and_the_ema_slowly(tiny_data: Path,
     assert np.isfinite(stats.loss_actor) and stats.mean_weight >= 0
 
 
+def test_the_actor_makes_actor_updates_updates_on_slices_covering_the_batch(
+        tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also when batch_size is not a multiple of actor_updates (torch's chunk would make fewer)."""
+    monkeypatch.setenv("ALIGNGYM_DATA", str(tiny_data))
+    from aligngym.agents.offline import load_data, make_env
+    from tianshou.utils.torch_utils import policy_within_training_step
+
+    cfg = small_config(batch_size=10, critic_batch_size=5, actor_updates=7, critic_warmup=0)
+    algo = make_fisor(batch_size=10, critic_batch_size=5, actor_updates=7, critic_warmup=0)
+    buffer = algo.process_buffer(load_data(cfg, make_env(cfg)).to_replay_buffer())
+    sizes, real = [], algo.update_actor
+    monkeypatch.setattr(algo, "update_actor", lambda obs, act, w: sizes.append(len(obs)) or real(obs, act, w))
+    with policy_within_training_step(algo.policy):
+        algo.update(buffer, cfg.batch_size)
+    assert sizes == [2, 2, 2, 1, 1, 1, 1] and int(algo.actor_step) == 7
+
+
 def test_critic_warmup_trains_only_the_critics_first(tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALIGNGYM_DATA", str(tiny_data))
     from aligngym.agents.offline import load_data, make_env

@@ -274,6 +274,26 @@ def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path, capsys):
     assert int(load_checkpoint(run_dir / "checkpoint.pt")[1]["step"]) == 8 and not (run_dir / ".lock").exists()
 
 
+def test_resume_before_the_first_checkpoint_names_the_live_trainer(tmp_path, capsys):
+    """A run still training towards its first checkpoint is not 'to be started again' (that would
+    make a second run of it); a dead one is, and its folder is left unlocked."""
+    live = Run.create(_config(tmp_path, *SMALL, smoke=False))
+    with pytest.raises(RunInUseError, match="being trained"):
+        resume(live.dir)
+    assert main(["train", "--resume", str(live.dir)]) == 2 and "being trained" in capsys.readouterr().err
+    live.close()
+    assert main(["train", "--resume", str(live.dir)]) == 2 and "no checkpoint yet" in capsys.readouterr().err
+    assert not (live.dir / ".lock").exists()
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_to_train(tmp_path):
+    run_dir = train(_config(tmp_path))
+    before = (run_dir / "checkpoint.pt").read_bytes()
+    with pytest.warns(AlignGymWarning, match=r"at episode \d+ of \d+: nothing to train \(raise episodes"):
+        resume(run_dir)
+    assert (run_dir / "checkpoint.pt").read_bytes() == before
+
+
 def test_finish_replaces_a_run_cut_short_before_its_first_checkpoint(tmp_path):
     """A study or table rerun trains afresh a run killed before its first checkpoint, in place of its
     folder (nothing there can be resumed), and leaves other configs' folders and live runs alone."""

@@ -461,6 +461,24 @@ def test_another_tasks_file_is_refused_even_with_matching_shapes(tmp_path):
         env.close()
 
 
+def test_a_file_without_env_id_is_checked_by_the_task_its_name_names(tmp_path):
+    """DSRL's files carry no attributes, only their task's name: BallRun's and CarRun's shapes match,
+    so CarRun's data would otherwise train a BallRun agent silently."""
+    env = gym.make("aligngym/BallRun-v0")
+    try:
+        shape, act = env.observation_space.shape[0], env.action_space.shape[0]
+        arrays = {**_arrays(obs_dim=shape), "actions": np.zeros((N, act), np.float32)}
+        car = write_dataset(tmp_path / "SafetyCarRun-v0-40-1234.hdf5", arrays, {})
+        with pytest.raises(DatasetError, match=r"holds aligngym/CarRun-v0 data, not aligngym/BallRun-v0's "
+                                               r"\(its file name\)"):
+            load_dataset(car, env=env.unwrapped)
+        ball = write_dataset(tmp_path / "SafetyBallRun-v0-40-1234.hdf5", arrays, {})
+        assert len(load_dataset(ball, env=env.unwrapped)) == N
+        assert len(load_dataset(write_dataset(tmp_path / "mine.hdf5", arrays, {}), env=env.unwrapped)) == N
+    finally:
+        env.close()
+
+
 @pytest.mark.parametrize(("attrs", "message"), [
     ({"aligngym_json_attrs": "5"}, "attribute 'aligngym_json_attrs' should be a JSON list"),
     ({"aligngym_json_attrs": '{"a": 1}'}, "attribute 'aligngym_json_attrs' should be a JSON list"),
