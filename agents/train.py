@@ -278,7 +278,11 @@ def finish(config: RunConfig) -> Path:
             continue
         if int(state.get("step", 0)) >= getattr(config, config.length_key):
             return run_dir
-        (run_dir / "config.yaml").write_text(dump_config(config))
+        lock = _lock(run_dir)  # not while another process trains it (RunInUseError)
+        try:
+            (run_dir / "config.yaml").write_text(dump_config(config))
+        finally:
+            lock.unlink(missing_ok=True)
         return resume(run_dir)
     return train(config)
 

@@ -6,28 +6,39 @@
 
 Trains every (agent, task, seed) from ``configs/<agent dir>/[cpu/]<task>.yaml`` (FISOR:
 ``configs/fisor``, baselines: ``configs/baselines/<agent>``) into ``OUT/runs/<agent>/<task>/s<seed>/``
+(other variants and ``--set`` overrides: ``s<seed>-<variant>[-<hash of the overrides>]/``, so that a
+baseline's ``paper`` run, which differs from its ``cpu`` run only in length, is not the same run)
 in parallel worker processes (one core each; rerunning reuses finished runs and resumes
 unfinished ones, keeps a recorded result whose run folder is gone, and skips a run another
 invocation is training), evaluates each final policy over ``--episodes`` episodes at the config's cost
 limit, and writes ``OUT/table.md`` (and its picture ``OUT/table.png``): per task and agent the normalised reward / normalised cost
 (DSRL's normalisation, mean over seeds), unsafe entries (cost > 1) in gray italics, the best
 safe reward of a row in bold, as in FISOR's Table 1; results accumulate in ``OUT/results.json``
-across invocations (run agents or tasks in separate invocations), each with the variant and the
-``--set`` overrides it was made with; the table shows those of this invocation's. The datasets must exist
+across invocations (run agents or tasks in separate invocations, also at the same time: the file is
+updated under a lock and replaced atomically), each with the variant, the ``--set`` overrides and
+the number of evaluation episodes it was made with; the table shows those of this invocation's. A
+run that fails is reported and the others go on; the command exits 1 at the end if any failed. The datasets must exist
 (``aligngym data generate TASK --size full``).
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
+import hashlib
 import json
 import os
 import platform
+import sys
 from collections import defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from aligngym.envs.data.dataset import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["ball_run", "ball_circle", "car_run", "car_circle", "drone_run", "drone_circle", "ant_run", "ant_circle"]
@@ -38,6 +49,14 @@ COLUMNS = [*AGENTS, "fisor_first_feasible"]  # FISOR scored with the opt-in acti
 def config_path(agent: str, task: str, variant: str) -> Path:
     folder = ROOT / "configs" / ("fisor" if agent == "fisor" else f"baselines/{agent}")
     return folder / ("cpu" if variant == "cpu" else "") / f"{task}.yaml"
+
+
+def run_root(out: Path, agent: str, task: str, seed: int, variant: str, extra: list[str]) -> Path:
+    """The seed folder ``finish`` looks in: one per variant and set of overrides."""
+    name = f"s{seed}"
+    if variant != "cpu" or extra:
+        name += f"-{variant}" + (f"-{hashlib.sha1(json.dumps(extra).encode()).hexdigest()[:8]}" if extra else "")
+    return out / "runs" / agent / task / name
 
 
 def run_one(agent: str, task: str, seed: int, variant: str, out: Path, episodes: int, extra: list[str]) -> list[dict]:
@@ -51,7 +70,8 @@ def run_one(agent: str, task: str, seed: int, variant: str, out: Path, episodes:
     from aligngym.agents.evaluate import evaluate, result_name
     from aligngym.agents.train import RunInUseError, finish
 
-    overrides = [f"seed={seed}", "show_progress=false", f"run_root={out / 'runs' / agent / task / f's{seed}'}", *extra]
+    overrides = [f"seed={seed}", "show_progress=false", f"run_root={run_root(out, agent, task, seed, variant, extra)}",
+                 *extra]
     config = load_config(config_path(agent, task, variant), overrides)
     try:
         run_dir = finish(config)
@@ -66,33 +86,49 @@ def run_one(agent: str, task: str, seed: int, variant: str, out: Path, episodes:
         if result.get("episodes") != episodes or result.get("checkpoint_step") != config.steps:  # stale or other
             result = evaluate(run_dir, episodes=episodes, **options)
         rows.append({"agent": column, "task": task, "seed": seed, "variant": variant, "extra": list(extra),
-                     "run": str(run_dir), "reward": result["eval/normalized_return"],
+                     "episodes": episodes, "run": str(run_dir), "reward": result["eval/normalized_return"],
                      "cost": result["eval/normalized_cost"]})
     return rows
 
 
-def same_setting(row: dict, variant: str, extra: list[str]) -> bool:
-    """Whether a saved result was made with these configs (rows from before variants were recorded: cpu)."""
-    return row.get("variant", "cpu") == variant and row.get("extra", []) == list(extra)
+def same_setting(row: dict, variant: str, extra: list[str], episodes: int) -> bool:
+    """Whether a saved result was made with these configs and episodes (rows from before these were
+    recorded: cpu, no overrides, 20 episodes)."""
+    return (row.get("variant", "cpu") == variant and row.get("extra", []) == list(extra)
+            and row.get("episodes", 20) == episodes)
 
 
-def write_table(out: Path, results: list[dict], variant: str, extra: list[str]) -> Path:
-    """``OUT/table.md`` from the results made with ``variant`` and ``extra``; ``OUT/results.json`` keeps all.
+@contextmanager
+def locked_results(out: Path) -> Iterator[list[dict]]:
+    """``OUT/results.json``'s rows, for reading and changing in place: held under an exclusive lock
+    (two invocations may run at once) and written back atomically on leaving."""
+    with open(out / ".results.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        saved = out / "results.json"
+        results = json.loads(saved.read_text()) if saved.is_file() else []
+        yield results
+        text = json.dumps(results, indent=1)
+        atomic_write(saved, lambda tmp: Path(tmp).write_text(text))
+
+
+def write_table(out: Path, results: list[dict], variant: str, extra: list[str], episodes: int) -> Path:
+    """``OUT/table.md`` from the results made with ``variant``, ``extra`` and ``episodes``.
     Cells average every seed on record; the header's seed count is the most any cell has (whatever
     ``--seeds`` the last invocation was given), and a cell with fewer says how many."""
-    (out / "results.json").write_text(json.dumps(results, indent=1))
     cells: dict[tuple[str, str], list[dict]] = defaultdict(list)  # (task, agent) -> its seeds' results
     for r in results:
-        if same_setting(r, variant, extra):
+        if same_setting(r, variant, extra, episodes):
             cells[r["task"], r["agent"]].append(r)
     seeds = max(map(len, cells.values()), default=0)
     tasks = [t for t in TASKS if any(task == t for task, _ in cells)]
     agents = [a for a in COLUMNS if any(agent == a for _, agent in cells)]
     lines = [f"Normalised reward / normalised cost (DSRL's normalisation, cost limit of the configs), mean over "
-             f"{seeds} seeds (a cell over fewer says how many in brackets), `{variant}` configs; *gray italics*: "
+             f"{seeds} seeds (a cell over fewer says how many in brackets), `{variant}` configs, {episodes} "
+             f"evaluation episodes per seed; *gray italics*: "
              f"unsafe (cost > 1); **bold**: the best safe reward of the row among the paper's algorithms; `fisor_first_feasible`: the "
              f"FISOR runs acting by the first feasible candidate (not the paper's rule, never bold). "
              f"`python benchmarks/safe_offline_table.py --variant {variant} --seeds {seeds}"
+             f"{f' --episodes {episodes}' if episodes != 20 else ''}"
              f"{''.join(f' --set {e}' for e in extra)}` "
              f"on {platform.processor() or platform.machine()} ({os.cpu_count()} CPUs).", "",
              "| task | " + " | ".join(agents) + " |", "|---|" + "---|" * len(agents)]
@@ -179,14 +215,21 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="train nothing: rewrite the table from "
                         "OUT/results.json (every invocation adds its runs there)")
     args = parser.parse_args()
+    for flag in ("seeds", "workers", "episodes"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file, not a folder")
     args.out.mkdir(parents=True, exist_ok=True)
-    saved = args.out / "results.json"
-    results = json.loads(saved.read_text()) if saved.is_file() else []
+    setting = (args.variant, args.extra, args.episodes)
+    with locked_results(args.out) as results:
+        recorded = list(results)
+    failed = []
     if not args.report_only:
         jobs = [(a, t, s) for t in args.tasks for a in args.agents for s in range(args.seeds)]
         # a result whose run folder is gone (a fresh checkout: runs/ is not in git) is kept, not retrained
-        gone = {(r["agent"], r["task"], r["seed"]): r["run"] for r in results
-                if same_setting(r, args.variant, args.extra) and not Path(r["run"]).exists()}
+        gone = {(r["agent"], r["task"], r["seed"]): r["run"] for r in recorded
+                if same_setting(r, *setting) and not Path(r["run"]).exists()}
         for job in [j for j in jobs if j in gone]:
             print(f"{job[0]} {job[1]} s{job[2]}: kept the recorded result; its run {gone[job]} is gone "
                   "(delete its rows from results.json to train it again)", flush=True)
@@ -195,15 +238,26 @@ def main() -> None:
             futures = [pool.submit(run_one, a, t, s, args.variant, args.out, args.episodes, args.extra)
                        for a, t, s in jobs]
             for future in as_completed(futures):
-                results = json.loads(saved.read_text()) if saved.is_file() else []  # other invocations' too
-                for r in future.result():  # replaces an earlier result of the same run
-                    results = [o for o in results if not (same_setting(o, args.variant, args.extra) and
-                               (o["agent"], o["task"], o["seed"]) == (r["agent"], r["task"], r["seed"]))]
-                    results.append(r)
-                    print(f"{r['agent']:8s} {r['task']:13s} s{r['seed']}: reward {r['reward']:.2f} "
-                          f"cost {r['cost']:.2f}", flush=True)
-                write_table(args.out, results, args.variant, args.extra)
-    print(write_table(args.out, results, args.variant, args.extra).read_text())
+                job = jobs[futures.index(future)]
+                try:
+                    rows = future.result()
+                except Exception as err:  # noqa: BLE001  (one run's failure must not cost the others)
+                    failed.append(job)
+                    print(f"{job[0]} {job[1]} s{job[2]}: FAILED: {type(err).__name__}: {err}", flush=True)
+                    continue
+                with locked_results(args.out) as results:  # other invocations' rows too
+                    for r in rows:  # replaces an earlier result of the same run
+                        results[:] = [o for o in results if not (same_setting(o, *setting) and
+                                      (o["agent"], o["task"], o["seed"]) == (r["agent"], r["task"], r["seed"]))]
+                        results.append(r)
+                        print(f"{r['agent']:8s} {r['task']:13s} s{r['seed']}: reward {r['reward']:.2f} "
+                              f"cost {r['cost']:.2f}", flush=True)
+                    recorded = list(results)
+                write_table(args.out, recorded, *setting)
+    print(write_table(args.out, recorded, *setting).read_text())
+    if failed:
+        print(f"{len(failed)} run(s) failed: " + ", ".join(f"{a} {t} s{s}" for a, t, s in failed), file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

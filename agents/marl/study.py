@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from aligngym.agents.config import ConfigError, load_config
-from aligngym.agents.marl.plots import curves, rolling_mean, save
+from aligngym.agents.marl.plots import curves, rolling_mean, save, t975
 from aligngym.agents.marl.population import read_scalars
 from aligngym.agents.train import CHECKPOINT, finish
 from aligngym.envs.cooperation.core import METRIC_NAMES
@@ -50,10 +50,6 @@ TABLE_METRICS = (
 )
 CURVE_METRICS = ("cooperation_rate", "punishment_rate_direct", "punishment_rate_third_party",
                  "mean_reward", "antisocial_punishment_rate")
-# Student t 0.975 quantiles for 1..30 degrees of freedom (then 1.96).
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-         2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-         2.052, 2.048, 2.045, 2.042)
 
 
 def conditions_dir() -> Path:
@@ -70,8 +66,7 @@ def mean_ci(values: np.ndarray) -> tuple[float, float]:
     values = np.asarray(values, dtype=np.float64)
     if len(values) < 2:
         return float(values.mean()), 0.0
-    t = _T975[len(values) - 2] if len(values) - 1 <= len(_T975) else 1.96
-    return float(values.mean()), float(t * values.std(ddof=1) / np.sqrt(len(values)))
+    return float(values.mean()), float(t975(len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
 
 
 def convergence_episode(curve: np.ndarray, threshold: float = 0.9, window: int = 20) -> float:
@@ -104,12 +99,23 @@ def _run_job(job: Job) -> Path:
     return finish(load_config(conditions_dir() / f"{job.condition}.yaml", overrides))
 
 
+def _newest_runs(condition_dir: Path) -> list[Path]:
+    """One run per seed folder of a condition: the one with the newest checkpoint (a seed folder may
+    also hold older runs, e.g. of a config edited since; counted twice they would narrow the intervals)."""
+    runs = []
+    for seed_dir in sorted(condition_dir.glob("s*")):
+        checkpoints = list(seed_dir.glob(f"*/{CHECKPOINT}"))
+        if checkpoints:
+            runs.append(max(checkpoints, key=lambda p: p.stat().st_mtime).parent)
+    return runs
+
+
 def run_study(out: Path, seeds: int, episodes: int | None, conditions: list[str] | None,
               workers: int | None, tail: int = 100, report_only: bool = False) -> Path:
     """Run (or finish) the study and write ``out/study.md`` with its plots; returns the report path.
     ``report_only`` trains nothing: the report covers the runs already in ``out`` (any length)."""
     known = available_conditions()
-    chosen = conditions or known
+    chosen = list(dict.fromkeys(conditions or known))  # a condition named twice runs once
     unknown = [c for c in chosen if c not in known]
     if unknown:
         raise ConfigError(f"unknown condition(s) {unknown}; available: {', '.join(known)}")
@@ -124,7 +130,7 @@ def run_study(out: Path, seeds: int, episodes: int | None, conditions: list[str]
     for name in chosen:  # validate every config before starting any work
         load_config(conditions_dir() / f"{name}.yaml")
     if report_only:
-        found = {c: sorted(d.parent for d in out.glob(f"runs/{c}/s*/*/{CHECKPOINT}")) for c in chosen}
+        found = {c: _newest_runs(out / "runs" / c) for c in chosen}
         found = {c: dirs for c, dirs in found.items() if dirs}
         if not found:
             which = f" of {', '.join(conditions)}" if conditions else ""
@@ -158,8 +164,10 @@ def write_report(out: Path, runs: dict[str, list[Path]], tail: int) -> Path:
                              for m, h in histories[condition].items()}
         converged[condition] = np.array([convergence_episode(c) for c in
                                          histories[condition]["cooperation_rate"]])
+    sizes = ", ".join(f"{c}: {len(r)} {'seed' if len(r) == 1 else 'seeds'} x {episodes_run[c]} episodes"
+                      for c, r in runs.items())
     lines = ["# Cooperation study", "",
-             f"{len(runs)} conditions; per condition {', '.join(f'{c}: {len(r)} seeds x {episodes_run[c]} episodes' for c, r in runs.items())}.",
+             f"{len(runs)} conditions; per condition {sizes}.",
              f"Each value: mean over seeds of the run's mean over its last {tail} episodes (all of a "
              "shorter run's), +- the half-width of the 95% confidence interval (t distribution).", ""]
     lines += ["| metric | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
@@ -239,12 +247,12 @@ def check_claims(finals: dict[str, dict[str, np.ndarray]], converged: dict[str, 
                        f"conditions where every seed got there): {verdict} (fastest: {fastest} "
                        f"{speed[fastest][0]:.0f} +- {speed[fastest][1]:.0f}; tpdp_s "
                        f"{speed['tpdp_s'][0]:.0f} +- {speed['tpdp_s'][1]:.0f})")
-    costly = [c for c in finals if c.startswith("costly_")]
-    for c in costly:
+    costly = [c for c in finals if c.startswith("costly_") and "antisocial_punishment_rate" in finals[c]]
+    for c in costly:  # (runs logged before these metrics existed have no line)
         base = c.removeprefix("costly_")
         antisocial = mean_ci(finals[c]["antisocial_punishment_rate"])[0]
         line = f"- {c}: unjust punishment P(punish | cooperator) = {antisocial:.3g}"
-        if base in finals:
+        if base in finals and "deterrence_rate" in finals[c] and "deterrence_rate" in finals[base]:
             deter_c = mean_ci(finals[c]["deterrence_rate"])[0]
             deter_b = mean_ci(finals[base]["deterrence_rate"])[0]
             line += (f"; second-order free-riding (defectors punished less when punishing costs): "

@@ -317,6 +317,20 @@ def test_finish_replaces_a_run_cut_short_before_its_first_checkpoint(tmp_path):
     assert finish(config) == run_dir  # another config's folder is not looked into
 
 
+def test_finish_leaves_a_run_another_process_trains_untouched(tmp_path):
+    import socket
+
+    from aligngym.envs.data.dataset import _boot_id
+
+    config = _config(tmp_path, *SMALL, smoke=False)
+    run_dir = finish(config)
+    before = (run_dir / "config.yaml").read_text()
+    (run_dir / ".lock").write_text(f"{os.getpid()} {socket.gethostname()} {_boot_id()}")  # a live trainer
+    with pytest.raises(RunInUseError):
+        finish(config.model_copy(update={"episodes": config.episodes + 2}))
+    assert (run_dir / "config.yaml").read_text() == before  # its length is not this caller's to change
+
+
 def test_a_home_relative_run_root_is_expanded(tmp_path, monkeypatch):
     """run_root: ~/runs must not make a folder named ~ in the working directory."""
     home, work = tmp_path / "home", tmp_path / "work"

@@ -127,6 +127,34 @@ def test_study_writes_its_report_and_resumes(tmp_path):
     assert "| metric | dp | tpp |" in report.read_text()
 
 
+def test_a_condition_named_twice_runs_once_and_a_report_counts_one_run_per_seed(tmp_path):
+    import os
+    import shutil
+
+    out = tmp_path / "study"
+    run_study(out, seeds=1, episodes=2, conditions=["none", "none"], workers=2, tail=2)
+    (run,) = out.glob("runs/none/s0/*")
+    older = run.parent / f"{run.name}_before_an_edit"  # another run of the seed, e.g. of an older config
+    shutil.copytree(run, older)
+    os.utime(older / "checkpoint.pt", (1, 1))
+    text = run_study(out, 1, None, ["none"], 1, tail=2, report_only=True).read_text()
+    assert "none: 1 seed x 2 episodes" in text
+
+
+def test_claims_skip_metrics_that_older_runs_did_not_log():
+    old = {"costly_dp": {"cooperation_rate": np.array([0.4, 0.4]), "mean_reward": np.array([10.0, 12.0])},
+           "dp": {"cooperation_rate": np.array([0.5, 0.6]), "mean_reward": np.array([30.0, 32.0])}}
+    assert not any("costly_dp" in line for line in check_claims(old, {}))
+
+
+def test_the_t_quantile_by_hand():
+    from aligngym.agents.marl.plots import t975
+
+    assert t975(1) == 12.706 and t975(4) == 2.776 and t975(30) == 2.042
+    for df, exact in [(31, 2.0395), (60, 2.0003), (1000, 1.9623)]:  # beyond the table
+        assert t975(df) == pytest.approx(exact, abs=2e-4)
+
+
 def test_the_ranking_claims_hold_tie_fail_or_stay_undetermined():
     """tpdp_s "cooperates most" and "converges fastest" among the 5-agent IPD conditions only."""
     def finals(**coop):
