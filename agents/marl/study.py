@@ -115,6 +115,9 @@ def run_study(out: Path, seeds: int, episodes: int | None, conditions: list[str]
     """Run (or finish) the study and write ``out/study.md`` with its plots; returns the report path.
     ``report_only`` trains nothing: the report covers the runs already in ``out`` (any length)."""
     known = available_conditions()
+    if not known:
+        raise ConfigError(f"no condition configs in {conditions_dir()} (run from the repository's root, "
+                          "where configs/cooperation/ is)")
     chosen = list(dict.fromkeys(conditions or known))  # a condition named twice runs once
     unknown = [c for c in chosen if c not in known]
     if unknown:

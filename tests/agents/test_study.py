@@ -200,6 +200,14 @@ def test_study_bad_input(tmp_path, capsys):
     assert not any(Path(tmp_path).iterdir())
 
 
+def test_a_study_without_its_configs_says_where_it_looked(tmp_path, monkeypatch):
+    from aligngym.agents.marl import study
+
+    monkeypatch.setattr(study, "conditions_dir", lambda: tmp_path / "configs" / "cooperation")
+    with pytest.raises(ConfigError, match="no condition configs in .*configs/cooperation"):
+        run_study(tmp_path / "out", 1, 2, None, 1)
+
+
 @pytest.mark.parametrize(("flag", "value"), [("--tail", "0"), ("--tail", "-1"), ("--workers", "-1"),
                                              ("--workers", "0"), ("--seeds", "0"), ("--episodes", "0")])
 def test_study_counts_below_one_are_refused_before_any_work(tmp_path, capsys, flag, value):
