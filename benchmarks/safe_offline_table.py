@@ -98,17 +98,22 @@ def same_setting(row: dict, variant: str, extra: list[str], episodes: int) -> bo
             and row.get("episodes", 20) == episodes)
 
 
+def read_results(out: Path) -> list[dict]:
+    """``OUT/results.json``'s rows (a plain read is whole: the file is only ever replaced atomically)."""
+    saved = out / "results.json"
+    return json.loads(saved.read_text()) if saved.is_file() else []
+
+
 @contextmanager
 def locked_results(out: Path) -> Iterator[list[dict]]:
     """``OUT/results.json``'s rows, for reading and changing in place: held under an exclusive lock
     (two invocations may run at once) and written back atomically on leaving."""
     with open(out / ".results.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        saved = out / "results.json"
-        results = json.loads(saved.read_text()) if saved.is_file() else []
+        results = read_results(out)
         yield results
         text = json.dumps(results, indent=1)
-        atomic_write(saved, lambda tmp: Path(tmp).write_text(text))
+        atomic_write(out / "results.json", lambda tmp: Path(tmp).write_text(text))
 
 
 def write_table(out: Path, results: list[dict], variant: str, extra: list[str], episodes: int) -> Path:
@@ -222,8 +227,7 @@ def main() -> None:
         parser.error(f"--out {args.out} is a file, not a folder")
     args.out.mkdir(parents=True, exist_ok=True)
     setting = (args.variant, args.extra, args.episodes)
-    with locked_results(args.out) as results:
-        recorded = list(results)
+    recorded = read_results(args.out)
     failed = []
     if not args.report_only:
         jobs = [(a, t, s) for t in args.tasks for a in args.agents for s in range(args.seeds)]
