@@ -20,7 +20,8 @@ import shutil
 import time
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from tianshou.utils import TensorboardLogger
 
 from aligngym.agents.config import (AlignGymWarning, ConfigError, RunConfig, agent_module, dump_config,
                                     load_config, validate)
-from aligngym.envs.data.dataset import LOCK, FolderInUseError, atomic_write, claim_folder, package_version
+from aligngym.envs.data.dataset import FolderInUseError, atomic_write, claim_folder, package_version
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -56,6 +57,17 @@ def _lock(directory: Path) -> Path:
         return claim_folder(directory, "trained")
     except FolderInUseError as err:
         raise RunInUseError(str(err)) from None
+
+
+@contextmanager
+def _holding(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir``'s claim (:func:`_lock`) for one short look or edit, then release it; raises
+    RunInUseError while another process trains the run."""
+    lock = _lock(run_dir)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -278,11 +290,8 @@ def finish(config: RunConfig) -> Path:
             continue
         if int(state.get("step", 0)) >= getattr(config, config.length_key):
             return run_dir
-        lock = _lock(run_dir)  # not while another process trains it (RunInUseError)
-        try:
+        with _holding(run_dir):  # not while another process trains it
             (run_dir / "config.yaml").write_text(dump_config(config))
-        finally:
-            lock.unlink(missing_ok=True)
         return resume(run_dir)
     return train(config)
 
@@ -298,11 +307,9 @@ def _drop_if_cut_short(run_dir: Path, same_run: Callable[[RunConfig], bool]) -> 
         return
     if not same_run(saved):
         return
-    _lock(run_dir)  # RunInUseError while its process lives
-    if (run_dir / CHECKPOINT).is_file():  # its first checkpoint landed meanwhile: keep it
-        (run_dir / LOCK).unlink(missing_ok=True)
-        return
-    shutil.rmtree(run_dir)
+    with _holding(run_dir):  # RunInUseError while its process lives
+        if not (run_dir / CHECKPOINT).is_file():  # (its first checkpoint may have landed meanwhile: keep it)
+            shutil.rmtree(run_dir)
 
 
 def resume(run_dir: Path, on_start: Callable[[Path], None] | None = None) -> Path:
@@ -314,11 +321,9 @@ def resume(run_dir: Path, on_start: Callable[[Path], None] | None = None) -> Pat
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
     config = load_config(run_dir / "config.yaml")
     if not (run_dir / CHECKPOINT).is_file():
-        _lock(run_dir)  # RunInUseError while a process still trains it towards its first checkpoint
-        if not (run_dir / CHECKPOINT).is_file():
-            (run_dir / LOCK).unlink(missing_ok=True)
-            raise CheckpointError(f"{run_dir} has no checkpoint yet; start it again with aligngym train")
-        (run_dir / LOCK).unlink(missing_ok=True)  # its first checkpoint landed meanwhile
+        with _holding(run_dir):  # RunInUseError while a process still trains it towards its first checkpoint
+            if not (run_dir / CHECKPOINT).is_file():  # (else its first checkpoint landed meanwhile)
+                raise CheckpointError(f"{run_dir} has no checkpoint yet; start it again with aligngym train")
     saved, state = load_checkpoint(run_dir / CHECKPOINT)
     changed = changed_keys(config, saved, ignore=RESUMABLE_KEYS)
     if changed:

@@ -329,6 +329,10 @@ def test_finish_leaves_a_run_another_process_trains_untouched(tmp_path):
     with pytest.raises(RunInUseError):
         finish(config.model_copy(update={"episodes": config.episodes + 2}))
     assert (run_dir / "config.yaml").read_text() == before  # its length is not this caller's to change
+    (run_dir / ".lock").unlink()  # its trainer is gone: now the longer config continues it, in place
+    assert finish(config.model_copy(update={"episodes": config.episodes + 2})) == run_dir
+    assert int(load_checkpoint(run_dir / "checkpoint.pt")[1]["step"]) == config.episodes + 2
+    assert not (run_dir / ".lock").exists()
 
 
 def test_a_home_relative_run_root_is_expanded(tmp_path, monkeypatch):
