@@ -223,22 +223,19 @@ def _play(config: OfflineConfig, policy: torch.nn.Module, episodes: int,
     return returns, costs, lengths
 
 
-def _random_state(rs: np.random.RandomState) -> dict[str, Any]:
-    _, keys, pos, has_gauss, cached = rs.get_state()
-    return {"keys": keys, "pos": pos, "gauss": [has_gauss, cached]}
-
-
 def _set_random_state(rs: np.random.RandomState, state: dict[str, Any]) -> None:
-    has_gauss, cached = state["gauss"]
-    rs.set_state(("MT19937", np.asarray(state["keys"], dtype=np.uint32), int(state["pos"]), int(has_gauss),
-                  float(cached)))
+    """``rs.set_state`` of numpy's dict layout (``get_state(legacy=False)``, as the collector saves it)."""
+    if "keys" in state:  # the layout of checkpoints written by earlier versions: {keys, pos, gauss: [has, cached]}
+        state = {"bit_generator": "MT19937", "state": {"key": state["keys"], "pos": int(state["pos"])},
+                 "has_gauss": int(state["gauss"][0]), "gauss": float(state["gauss"][1])}
+    rs.set_state(state)
 
 
 def _rng_state(buffer: Any) -> dict[str, Any]:
     """Every random stream training draws from: the buffer's sampler, numpy's, torch's CPU generator
     and, on a GPU machine, each CUDA device's (FISOR draws its diffusion noise on the device)."""
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-    return {"buffer": _random_state(buffer._random_state), "numpy": _random_state(np.random.mtrand._rand),
+    return {"buffer": buffer._random_state.get_state(legacy=False), "numpy": np.random.get_state(legacy=False),
             "torch": torch.get_rng_state(), "cuda": list(cuda)}
 
 

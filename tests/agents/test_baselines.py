@@ -450,6 +450,26 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tiny_data, t
     assert evaluate(first, episodes=1)["eval/return"] == evaluate(reference, episodes=1)["eval/return"]
 
 
+def test_a_checkpoint_with_the_earlier_random_state_layout_resumes_exactly(tiny_data, tmp_path):
+    """Checkpoints written before the runner saved numpy's own dict layout ({keys, pos, gauss}) still
+    continue every random stream where it stopped."""
+    reference = train(smoke_config("bcq_lag", tmp_path / "ref").model_copy(update={"steps": 6}))
+    first = train(smoke_config("bcq_lag", tmp_path / "split"))
+    payload = torch.load(first / "checkpoint.pt", weights_only=True)
+    for name in ("buffer", "numpy"):
+        new = payload["state"]["rng"][name]
+        payload["state"]["rng"][name] = {"keys": new["state"]["key"], "pos": new["state"]["pos"],
+                                         "gauss": [new["has_gauss"], new["gauss"]]}
+    torch.save(payload, first / "checkpoint.pt")
+    (first / "config.yaml").write_text((first / "config.yaml").read_text().replace("steps: 4", "steps: 6"))
+    resume(first)
+    (_, ref_state), (_, state) = load_checkpoint(reference / "checkpoint.pt"), load_checkpoint(first / "checkpoint.pt")
+    assert int(state["step"]) == 6 and "keys" not in state["rng"]["numpy"]
+    for key, value in ref_state["algorithm"].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(state["algorithm"][key], value), key
+
+
 def test_how_often_a_run_evaluates_does_not_change_what_it_trains(tiny_data, tmp_path):
     """BCQ-Lag samples its evaluation actions from torch's generator: evaluations draw from a fork."""
     runs = [train(smoke_config("bcq_lag", tmp_path / str(n)).model_copy(update={"eval_episodes": n}))
