@@ -90,6 +90,7 @@ Differences from Bullet-Safety-Gym (the reference):
   1.0); Bullet adds each only when it is active.
 - **Invalid actions.** A wrong shape or a non-finite entry raises ``ValueError`` naming the env
   (Bullet asserts finiteness and squeezes the shape).
+- **Observation bounds.** ``Box(-inf, inf)``; Bullet declares nominal bounds of ±1000.
 """
 
 from __future__ import annotations

@@ -91,20 +91,21 @@ SAFE_TASKS: dict[str, SafeTaskSpec] = {spec.env_id: spec for spec in [
     SafeTaskSpec("AntCircle", "aligngym/AntCircle-v0", 500, (0.0177, 460.71), 200, _BULLET, (-0.21, 74.90),
                  behaviour=BehaviourTuning(penalty_start=0.4, normalize=True, steps_scale=2.0, alive_bonus=0.1,
                                            initial_log_std=-1.0)),
-    # Velocity tasks: DSRL publishes only the maximum return; the minimum is taken as 0.
+    # Velocity tasks: dsrl/infos.py's MIN/MAX_EPISODE_REWARD (until session 14 the minimum was taken as 0;
+    # the velocity datasets recorded in benchmarks/RESULTS.md priced a cost step with that range)
     # generic recipe: 90 % of the episodes ended in a fall, costs 0-40 (97 % within 20): tuned too
-    SafeTaskSpec("AntVelocity", "aligngym/AntVelocity-v1", 1000, (0.0, 2976.0), 250, _VELOCITY, (-39.50, 2259.19),
+    SafeTaskSpec("AntVelocity", "aligngym/AntVelocity-v1", 1000, (6.152, 2976.28), 250, _VELOCITY, (-39.50, 2259.19),
                  behaviour=BehaviourTuning(penalty_start=0.4, normalize=True, steps_scale=2.0)),
     # default PPO never held 3.21 m/s (costs 0-13 in 500k-step runs): normalised inputs, twice the
     # steps, 40 % unpenalised, as DroneCircle
-    SafeTaskSpec("HalfCheetahVelocity", "aligngym/HalfCheetahVelocity-v1", 1000, (0.0, 2807.0), 250, _VELOCITY,
+    SafeTaskSpec("HalfCheetahVelocity", "aligngym/HalfCheetahVelocity-v1", 1000, (5.751, 2806.93), 250, _VELOCITY,
                  (-245.91, 2531.71),
                  behaviour=BehaviourTuning(penalty_start=0.4, normalize=True, steps_scale=2.0)),
-    SafeTaskSpec("HopperVelocity", "aligngym/HopperVelocity-v1", 1000, (0.0, 1911.0), 250, _VELOCITY,
+    SafeTaskSpec("HopperVelocity", "aligngym/HopperVelocity-v1", 1000, (37.05, 1911.40), 250, _VELOCITY,
                  (20.06, 1602.37)),
-    SafeTaskSpec("Walker2dVelocity", "aligngym/Walker2dVelocity-v1", 1000, (0.0, 3418.0), 300, _VELOCITY,
+    SafeTaskSpec("Walker2dVelocity", "aligngym/Walker2dVelocity-v1", 1000, (18.67, 3418.22), 300, _VELOCITY,
                  (1.85, 883.17)),
-    SafeTaskSpec("SwimmerVelocity", "aligngym/SwimmerVelocity-v1", 1000, (0.0, 239.0), 200, _VELOCITY,
+    SafeTaskSpec("SwimmerVelocity", "aligngym/SwimmerVelocity-v1", 1000, (0.0711, 238.96), 200, _VELOCITY,
                  (2.34, 61.63)),
 ]}
 
