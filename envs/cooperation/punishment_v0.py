@@ -40,7 +40,8 @@ reset options          ``{"keep_memory": True}`` keeps reputations and last move
 Render modes           ``ansi`` (text), ``rgb_array`` (agents as tiles: colour = last move,
                        bar = reputation, white frame = current players)
 Game                   ``ipd`` (default): each round both players move. ``centipede``: the players
-                       move alternately (selector first), up to ``rounds_per_game`` moves; C
+                       move alternately (selector first), up to ``rounds_per_game`` rounds of
+                       two moves (the selector's, then its partner's: 20 moves by default); C
                        (continue) costs the mover ``centipede_cost`` (1) and gives the other
                        ``centipede_gift`` (5), D stops the game; only the mover can be punished
 Topology               ``complete`` (anyone meets anyone) or ``caveman`` (``caveman_groups``
@@ -181,8 +182,8 @@ class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
         self._take_next_decisions()
 
     def _movers(self) -> tuple[int, ...]:
-        """Who moves this round (and may be punished): both players in the IPD; in the centipede
-        the selector on even moves, its partner on odd ones."""
+        """Who moves now (and may be punished): both players in the IPD; in the centipede the
+        selector on even moves, its partner on odd ones (``_round`` counts moves there)."""
         return (0, 1) if self.rules.game == "ipd" else (self._round % 2,)
 
     def _take_next_decisions(self) -> None:
@@ -235,7 +236,7 @@ class raw_env(ParallelEnv):  # noqa: N801 (PettingZoo naming)
             return True
         if self._phase in ("play", "punish"):
             self._round += 1
-            if self._round == self.rules.rounds_per_game or self._stopped:
+            if self._round == self.rules.moves_per_game or self._stopped:
                 self._game, self._round, self._stopped = self._game + 1, 0, False
             if self._game == self.rules.n_agents:
                 self._phase, self._current = "idle", {}

@@ -69,7 +69,7 @@ class GameRules(_Settings):
 
     n_agents: int = Field(5, ge=3, le=64)  # population size (>= 3 so a third party exists)
     game: Literal["ipd", "centipede"] = "ipd"  # the pairwise game
-    rounds_per_game: int = Field(10, ge=1)  # IPD: rounds per game; centipede: most moves per game
+    rounds_per_game: int = Field(10, ge=1)  # rounds per game (centipede: a round is two moves, see moves_per_game)
     payoffs: Payoffs = Payoffs()  # IPD stage-game payoffs
     centipede_cost: float = 1.0  # centipede: what continuing (C) costs the mover
     centipede_gift: float = 5.0  # centipede: what continuing gives the other player
@@ -164,6 +164,12 @@ class GameRules(_Settings):
             "third_party_with_replacement": (self.third_party_punishment, "third_party_punishment: true"),
             "caveman_groups": (self.topology == "caveman", "topology: caveman"),
         }
+
+    @property
+    def moves_per_game(self) -> int:
+        """Most play moves in one game: both players move together in an IPD round; in a centipede
+        round the selector moves, then its partner (the authors' code: 10 rounds, up to 20 moves)."""
+        return self.rounds_per_game * (2 if self.game == "centipede" else 1)
 
     @property
     def punishing(self) -> bool:

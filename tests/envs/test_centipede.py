@@ -30,9 +30,10 @@ def _run(env, play, punish=lambda agent, features: 0, seed=0):
 
 
 def test_always_continue_plays_every_move_alternately():
-    env = parallel_env(game="centipede", n_agents=3, rounds_per_game=4)
+    env = parallel_env(game="centipede", n_agents=3, rounds_per_game=2)
+    assert env.rules.moves_per_game == 4  # a round: the selector's move, then its partner's (the authors' code)
     log = _run(env, lambda a, f: COOPERATE)
-    assert len(log) == 3 * 4  # 3 games x 4 moves, no punishment phase
+    assert len(log) == 3 * 4  # 3 games x 2 rounds x 2 moves, no punishment phase
     assert all(len(movers) == 1 for _, movers, _ in log)  # one mover per step
     game0 = [movers[0] for _, movers, _ in log[:4]]
     partner = env.core.partners[0, 0]
