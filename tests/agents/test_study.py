@@ -42,6 +42,30 @@ def test_condition_names_match_their_mechanisms():
         assert env.third_party_punishment == (base in ("tpp", "tpdp")), name
 
 
+# (reputation_source, reputation_in) of each condition as in the authors' simulation file for it
+# (Simulations/<mechanism>/<game>/play_*_<source>Rep_repIn<State>_*.py); None: no reputation.
+# DP-S and TPP-S have a grid of variants there: these configs take playPunishRep_repInPlayState.
+AUTHORS_REPUTATION = {
+    "none": None, "centipede_none": None, "reputation": ("play", ("play",)),
+    "dp": ("both", ()), "costly_dp": ("both", ()), "costly_dp_s": ("both", ()), "caveman_dp_s": ("both", ()),
+    "dp_s": ("both", ("play",)), "tpp": ("both", ("play",)), "tpp_s": ("both", ("play",)),
+    "tpdp": ("both", ("play",)), "tpdp_s": ("both", ("play",)), "costly_tpp": ("both", ("play",)),
+    "costly_tpp_s": ("both", ("play",)), "costly_tpdp": ("both", ("play",)), "costly_tpdp_s": ("both", ("play",)),
+    "caveman_tpp_s": ("both", ("play",)), "caveman_tpdp_s": ("both", ("play",)),
+    "centipede_dp": ("punish", ("play",)), "centipede_tpp": ("punish", ("play",)),
+    "centipede_tpdp": ("both", ("play",)), "centipede_tpdp_s": ("both", ("play",)),
+    "centipede_dp_s": ("both", ("play",)), "centipede_tpp_s": ("both", ("play",)),
+}
+
+
+def test_conditions_take_their_reputation_settings_from_the_authors_files():
+    assert set(AUTHORS_REPUTATION) == PAPER_CONDITIONS
+    for name, expected in AUTHORS_REPUTATION.items():
+        env = load_config(conditions_dir() / f"{name}.yaml").env
+        got = (env.reputation_source, tuple(env.reputation_in)) if env.reputation else None
+        assert got == expected, name
+
+
 def test_conditions_set_the_references_terminal_flag():
     """Reference 1.10: the IPD never sets done (play transitions bootstrap across games); the
     centipede sets it at a game's last or stopping move."""
