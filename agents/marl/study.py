@@ -37,6 +37,7 @@ TABLE_METRICS = (
     ("deterrence_rate", "P(punish | defector)"),
     ("partner_cooperator_rate", "chosen partner was a cooperator"),
     ("partner_punisher_rate", "chosen partner was a punisher"),
+    ("partner_just_punisher_rate", "chosen partner punished mostly justly last episode"),
     ("mean_reward", "reward per agent (total)"),
     ("mean_play_reward", "reward per agent: play"),
     ("mean_fine", "reward per agent: fines"),

@@ -34,6 +34,7 @@ METRIC_NAMES = (
     "deterrence_rate",
     "partner_cooperator_rate",
     "partner_punisher_rate",
+    "partner_just_punisher_rate",
     "mean_reward",
     "mean_play_reward",
     "mean_fine",
@@ -50,9 +51,9 @@ METRIC_NAMES = (
 _COUNTERS = ("rounds", "plays", "coops", "direct_decisions", "direct_punishments", "third_party_decisions",
              "third_party_punishments", "just", "unjust", "judged_cooperators", "judged_defectors")
 _PER_AGENT = ("play_reward", "fine", "punisher_reward")
-_PER_AGENT_COUNTS = ("agent_plays", "agent_coops")
+_PER_AGENT_COUNTS = ("agent_plays", "agent_coops", "agent_just", "agent_unjust")  # just/unjust: as punisher
 _TRACKED = ("plays_after", "coops_after", "punishments", "last_punish", "previous_coop_fraction",
-            "previous_last_punish")
+            "previous_last_punish", "previous_just_punisher")
 
 
 def gini(values: np.ndarray) -> np.ndarray:
@@ -100,6 +101,8 @@ class PunishmentCore:
         # what partners looked like when they were chosen: last episode's cooperation, last judgement
         self.previous_coop_fraction = np.full((b, n), np.nan)
         self.previous_last_punish = np.full((b, n), -1, dtype=np.int64)
+        # last episode's punishing: 1 at least as many just as unjust punishments, 0 more unjust, -1 none
+        self.previous_just_punisher = np.full((b, n), -1, dtype=np.int64)
         self._adjacency = rules.adjacency
         self._neighbours = rules.neighbours
         self._choices = rules.adjacency.sum(axis=1)
@@ -112,12 +115,15 @@ class PunishmentCore:
         self.previous_coop_fraction = np.where(
             played > 0, self.agent_counts["agent_coops"] / np.maximum(played, 1), np.nan)
         self.previous_last_punish = self.last_punish.copy()
+        just, unjust = self.agent_counts["agent_just"], self.agent_counts["agent_unjust"]
+        self.previous_just_punisher = np.where(just + unjust == 0, -1, (just >= unjust).astype(np.int64))
         if not keep_memory:
             self.reputation[:] = 0.0
             self.last_action[:] = UNKNOWN
             self.last_punish[:] = -1
             self.previous_coop_fraction[:] = np.nan
             self.previous_last_punish[:] = -1
+            self.previous_just_punisher[:] = -1
         for arr in (*self.counters.values(), *self.per_agent.values(), *self.agent_counts.values(),
                     self.plays_after, self.coops_after, self.punishments):
             arr[:] = 0
@@ -306,6 +312,8 @@ class PunishmentCore:
             just, r.just_reward, r.unjust_punish_reward) * done
         self.counters["just"] += act & just
         self.counters["unjust"] += act & ~just
+        np.add.at(self.agent_counts["agent_just"], (rows, punisher), act & just)
+        np.add.at(self.agent_counts["agent_unjust"], (rows, punisher), act & ~just)
         self.counters["judged_defectors"] += just
         self.counters["judged_cooperators"] += ~just
         self.last_punish[rows, punisher] = act
@@ -337,8 +345,11 @@ class PunishmentCore:
         of that mechanism. just_punishment_share: punishments of defectors / all punishments.
         antisocial_punishment_rate: P(punish | the judged player cooperated). deterrence_rate:
         P(punish | the judged player defected). partner_cooperator_rate: share of partner choices
-        whose partner cooperated in most of its plays last episode; partner_punisher_rate: share
-        whose partner punished at its last judgement before this episode. mean_reward (total) and
+        whose partner cooperated in at least half of its plays last episode (the authors' ``coops >=
+        defects``); partner_punisher_rate: share whose partner punished at its last judgement before
+        this episode; partner_just_punisher_rate: share whose partner punished last episode, at
+        least as often justly as unjustly (the authors' ``find_just_punish_select_per_ep``, over all
+        choices; with both mechanisms their counts are summed). mean_reward (total) and
         its components mean_play_reward, mean_fine, mean_punisher_reward, per agent. efficiency:
         total reward of all agents per round. equality: 1 - gini(returns). coop_after_partner_c /
         _d: P(C | the opponent's last move was C / D). in_degree_gini: gini of how often each agent
@@ -347,8 +358,9 @@ class PunishmentCore:
         c = self.counters
         returns = self.episode_returns()
         n = self.rules.n_agents
-        cooperator = np.take_along_axis(self.previous_coop_fraction, self.partners, axis=1) > 0.5
+        cooperator = np.take_along_axis(self.previous_coop_fraction, self.partners, axis=1) >= 0.5
         punisher = np.take_along_axis(self.previous_last_punish, self.partners, axis=1) == 1
+        just_punisher = np.take_along_axis(self.previous_just_punisher, self.partners, axis=1) == 1
         return {
             "cooperation_rate": _ratio(c["coops"], c["plays"]),
             "punishment_rate_direct": _ratio(c["direct_punishments"], c["direct_decisions"]),
@@ -359,6 +371,7 @@ class PunishmentCore:
             "deterrence_rate": _ratio(c["just"], c["judged_defectors"]),
             "partner_cooperator_rate": cooperator.mean(axis=1),
             "partner_punisher_rate": punisher.mean(axis=1),
+            "partner_just_punisher_rate": just_punisher.mean(axis=1),
             "mean_reward": returns.mean(axis=1),
             "mean_play_reward": self.per_agent["play_reward"].mean(axis=1),
             "mean_fine": self.per_agent["fine"].mean(axis=1),
@@ -396,5 +409,7 @@ class PunishmentCore:
         for key, value in state["agent_counts"].items():
             self.agent_counts[key][:] = value
         for key in _TRACKED:
+            if key not in state:  # a checkpoint from before the key existed: it starts unset
+                continue
             setattr(self, key, np.array(state[key], dtype=getattr(self, key).dtype))
         self.rng.bit_generator.state = state["rng"]

@@ -234,17 +234,17 @@ def test_partner_cooperator_rate_uses_last_episode():
         rnd(core, 2, [[C, D], [C, D]])
     rnd(core, 2, [[D, D], [D, D]])
     # cooperation fractions in episode 1:
-    #   pop 0: 0: 2/2, 1: 1/2 (not most), 2: 2/3, 3: 0/3
+    #   pop 0: 0: 2/2, 1: 1/2 (a tie counts, as the authors' coops >= defects), 2: 2/3, 3: 0/3
     #   pop 1: 0: 0/5, 1: 2/2, 2: 2/3, 3: never played
     core.reset(keep_memory=True)
-    # episode 2 partners: pop 0: 0->2 (2/3 yes), 1->0 (1 yes), 2->1 (1/2 no), 3->0 (yes) -> 3/4
+    # episode 2 partners: pop 0: 0->2 (2/3 yes), 1->0 (1 yes), 2->1 (1/2 yes), 3->0 (yes) -> 4/4
     #                     pop 1: 0->3 (no plays: no), 1->2 (yes), 2->1 (yes), 3->0 (0 no) -> 2/4
     choose(core, [2, 0, 1, 0], [3, 2, 1, 0])
-    assert core.episode_metrics()["partner_cooperator_rate"] == pytest.approx([0.75, 0.5])
+    assert core.episode_metrics()["partner_cooperator_rate"] == pytest.approx([1.0, 0.5])
     # it describes the partners as they were when chosen: play in episode 2 does not move it
     rnd(core, 0, [[D, D], [D, D]])
     rnd(core, 1, [[D, D], [D, D]])
-    assert core.episode_metrics()["partner_cooperator_rate"] == pytest.approx([0.75, 0.5])
+    assert core.episode_metrics()["partner_cooperator_rate"] == pytest.approx([1.0, 0.5])
     # an episode later it is episode 2's cooperation that counts: in pop 0 agents 0, 2 (game 0)
     # and 1 (game 1) defected throughout and 3 did not play; in pop 1 0, 3, 1, 2 all defected
     # -> nobody is a cooperator
@@ -277,6 +277,11 @@ def test_partner_punisher_rate_uses_last_judgement_before_episode():
     # pop 1 partners 0->3 (no), 1->0 (no), 2->1 (yes), 3->0 (no) -> 1/4
     choose(core, [2, 0, 1, 2], [3, 0, 1, 0])
     assert core.episode_metrics()["partner_punisher_rate"] == pytest.approx([0.75, 0.25])
+    # just punishers of episode 1 (just >= unjust, at least one punishment; both mechanisms summed):
+    #   pop 0: 0 (2 just), 1 (1 just), 2 (2 just): yes; 3 never punished: no
+    #   pop 1: 1 (1 unjust): no; 2 (1 just): yes; 3 (1 just, 1 unjust: a tie): yes; 0 never: no
+    # pop 0 partners 2, 0, 1, 2 -> 4/4; pop 1 partners 3 (yes), 0, 1, 0 -> 1/4
+    assert core.episode_metrics()["partner_just_punisher_rate"] == pytest.approx([1.0, 0.25])
     # judgements during this episode do not move it (game 0: pop 0 0 vs 2, pop 1 0 vs 3):
     # everyone who judges now spares, everyone who judges punishes in pop 1
     rnd(core, 0, [[C, C], [C, C]], direct=[[F, F], [T, T]], third=[[F, F], [T, T]],
@@ -287,6 +292,8 @@ def test_partner_punisher_rate_uses_last_judgement_before_episode():
     core.reset(keep_memory=True)
     choose(core, [2, 0, 1, 2], [3, 0, 1, 0])
     assert core.episode_metrics()["partner_punisher_rate"] == pytest.approx([0.0, 1.0])
+    # episode 2: pop 0 nobody punished; pop 1 every punishment hit a cooperator
+    assert core.episode_metrics()["partner_just_punisher_rate"] == pytest.approx([0.0, 0.0])
     # an agent that never judged (last judgement -1) is not a punisher; no memory: none judged
     core.reset(keep_memory=False)
     choose(core, [2, 0, 1, 2], [3, 0, 1, 0])
@@ -316,7 +323,8 @@ def test_in_degree_gini_and_selections():
 def test_every_metric_has_a_hand_check():
     """Guard: a metric added to METRIC_NAMES needs a hand-computed test (here or in the core tests)."""
     covered_here = {"antisocial_punishment_rate", "deterrence_rate", "partner_cooperator_rate",
-                    "partner_punisher_rate", "mean_play_reward", "mean_fine", "mean_punisher_reward",
+                    "partner_punisher_rate", "partner_just_punisher_rate", "mean_play_reward", "mean_fine",
+                    "mean_punisher_reward",
                     "efficiency", "equality", "coop_after_partner_c", "coop_after_partner_d",
                     "in_degree_gini"}
     covered_in_core_tests = {"cooperation_rate", "punishment_rate_direct",

@@ -283,7 +283,7 @@ def test_metrics_are_zero_at_episode_start_and_after_reset():
     for name, m in core.episode_metrics().items():
         # nothing happened yet: rates are 0, and equal (zero) returns mean perfect equality; the
         # partner metrics describe the choices made at reset, not play
-        if name in ("in_degree_gini", "partner_cooperator_rate", "partner_punisher_rate"):
+        if name in ("in_degree_gini", "partner_cooperator_rate", "partner_punisher_rate", "partner_just_punisher_rate"):
             continue
         assert np.all(m == (1.0 if name == "equality" else 0.0)) and np.all(np.isfinite(m)), name
     core = scripted_population_core()
@@ -294,7 +294,8 @@ def test_metrics_are_zero_at_episode_start_and_after_reset():
             assert m[key].tolist() == [0.25, 1.0]  # memory kept
         elif key == "equality":
             assert np.all(m[key] == 1.0)
-        elif key not in ("in_degree_gini", "partner_cooperator_rate", "partner_punisher_rate"):
+        elif key not in ("in_degree_gini", "partner_cooperator_rate", "partner_punisher_rate",
+                             "partner_just_punisher_rate"):
             assert np.all(m[key] == 0), key
     core.reset(keep_memory=False)
     assert np.all(core.episode_metrics()["mean_reputation"] == 0)
