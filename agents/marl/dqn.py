@@ -30,7 +30,10 @@ epsilon from 0.8889). Deviations and options:
 - ``bootstrap_across_games`` (default true, as the reference's IPD, which never sets done): a play
   transition whose next play decision is in another game still bootstraps. False cuts bootstrapping
   at game boundaries: the reference's centipede, which ends a transition at a game's last or
-  stopping move (the centipede conditions' configs set it).
+  stopping move (the centipede conditions' configs set it). It cuts play transitions only: select
+  and punish transitions bootstrap into the agent's next decision of their kind, where the
+  reference's centipede also marks them terminal at a game's end (its punish transitions carry
+  their own state as the next one, and its selection is a one-step choice per game).
 - The replay buffers are tianshou ``ReplayBuffer``s, which sample with replacement; the reference
   samples without replacement.
 """
