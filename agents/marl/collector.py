@@ -144,7 +144,7 @@ class PopulationCollector:
             for (i, name, kind), row, f, a in zip(acting, rows, feats, actions):
                 game = first_game + infos[name]["game"]
                 if row in self.open:
-                    crossed = self.open[row].game != game and kind == "play"
+                    crossed = self.open[row].game != game
                     self._close(int(row), f, terminated=crossed and not self.bootstrap_across_games)
                     stored.append(int(row))
                 self.open[int(row)] = _Open(f.copy(), int(a), game)

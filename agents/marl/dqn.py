@@ -28,13 +28,11 @@ epsilon from 0.8889). Deviations and options:
   ``batch_size`` (100), when the default schedule has just finished exploring; the reference's,
   storing ten, starts at episode 10, four updates before its own schedule ends. In both the
   selection network explores before it learns and learns greedily afterwards.
-- ``bootstrap_across_games`` (default true, as the reference's IPD, which never sets done): a play
-  transition whose next play decision is in another game still bootstraps. False cuts bootstrapping
-  at game boundaries: the reference's centipede, which ends a transition at a game's last or
-  stopping move (the centipede conditions' configs set it). It cuts play transitions only: select
-  and punish transitions bootstrap into the agent's next decision of their kind, where the
-  reference's centipede also marks them terminal at a game's end (its punish transitions carry
-  their own state as the next one, and its selection is a one-step choice per game).
+- ``bootstrap_across_games`` (default true, as the reference's IPD, which never sets done): a
+  transition whose next decision of its kind is in another game still bootstraps. False cuts every
+  transition (select, play, punish) at game boundaries: the reference's centipede, which marks its
+  transitions terminal at a game's last or stopping move (the centipede conditions' configs set it;
+  a selection, once per episode, then is a one-step choice, as the reference's).
 - The replay buffers are tianshou ``ReplayBuffer``s, which sample with replacement; the reference
   samples without replacement.
 """
@@ -87,7 +85,7 @@ class IndependentDQNConfig(BaseModel):
     epsilon_start: float = Field(0.8889, ge=0, le=1)  # initial exploration
     epsilon_decay_episodes: int = Field(100, ge=1)  # linear decay length (default schedule)
     reference_epsilon_decay: bool = False  # reproduce the reference's per-update decay (a bug)
-    bootstrap_across_games: bool = True  # play transitions bootstrap into the next game
+    bootstrap_across_games: bool = True  # transitions bootstrap into the next game
     select: DecisionLearnerConfig = DecisionLearnerConfig(**DECISION_DEFAULTS["select"])
     play: DecisionLearnerConfig = DecisionLearnerConfig(**DECISION_DEFAULTS["play"])
     punish: DecisionLearnerConfig = DecisionLearnerConfig(**DECISION_DEFAULTS["punish"])

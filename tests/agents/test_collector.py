@@ -172,6 +172,9 @@ def test_cut_bootstrapping_also_across_episodes():
         collector.run_episode(explore=False, keep_memory=episode > 0, seed=0 if episode == 0 else None)
     buf = replay.buffers[policy.row("play", 2)]
     assert [bool(d) for d in buf.terminated[: len(buf)]] == [True, True]
+    # a selection (once per episode) is a one-step choice: each closes in the next episode, terminal
+    sel = replay.buffers[policy.row("select", 2)]
+    assert [bool(d) for d in sel.terminated[: len(sel)]] == [True, True]
 
 
 def test_a_fresh_game_resets_scripted_partners():
