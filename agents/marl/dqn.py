@@ -8,10 +8,10 @@ tensor per layer with a leading network axis), so the networks that learn at a s
 batched forward/backward (``torch.baddbmm``), and ``RowAdam`` is Adam with per-network learning
 rates and step counts that only moves the networks that learned.
 
-Defaults are the reference's (hidden 128, as the reference notes have it; of the two versions of the
-authors' ``DQN/Network.py`` in public history one has 64, and which came last is not known; gamma 0.9, batch 100, target sync every 200 updates of
+Defaults are the reference's (hidden 128, gamma 0.9, batch 100, target sync every 200 updates of
 that network; learning rates select 0.01, play 0.1, punish 0.001; buffers 131072 / 131072 / 524288;
-epsilon from 0.8889). Deviations and options:
+epsilon from 0.8889; of the two versions of the authors' ``DQN/Network.py`` in public history one
+has 64 hidden units, and which came last is not known). Deviations and options:
 
 - Exploration: by default epsilon decays linearly per episode from ``epsilon_start`` to each
   decision's ``epsilon_end`` over ``epsilon_decay_episodes``. The reference decrements epsilon by
