@@ -9,6 +9,10 @@
    second = batch x calls), finished environments reset as they end.
 3. The MuJoCo tasks (AntRun/AntCircle and the five velocity tasks), single env, same method.
 
+With ``--random-play`` it prints instead, for each numpy task, what uniform random actions earn and
+cost per episode (3 x 5,000 steps, seeds 0-2, the reference's method) beside the reference's figures:
+the task rules are the reference's, so a difference comes from the body models.
+
 Each figure is the median of ``--repeats`` runs. Besides the absolute figures it prints two
 ratios: single env against the reference Bullet task (figures measured on a 2-core EPYC like
 this machine's; a ratio across machines and times is indicative only) and batched per env step
@@ -34,6 +38,29 @@ MUJOCO_TASKS = ["AntRun-v0", "AntCircle-v0", "AntVelocity-v1", "HalfCheetahVeloc
 # Bullet-Safety-Gym 1.4.0 single env, steps/s (mean of the reference's two passes)
 REFERENCE = {"BallRun": 7392, "BallCircle": 6262, "CarRun": 1790, "CarCircle": 1209, "DroneRun": 3730,
              "DroneCircle": 2946, "AntRun": 1852, "AntCircle": 1341}
+
+# Bullet-Safety-Gym 1.4.0, uniform random actions: (return, cost) per episode (the reference's section 7)
+REFERENCE_RANDOM = {"BallRun": (-41.6, 9.49), "BallCircle": (0.8, 70.96), "CarRun": (-16.6, 0.0),
+                    "CarCircle": (-0.4, 3.46), "DroneRun": (188.7, 55.61), "DroneCircle": (2.2, 14.60)}
+
+
+def random_play(env_id: str, steps: int = 5000, seeds: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Returns and costs of the episodes uniform random actions finish in ``steps`` steps per seed."""
+    returns, costs = [], []
+    for seed in range(seeds):
+        env = gym.make(env_id)
+        env.action_space.seed(seed)
+        env.reset(seed=seed)
+        ret = cost = 0.0
+        for _ in range(steps):
+            _, reward, terminated, truncated, info = env.step(env.action_space.sample())
+            ret, cost = ret + reward, cost + info["cost"]
+            if terminated or truncated:
+                returns.append(ret)
+                costs.append(cost)
+                ret = cost = 0.0
+                env.reset()
+    return np.array(returns), np.array(costs)
 
 
 def single_env(env_id: str, steps: int) -> float:
@@ -73,7 +100,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--random-play", action="store_true",
+                        help="print random-action returns and costs per episode against the reference's")
     args = parser.parse_args()
+    if args.random_play:
+        print("| task | episodes | return (random) | reference | cost per episode (random) | reference |")
+        print("|---|---|---|---|---|---|")
+        for agent, task in NUMPY_TASKS:
+            name = f"{agent}{task}"
+            returns, costs = random_play(f"aligngym/{name}-v0")
+            ref_return, ref_cost = REFERENCE_RANDOM[name]
+            print(f"| {name} | {len(returns)} | {returns.mean():.1f} +- {returns.std():.1f} | {ref_return} | "
+                  f"{costs.mean():.2f} +- {costs.std():.2f} | {ref_cost} |", flush=True)
+        return
     for agent, task in NUMPY_TASKS:  # compile the kernels before timing
         batched(agent, task, 2, 2)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "

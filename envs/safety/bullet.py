@@ -73,7 +73,8 @@ Differences from Bullet-Safety-Gym (the bodies are models, not PyBullet):
 - Both cost parts are always present in ``info`` (the reference adds a key only while it is
   active).
 - **Actions** must have the shape ``(A,)``; the reference also takes ``(1, A)`` (it squeezes).
-- **Random play** (uniform actions, 3 x 5,000 steps, the reference's method) costs what the
+- **Random play** (``python benchmarks/safety_speed.py --random-play``: uniform actions, 3 x 5,000
+  steps, the reference's method) costs what the
   reference's does on CarRun (0 against 0), CarCircle (4.5 against 3.5) and DroneCircle (9.9 against
   14.6 per episode), more on BallRun (17.0 against 9.5) and BallCircle (81 against 71), and much less
   on DroneRun (10.9 against 55.6, nearly all of it speed): the model drone drifts less fast under
