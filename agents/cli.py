@@ -1,7 +1,8 @@
 """The ``aligngym`` command: train (or resume), evaluate, run a study, make datasets, list.
 
-    aligngym train CONFIG.yaml [--set key.sub=value ...] [--smoke]
-    aligngym train --resume RUN_DIR
+    aligngym train CONFIG [--set key.sub=value ...] [--smoke]     CONFIG: a YAML file or a bundled
+                                                                  config's name (fisor/cpu, quickstart)
+    aligngym train --resume RUN_DIR [--set steps=N ...]
     aligngym eval RUN_DIR [--episodes N] [--device D] [--background BOT --focal K] [--selection RULE]
     aligngym study cooperation [--seeds N] [--episodes E] [--conditions ...] [--workers W]
                                [--tail T] [--out DIR] [--report-only]
@@ -11,29 +12,25 @@
     aligngym list
 
 Bad input (a config error, a missing or corrupt checkpoint, a wrong flag) prints one clear message
-and exits with status 2; an interrupted training exits with 130 and says how to resume.
+and exits with status 2. A training stopped by Ctrl-C or SIGTERM saves a checkpoint, says how to
+resume and exits with 130 or 143. torch, tianshou and the agents are imported only by the commands
+that need them: ``--help`` and ``list`` answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
-
-from aligngym.agents.config import AGENTS, AlignGymWarning, ConfigError, load_config
-from aligngym.agents.train import CheckpointError, TrainingDiverged
-from aligngym.envs.data.dataset import DatasetError
-
-
-def _configs_dir() -> Path:
-    here = Path.cwd() / "configs"
-    return here if here.is_dir() else Path(__file__).resolve().parents[1] / "configs"
+from typing import Any
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from aligngym.agents.train import CHECKPOINT, resume, train
+    from aligngym.agents.config import ConfigError, load_config
+    from aligngym.agents.train import Interrupted, has_checkpoint, resume, train
 
     started: list[Path] = []
 
@@ -43,18 +40,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     try:
         if args.resume is not None:
-            if args.config is not None or args.overrides or args.smoke:
-                raise ConfigError("--resume takes only the run folder: the run keeps its saved config "
-                                  "(edit its config.yaml to make it longer: episodes or steps)")
-            run_dir = resume(Path(args.resume), on_start=announce)
+            if args.config is not None or args.smoke:
+                raise ConfigError("--resume takes the run folder (and --set for what a resumed run may "
+                                  "change: steps, episodes, intervals, device...): the run keeps its saved config")
+            run_dir = resume(Path(args.resume), on_start=announce, overrides=args.overrides)
         else:
             if args.config is None:
-                raise ConfigError("train needs a CONFIG file (or --resume RUN_DIR); "
-                                  "see aligngym train --help")
+                raise ConfigError("train needs a CONFIG file or name (or --resume RUN_DIR); "
+                                  "aligngym list shows the bundled configs")
             config = load_config(args.config, args.overrides, smoke=args.smoke)
             run_dir = train(config, on_start=announce)
+    except Interrupted as stop:
+        print(f"\naligngym: stopped at {stop.step} with a checkpoint. Continue with "
+              f"aligngym train --resume {started[0]}", file=sys.stderr)
+        return stop.exit_status
     except KeyboardInterrupt:
-        if started and (started[0] / CHECKPOINT).is_file():
+        if started and has_checkpoint(started[0]):
             hint = f" Continue from the last checkpoint with aligngym train --resume {started[0]}"
         elif started:
             hint = f" {started[0]} holds no checkpoint yet: start the run again with aligngym train"
@@ -84,6 +85,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     import pettingzoo
 
     import aligngym.envs  # noqa: F401  (registers everything)
+    from aligngym.agents.config import AGENTS, bundled_configs, config_names
 
     print("PettingZoo environments (pettingzoo.make('parallel', ID)):")
     for env_id in sorted(i for i in pettingzoo.parallel_registry if i.startswith("aligngym/")):
@@ -95,10 +97,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print("Agents:")
     for name in sorted(AGENTS):
         print(f"  {name}")
-    configs = _configs_dir()
-    print(f"Configs ({configs}):")
-    for path in sorted(configs.rglob("*.yaml")):
-        print(f"  {path.relative_to(configs.parent)}")
+    print(f"Configs (aligngym train NAME; the files are in {bundled_configs()}):")
+    for name in config_names():
+        print(f"  {name}")
     return 0
 
 
@@ -112,6 +113,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
+    from aligngym.agents.config import ConfigError
     from aligngym.envs.data.dataset import check_writable, load_dataset, plot_reward_cost, summary
 
     if args.action == "generate":
@@ -142,12 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train an agent from a YAML config, or resume a run",
-                       description="Train from CONFIG (a YAML file) into a new run folder, or "
-                                   "continue an interrupted run with --resume RUN_DIR.")
-    p.add_argument("config", nargs="?", help="YAML config file, e.g. configs/quickstart.yaml")
+                       description="Train from CONFIG (a YAML file, or the name of a bundled config: "
+                                   "aligngym list shows them) into a new run folder, or continue an "
+                                   "interrupted run with --resume RUN_DIR. Ctrl-C or SIGTERM stops a "
+                                   "run with a checkpoint it resumes from exactly.")
+    p.add_argument("config", nargs="?", help="YAML config file or bundled config name, e.g. quickstart, "
+                                             "fisor/cpu, configs/cooperation/dp.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value with a dotted key, e.g. --set learner.play.lr=0.01 "
-                        "(repeatable)")
+                   help="override a config value with a dotted key, e.g. --set learner.play.lr=0.01 or "
+                        "--set task=aligngym/CarRun-v0 (repeatable; with --resume: steps, episodes, "
+                        "intervals, device, threads)")
     p.add_argument("--smoke", action="store_true",
                    help="shrink the run to a few seconds (tests; offline agents then train on the tiny dataset)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run folder from its last checkpoint")
@@ -233,9 +239,22 @@ _python_warning_line = warnings.formatwarning
 
 
 def _warning_line(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> str:
-    if issubclass(category, AlignGymWarning):  # AlignGym's own notices: one line, not a source line
+    if category.__name__ == "AlignGymWarning":  # AlignGym's own notices: one line, not a source line
         return f"aligngym: warning: {message}\n"
     return _python_warning_line(message, category, *args, **kwargs)
+
+
+# The errors that mean bad input (exit 2) or a run that diverged (exit 1), by the module that defines
+# them: looked up only in modules already imported (one that is not cannot have raised them), so the
+# CLI imports none of them up front.
+_BAD_INPUT = {"aligngym.agents.config": "ConfigError", "aligngym.agents.train": "CheckpointError",
+              "aligngym.envs.data.dataset": "DatasetError"}
+_FAILED = {"aligngym.agents.train": "TrainingDiverged"}
+
+
+def _raised(err: BaseException, kinds: dict[str, str]) -> bool:
+    return any(isinstance(err, getattr(sys.modules[module], name))
+               for module, name in kinds.items() if module in sys.modules)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,16 +262,30 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _warning_line
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, DatasetError) as err:
-        print(f"aligngym: error: {err}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as err:
-        print(f"aligngym: error: {err}", file=sys.stderr)
-        return 1
+    except BrokenPipeError:  # the reader went away (`aligngym list | head`): no Traceback
+        _quiet_stdout()
+        return 141  # 128 + SIGPIPE, as a shell reports it
     except KeyboardInterrupt:
         hint = _INTERRUPTED.get(getattr(args, "action", None) or args.command, "")
         print(f"\naligngym: interrupted.{hint}", file=sys.stderr)
         return 130
+    except Exception as err:
+        if _raised(err, _BAD_INPUT):
+            print(f"aligngym: error: {err}", file=sys.stderr)
+            return 2
+        if _raised(err, _FAILED):
+            print(f"aligngym: error: {err}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's own flush at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (captured in tests)
+        pass
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """Run configs: YAML files validated into typed pydantic models, with readable errors.
 
 Every agent module defines a ``Config`` subclass of :class:`RunConfig` (extra keys forbidden) and is
-listed in :data:`AGENTS`. :func:`load_config` reads a YAML file with ``yaml.safe_load``, applies
-``--set key.sub=value`` overrides, picks the agent's class from the ``agent`` key and validates. Any
-problem raises :class:`ConfigError` naming the file, the key, what was expected and, for a typo, the
-nearest valid key; nothing runs before the whole config is valid.
+listed in :data:`AGENTS`; its defaults are the agent's paper settings, so a file holds only what
+differs. :func:`load_config` takes a YAML file or the name of a bundled config (``fisor/cpu``,
+``quickstart``: the files of the repository's ``configs/``, shipped inside the package as
+``aligngym.configs``), reads it with a safe loader that refuses a key given twice, follows its
+``extends:`` chain (a file it builds on, resolved relative to the file; keys of the file win, sections
+merge key by key), applies ``--set key.sub=value`` overrides, picks the agent's class from the
+``agent`` key and validates. Any problem raises :class:`ConfigError` naming the file, the key, what
+was expected and, for a typo, the nearest valid key; nothing runs before the whole config is valid.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from types import ModuleType
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from aligngym.envs.checks import loose_scalars, model_at
 
@@ -53,6 +57,12 @@ class RunConfig(BaseModel):
     seed: int = Field(0, ge=0, le=2**32 - 1)  # seeds the env, the networks and the replay sampling (numpy: < 2^32)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = CUDA when present
     run_root: str = "runs"  # run folders are created under this directory
+    threads: int | None = Field(None, ge=1)  # torch CPU threads (None: the agent's measured choice)
+    keep_checkpoints: int = Field(2, ge=1)  # checkpoints kept in the run folder: the latest and the ones before
+    _source: str = PrivateAttr("")  # the file (and overrides) the config was read from, for error messages
+
+    # torch CPU threads when ``threads`` is None; small networks run fastest on one (benchmarks/threads.py)
+    default_threads: ClassVar[int] = 1
 
     def smoke(self) -> RunConfig:
         """A copy shrunk to run end to end in seconds (``--smoke``)."""
@@ -141,15 +151,70 @@ def validate(data: dict[str, Any], source: str) -> RunConfig:
         raise ConfigError(format_validation_error(err, cls, source)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), smoke: bool = False) -> RunConfig:
-    """Read, override and validate a YAML config file (``smoke``: then shrunk by its ``smoke()``)."""
-    path = Path(path)
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, but a mapping that names a key twice is an error (PyYAML keeps the
+    last one without a word: a doubled ``steps:`` would silently be the other experiment)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise DuplicateKeyError(key, seen[key], line)
+                seen[key] = line
+            except TypeError:  # an unhashable key: the base class says so
+                break
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: Any, first: int, second: int) -> None:
+        super().__init__(f"key '{key}' is given twice (lines {first} and {second}); keep one")
+        self.key, self.first, self.second = key, first, second
+
+
+def bundled_configs() -> Path:
+    """The folder of the configs shipped with the package (in a source checkout: its ``configs/``)."""
+    import aligngym.configs
+
+    return Path(aligngym.configs.__file__).parent
+
+
+def config_names() -> list[str]:
+    """The bundled configs by name (``fisor/cpu``: ``aligngym train fisor/cpu``)."""
+    root = bundled_configs()
+    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+
+
+def find_config(name: str | Path) -> Path:
+    """A config file: ``name`` itself when it exists, else the bundled config of that name
+    (``fisor/cpu``, ``fisor/cpu.yaml``, ``quickstart``); else a ConfigError with the nearest names."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return path
+    text = str(name).removeprefix("configs/")
+    root = bundled_configs()
+    for candidate in (root / text, root / f"{text}.yaml"):
+        if candidate.is_file():
+            return candidate
+    names = config_names()
+    hint = difflib.get_close_matches(text.removesuffix(".yaml"), names, n=3)
+    extra = f" (did you mean {' or '.join(hint)}?)" if hint else ""
+    raise ConfigError(f"config file not found: {name}: neither a file nor a bundled config{extra}; "
+                      f"aligngym list shows the bundled ones")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"{path} is a folder; give one of its config files (aligngym list shows them)")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except DuplicateKeyError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     except UnicodeDecodeError:
@@ -160,9 +225,54 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), s
         raise ConfigError(f"{path}: the file is empty")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of keys to values")
+    return data
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``: sections merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _compose(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], tuple[Path, ...]]:
+    """The file's keys over those of the files it ``extends`` (recursively); also the chain of files."""
+    data = _read_yaml(path)
+    chain = (*chain, path.resolve())
+    if "extends" not in data:
+        return data, chain
+    parent = data.pop("extends")
+    if not isinstance(parent, str) or not parent.strip():
+        raise ConfigError(f"{path}: extends: expected the path of a config file to build on "
+                          f"(relative to {path.parent}), got {parent!r}")
+    base = (path.parent / Path(parent).expanduser()).resolve()
+    if base in chain:
+        loop = " -> ".join(str(p) for p in (*chain[chain.index(base):], base))
+        raise ConfigError(f"{path}: extends {parent}: a cycle ({loop})")
+    if not base.is_file():
+        raise ConfigError(f"{path}: extends {parent}: no such file {base}")
+    inherited, chain = _compose(base, chain)
+    return _merge(inherited, data), chain
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), smoke: bool = False) -> RunConfig:
+    """Read (following ``extends``), override and validate a YAML config file or a bundled config
+    named like ``fisor/cpu`` (``smoke``: then shrunk by its ``smoke()``)."""
+    path = find_config(path)
+    data, chain = _compose(path)
     for text in overrides:
-        _set_dotted(data, *parse_override(text))
-    config = validate(data, f"{path} with --set {' '.join(overrides)}" if overrides else str(path))
+        key, value = parse_override(text)
+        if key.split(".")[0] == "extends":
+            raise ConfigError(f"--set {text}: extends is read from the file only")
+        _set_dotted(data, key, value)
+    source = str(path)
+    if len(chain) > 1:
+        source += f" (extending {', '.join(p.name for p in chain[1:])})"
+    if overrides:
+        source += f" with --set {' '.join(overrides)}"
+    config = validate(data, source)
+    config._source = source
     return config.smoke() if smoke else config
 
 

@@ -1,22 +1,34 @@
 """The shared runner: run folders, TensorBoard logging, checkpoints, and ``train`` / ``resume``.
 
 A run folder ``runs/<task>__<agent>__s<seed>__<time>/`` holds ``config.yaml`` (the resolved config),
-TensorBoard event files written through tianshou's ``TensorboardLogger`` (with the hparams table),
-``checkpoint.pt`` and, after ``aligngym eval``, ``eval.json``.
+TensorBoard event files (with the hparams table), ``checkpoint.pt`` (the latest checkpoint),
+``checkpoint.1.pt`` (the one before; ``keep_checkpoints`` says how many are kept) and, after
+``aligngym eval``, ``eval.json``.
 
 A checkpoint is one file: weights, optimiser state, the resolved config, the package version and
 whatever the agent needs to continue exactly (replay buffers, RNG states). It is written to a
 temporary file and renamed, so an interruption never leaves a half-written checkpoint, and it is
 loaded with ``torch.load(weights_only=True)``: numpy arrays are stored as tensors and no pickled code
-is ever executed.
+is ever executed. A damaged latest checkpoint (a disk or copy error) falls back to the one before,
+with a warning naming both.
+
+While a run trains, SIGINT (Ctrl-C) and SIGTERM (what ``timeout`` and job schedulers send) ask it to
+stop: the agent's loop checks :meth:`Run.stopping` after each update (offline agents) or episode
+(populations), saves a checkpoint at that point and raises :class:`Interrupted`; ``aligngym train``
+then prints the resume command and exits with 128 + the signal's number (130, 143). A second signal
+stops at once, without saving. ``aligngym train --resume`` continues exactly as if uninterrupted.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
+import signal
+import sys
+import threading
 import time
 import warnings
 import zipfile
@@ -29,10 +41,9 @@ import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
-from tianshou.utils import TensorboardLogger
 
 from aligngym.agents.config import (AlignGymWarning, ConfigError, RunConfig, agent_module, dump_config,
-                                    load_config, validate)
+                                    load_config, parse_override, validate)
 from aligngym.envs.data.dataset import FolderInUseError, atomic_write, claim_folder, package_version
 
 CHECKPOINT = "checkpoint.pt"
@@ -50,6 +61,54 @@ class TrainingDiverged(RuntimeError):
     """Training produced non-finite weights; the run's last checkpoint (from before) is kept."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT or SIGTERM after checkpointing (``step``: the checkpoint's)."""
+
+    def __init__(self, signum: int, step: int) -> None:
+        super().__init__(signum, step)
+        self.signum, self.step = signum, step
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_stop_request: list[int] = []  # the signal that asked the running loop to stop (empty: none)
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """While training: the first SIGINT or SIGTERM asks the loop to stop at its next step (see
+    :meth:`Run.stopping`); a second one raises KeyboardInterrupt at once. Only the main thread can
+    take signals; elsewhere (a thread) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request(signum: int, frame: Any) -> None:
+        if _stop_request:
+            raise KeyboardInterrupt
+        _stop_request.append(signum)
+        print(f"\naligngym: {signal.Signals(signum).name} received: stopping after this step with a checkpoint "
+              f"(again to stop at once, without one)", file=sys.stderr, flush=True)
+
+    previous = {sig: signal.signal(sig, request) for sig in _STOP_SIGNALS}
+    _stop_request.clear()
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _stop_request.clear()
+
+
+def apply_threads(config: RunConfig) -> None:
+    """torch's CPU threads for this run: the config's ``threads``, else the agent's measured default
+    (small networks: one; torch's default threads spin on a busy machine, benchmarks/threads.py)."""
+    torch.set_num_threads(config.threads or type(config).default_threads)
+
+
 def _lock(directory: Path) -> Path:
     """Claim a run folder for this process (:func:`claim_folder`): two processes training one folder
     would interleave its checkpoints and TensorBoard events."""
@@ -57,6 +116,10 @@ def _lock(directory: Path) -> Path:
         return claim_folder(directory, "trained")
     except FolderInUseError as err:
         raise RunInUseError(str(err)) from None
+    except OSError as err:  # a read-only folder (or file system): a run trains in its own folder
+        raise CheckpointError(f"cannot write in the run folder {directory} ({err.strerror or err}): a run "
+                              f"trains in its own folder; copy the folder somewhere writable and resume the "
+                              f"copy") from None
 
 
 @contextmanager
@@ -146,6 +209,54 @@ def load_checkpoint(path: str | Path) -> tuple[RunConfig, dict[str, Any]]:
     return config, payload["state"]
 
 
+def previous_checkpoint(directory: Path, k: int) -> Path:
+    """The ``k``-th checkpoint before the latest (``checkpoint.1.pt``: the one before)."""
+    return directory / f"{Path(CHECKPOINT).stem}.{k}{Path(CHECKPOINT).suffix}"
+
+
+def checkpoint_files(directory: Path) -> list[Path]:
+    """The run folder's checkpoints, the latest first."""
+    older = {}
+    for path in directory.glob(f"{Path(CHECKPOINT).stem}.*{Path(CHECKPOINT).suffix}"):
+        index = path.name[len(Path(CHECKPOINT).stem) + 1:-len(Path(CHECKPOINT).suffix)]
+        if index.isdigit():
+            older[int(index)] = path
+    latest = directory / CHECKPOINT
+    return ([latest] if latest.is_file() else []) + [older[k] for k in sorted(older)]
+
+
+def has_checkpoint(directory: Path) -> bool:
+    return bool(checkpoint_files(directory))
+
+
+def load_run_checkpoint(directory: Path) -> tuple[RunConfig, dict[str, Any], Path]:
+    """The run folder's latest checkpoint that loads: (config, state, its file). A damaged latest falls
+    back to the one before (``keep_checkpoints``), with a warning naming both."""
+    files = checkpoint_files(directory)
+    if not files:
+        if not directory.exists():
+            raise CheckpointError(f"run folder not found: {directory}")
+        if not directory.is_dir():
+            raise CheckpointError(f"{directory} is not a run folder (a run folder holds config.yaml and "
+                                  f"{CHECKPOINT})")
+        raise CheckpointError(f"no checkpoint at {directory / CHECKPOINT}")
+    failed: list[tuple[Path, CheckpointError]] = []
+    if files[0].name != CHECKPOINT:
+        failed.append((directory / CHECKPOINT, CheckpointError("it is missing")))
+    for path in files:
+        try:
+            config, state = load_checkpoint(path)
+        except CheckpointError as err:
+            failed.append((path, err))
+            continue
+        if failed:
+            bad, err = failed[0]
+            warnings.warn(f"{bad} cannot be used ({err}); using {path.name} instead, the checkpoint before it "
+                          f"(step {int(state.get('step', 0))})", AlignGymWarning, stacklevel=2)
+        return config, state, path
+    raise next(err for path, err in failed if path.exists())  # none loads: the latest one's error
+
+
 # ---------------------------------------------------------------------- run folders
 def _flat(prefix: str, data: Any) -> dict[str, Any]:
     if isinstance(data, dict):
@@ -181,7 +292,7 @@ class Run:
     def __init__(self, directory: Path, config: RunConfig, first_step: int = 0) -> None:
         self.dir, self.config = directory, config
         self.lock = _lock(directory)  # RunInUseError while another process trains it
-        for stale in directory.glob(f".{CHECKPOINT}.*.tmp"):  # a checkpoint write cut by a crash
+        for stale in directory.glob(f".{Path(CHECKPOINT).stem}.*.tmp"):  # a checkpoint write cut by a crash
             stale.unlink(missing_ok=True)
         # purge_step drops events logged after the last checkpoint by an interrupted process (events
         # at steps >= purge_step); those at the checkpoint's own step stay where they belong to it
@@ -191,7 +302,6 @@ class Run:
         except BaseException:
             self.lock.unlink(missing_ok=True)
             raise
-        self.logger = TensorboardLogger(self.writer)
         scores = _evaluation_at(directory, first_step) if purge == first_step else {}
         if scores:  # the purge drops the scores `aligngym eval` logged at the checkpoint too: again
             self.log("eval", first_step, scores)
@@ -227,8 +337,10 @@ class Run:
             self.writer.file_writer.add_summary(summary)
 
     def log(self, scope: str, step: int, scalars: dict[str, float]) -> None:
-        """Scalars ``{name: value}`` under ``scope/`` (for example ``coop/cooperation_rate``)."""
-        self.logger.write(f"{scope}/step", step, scalars)
+        """Scalars ``{name: value}`` under ``scope/`` (for example ``coop/cooperation_rate``), at ``step``
+        (TensorBoard's own step axis: no ``scope/step`` scalar beside them)."""
+        for name, value in scalars.items():
+            self.writer.add_scalar(f"{scope}/{name}", value, global_step=step)
 
     def figure(self, tag: str, fig: Any, step: int, png: str | None = None) -> None:
         """A matplotlib figure to TensorBoard (images tab) and, with ``png``, to the run folder."""
@@ -237,7 +349,32 @@ class Run:
         self.writer.add_figure(tag, fig, global_step=step, close=True)
 
     def save(self, state: dict[str, Any]) -> None:
-        save_checkpoint(self.checkpoint_path, self.config, state)
+        """Write the latest checkpoint; the one it replaces becomes ``checkpoint.1.pt`` (and so on, up
+        to ``keep_checkpoints`` in all). The latest is never absent: the one before is linked, not moved."""
+        keep, latest = self.config.keep_checkpoints, self.checkpoint_path
+        for path in checkpoint_files(self.dir)[1:]:
+            index = int(path.name.split(".")[-2])
+            if index >= keep:  # keep_checkpoints was lowered
+                path.unlink(missing_ok=True)
+        if keep > 1 and latest.is_file():
+            for k in range(keep - 1, 1, -1):
+                if previous_checkpoint(self.dir, k - 1).is_file():
+                    os.replace(previous_checkpoint(self.dir, k - 1), previous_checkpoint(self.dir, k))
+            tmp = self.dir / f".{Path(CHECKPOINT).stem}.1.{os.getpid()}.tmp"
+            try:
+                os.link(latest, tmp)
+            except OSError:  # a file system without hard links
+                shutil.copy2(latest, tmp)
+            os.replace(tmp, previous_checkpoint(self.dir, 1))
+        save_checkpoint(latest, self.config, state)
+
+    def stopping(self) -> bool:
+        """Whether SIGINT or SIGTERM asked the run to stop: the agent's loop then saves a checkpoint
+        and raises :meth:`interrupted`'s exception."""
+        return bool(_stop_request)
+
+    def interrupted(self, step: int) -> Interrupted:
+        return Interrupted(_stop_request[0] if _stop_request else signal.SIGINT, step)
 
     def close(self) -> None:
         self.writer.close()
@@ -251,21 +388,38 @@ def changed_keys(a: RunConfig, b: RunConfig, ignore: tuple[str, ...] = ()) -> li
                   if flat_a.get(k) != flat_b.get(k) and k.split(".")[0] not in ignore)
 
 
-# Keys that may differ between a run's config.yaml and its checkpoint when resuming.
+# Keys that may differ between a run's config.yaml and its checkpoint when resuming (and that
+# `aligngym train --resume RUN_DIR --set KEY=VALUE` may set).
 RESUMABLE_KEYS = ("episodes", "steps", "checkpoint_every", "eval_every", "eval_episodes", "log_every",
-                  "show_progress", "device", "run_root")
+                  "show_progress", "device", "run_root", "threads", "keep_checkpoints", "plot_every")
+
+
+def _named(config: RunConfig, err: ConfigError) -> ConfigError:
+    """``err`` with the config's file in front, as every other config error has it."""
+    source = config._source
+    return err if not source or str(err).startswith(source) else ConfigError(f"{source}: {err}")
+
+
+def _training(config: RunConfig, run: Run, state: dict[str, Any] | None) -> None:
+    """The agent's own loop, with SIGINT/SIGTERM asking it to stop at a checkpoint."""
+    apply_threads(config)
+    with _stop_on_signals():
+        agent_module(config.agent).train(config, run, state)
 
 
 def train(config: RunConfig, on_start: Callable[[Path], None] | None = None) -> Path:
     """Create a run folder and train ``config``'s agent in it; returns the folder.
     ``on_start(run_dir)`` is called once the folder exists."""
-    resolve_device(config.device)  # fail before creating anything
-    config.preflight()
+    try:
+        resolve_device(config.device)  # fail before creating anything
+        config.preflight()
+    except ConfigError as err:
+        raise _named(config, err) from None
     run = Run.create(config)
     try:
         if on_start is not None:
             on_start(run.dir)
-        agent_module(config.agent).train(config, run, None)
+        _training(config, run, None)
     finally:
         run.close()
     return run.dir
@@ -281,11 +435,11 @@ def finish(config: RunConfig) -> Path:
         return not changed_keys(config, saved, ignore=RESUMABLE_KEYS)
 
     for run_dir in sorted(root.glob("*__*")) if root.is_dir() else []:
-        if not (run_dir / CHECKPOINT).is_file():
+        if not has_checkpoint(run_dir):
             _drop_if_cut_short(run_dir, same_run)
-            if not (run_dir / CHECKPOINT).is_file():  # (its first checkpoint may have landed meanwhile)
+            if not has_checkpoint(run_dir):  # (its first checkpoint may have landed meanwhile)
                 continue
-        saved, state = load_checkpoint(run_dir / CHECKPOINT)
+        saved, state, _ = load_run_checkpoint(run_dir)
         if not same_run(saved):
             continue
         if int(state.get("step", 0)) >= getattr(config, config.length_key):
@@ -308,23 +462,34 @@ def _drop_if_cut_short(run_dir: Path, same_run: Callable[[RunConfig], bool]) -> 
     if not same_run(saved):
         return
     with _holding(run_dir):  # RunInUseError while its process lives
-        if not (run_dir / CHECKPOINT).is_file():  # (its first checkpoint may have landed meanwhile: keep it)
+        if not has_checkpoint(run_dir):  # (its first checkpoint may have landed meanwhile: keep it)
             shutil.rmtree(run_dir)
 
 
-def resume(run_dir: Path, on_start: Callable[[Path], None] | None = None) -> Path:
+def resume(run_dir: Path, on_start: Callable[[Path], None] | None = None,
+           overrides: list[str] | tuple[str, ...] = ()) -> Path:
     """Continue an interrupted run from its last checkpoint, in the same folder. Its config.yaml
-    may raise the run's length (or change the other RESUMABLE_KEYS); any other change is refused.
-    ``on_start(run_dir)`` is called once the run is checked and locked."""
+    (or ``overrides``, ``KEY=VALUE`` as ``--set`` takes them, written into its config.yaml) may raise
+    the run's length or change the other RESUMABLE_KEYS; any other change is refused. A damaged
+    latest checkpoint falls back to the one before. ``on_start(run_dir)`` is called once the run is
+    checked and locked."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"run folder not found: {run_dir}" if not run_dir.exists() else
+                          f"{run_dir} is not a run folder (give the folder, not a file in it)")
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
-    config = load_config(run_dir / "config.yaml")
-    if not (run_dir / CHECKPOINT).is_file():
+    for text in overrides:
+        key = parse_override(text)[0]
+        if key.split(".")[0] not in RESUMABLE_KEYS:
+            raise ConfigError(f"--resume --set {text}: a resumed run may only change {', '.join(RESUMABLE_KEYS)} "
+                              f"(anything else is another run: train it from its config)")
+    config = load_config(run_dir / "config.yaml", overrides)
+    if not has_checkpoint(run_dir):
         with _holding(run_dir):  # RunInUseError while a process still trains it towards its first checkpoint
-            if not (run_dir / CHECKPOINT).is_file():  # (else its first checkpoint landed meanwhile)
+            if not has_checkpoint(run_dir):  # (else its first checkpoint landed meanwhile)
                 raise CheckpointError(f"{run_dir} has no checkpoint yet; start it again with aligngym train")
-    saved, state = load_checkpoint(run_dir / CHECKPOINT)
+    saved, state, used = load_run_checkpoint(run_dir)
     changed = changed_keys(config, saved, ignore=RESUMABLE_KEYS)
     if changed:
         raise ConfigError(f"{run_dir / 'config.yaml'} differs from the checkpoint in {', '.join(changed)}; "
@@ -333,13 +498,19 @@ def resume(run_dir: Path, on_start: Callable[[Path], None] | None = None) -> Pat
     done, length = int(state.get("step", 0)), getattr(config, config.length_key)
     if done >= length:
         warnings.warn(f"{run_dir} is at {config.length_key.rstrip('s')} {done} of {length}: nothing to train "
-                      f"(raise {config.length_key} in its config.yaml to train it longer)",
+                      f"(raise {config.length_key} with --set {config.length_key}=N to train it longer)",
                       AlignGymWarning, stacklevel=2)
-    run = Run(run_dir, config, first_step=int(state.get("step", 0)))
+    run = Run(run_dir, config, first_step=done)
     try:
+        if used != run.checkpoint_path:  # the latest is damaged (or gone): keep it aside, go on from the one used
+            if run.checkpoint_path.exists():
+                os.replace(run.checkpoint_path, run.dir / f"{CHECKPOINT}.damaged")
+            shutil.copy2(used, run.checkpoint_path)
+        if overrides:
+            (run_dir / "config.yaml").write_text(dump_config(config))
         if on_start is not None:
             on_start(run_dir)
-        agent_module(config.agent).train(config, run, state)
+        _training(config, run, state)
     finally:
         run.close()
     return run_dir

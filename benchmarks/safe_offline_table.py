@@ -4,8 +4,8 @@
         [--agents fisor bc_all bc_safe bcq_lag] [--workers 2] [--episodes 20] [--out benchmarks/safe_offline]
         [--set key=value ...] [--report-only]
 
-Trains every (agent, task, seed) from ``configs/<agent dir>/[cpu/]<task>.yaml`` (FISOR:
-``configs/fisor``, baselines: ``configs/baselines/<agent>``) into ``OUT/runs/<agent>/<task>/s<seed>/``
+Trains every (agent, task, seed) from the bundled config ``<agent>/<variant>`` (``configs/fisor/cpu.yaml``
+...) with ``--set task=<the task's id>`` into ``OUT/runs/<agent>/<task>/s<seed>/``
 (other variants and ``--set`` overrides: ``s<seed>-<variant>[-<hash of the overrides>]/``, so that a
 baseline's ``paper`` run, which differs from its ``cpu`` run only in length, is not the same run)
 in parallel worker processes (one core each; rerunning reuses finished runs and resumes
@@ -46,9 +46,9 @@ AGENTS = ["bc_all", "bc_safe", "bcq_lag", "fisor"]
 COLUMNS = [*AGENTS, "fisor_first_feasible"]  # FISOR scored with the opt-in acting rule too
 
 
-def config_path(agent: str, task: str, variant: str) -> Path:
-    folder = ROOT / "configs" / ("fisor" if agent == "fisor" else f"baselines/{agent}")
-    return folder / ("cpu" if variant == "cpu" else "") / f"{task}.yaml"
+def task_id(task: str) -> str:
+    """``ball_circle`` -> ``aligngym/BallCircle-v0``."""
+    return "aligngym/" + "".join(part.capitalize() for part in task.split("_")) + "-v0"
 
 
 def run_root(out: Path, agent: str, task: str, seed: int, variant: str, extra: list[str]) -> Path:
@@ -70,9 +70,9 @@ def run_one(agent: str, task: str, seed: int, variant: str, out: Path, episodes:
     from aligngym.agents.evaluate import evaluate, result_name
     from aligngym.agents.train import RunInUseError, finish
 
-    overrides = [f"seed={seed}", "show_progress=false", f"run_root={run_root(out, agent, task, seed, variant, extra)}",
+    overrides = [f"task={task_id(task)}", f"seed={seed}", "show_progress=false", f"run_root={run_root(out, agent, task, seed, variant, extra)}",
                  *extra]
-    config = load_config(config_path(agent, task, variant), overrides)
+    config = load_config(f"{agent}/{variant}", overrides)
     try:
         run_dir = finish(config)
     except RunInUseError as err:  # another invocation is training that run: its result comes from there

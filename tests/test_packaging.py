@@ -14,7 +14,7 @@ def test_every_subpackage_is_listed_in_pyproject():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     listed = set(pyproject["tool"]["setuptools"]["packages"])
     found = set()
-    for folder, name in (("envs", "aligngym.envs"), ("agents", "aligngym.agents")):
+    for folder, name in (("envs", "aligngym.envs"), ("agents", "aligngym.agents"), ("configs", "aligngym.configs")):
         for init in (ROOT / folder).rglob("__init__.py"):
             rel = init.parent.relative_to(ROOT / folder).parts
             found.add(".".join((name, *rel)))

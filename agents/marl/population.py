@@ -153,6 +153,10 @@ def train(config: Config, run: Run, state: dict[str, Any] | None) -> None:
                             reward=f"{metrics['mean_reward']:.1f}")
             if pop.episode % config.checkpoint_every == 0 or pop.episode == config.episodes:
                 run.save(pop.state_dict())
+            elif run.stopping():  # SIGINT / SIGTERM: keep every finished episode
+                run.save(pop.state_dict())
+            if run.stopping() and pop.episode < config.episodes:
+                raise run.interrupted(pop.episode)
     finally:
         bar.close()
     run.writer.flush()

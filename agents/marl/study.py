@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from aligngym.agents.config import ConfigError, load_config
+from aligngym.agents.config import ConfigError, bundled_configs, load_config
 from aligngym.agents.marl.plots import curves, rolling_mean, save, t975
 from aligngym.agents.marl.population import read_scalars
 from aligngym.agents.train import CHECKPOINT, finish
@@ -54,8 +54,8 @@ CURVE_METRICS = ("cooperation_rate", "punishment_rate_direct", "punishment_rate_
 
 
 def conditions_dir() -> Path:
-    here = Path.cwd() / "configs" / "cooperation"
-    return here if here.is_dir() else Path(__file__).resolve().parents[2] / "configs" / "cooperation"
+    """The condition configs: the bundled ``cooperation/`` configs (``configs/cooperation/``)."""
+    return bundled_configs() / "cooperation"
 
 
 def available_conditions() -> list[str]:
@@ -117,8 +117,8 @@ def run_study(out: Path, seeds: int, episodes: int | None, conditions: list[str]
     ``report_only`` trains nothing: the report covers the runs already in ``out`` (any length)."""
     known = available_conditions()
     if not known:
-        raise ConfigError(f"no condition configs in {conditions_dir()} (run from the repository's root, "
-                          "where configs/cooperation/ is)")
+        raise ConfigError(f"no condition configs in {conditions_dir()} (the package's bundled configs are "
+                          "missing: reinstall aligngym)")
     chosen = list(dict.fromkeys(conditions or known))  # a condition named twice runs once
     unknown = [c for c in chosen if c not in known]
     if unknown:

@@ -25,14 +25,14 @@ from aligngym.agents.train import load_checkpoint, resume, train
 from aligngym.envs.data.dataset import OfflineDataset, dataset_path, load_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = ROOT / "configs" / "baselines"
-CONFIG_FILES = sorted(CONFIGS.rglob("*.yaml"))
+CONFIGS = ROOT / "configs"
 BALL_CIRCLE = "aligngym/BallCircle-v0"
 TASKS = {"ball_run": "aligngym/BallRun-v0", "ball_circle": BALL_CIRCLE, "car_run": "aligngym/CarRun-v0",
          "car_circle": "aligngym/CarCircle-v0", "drone_run": "aligngym/DroneRun-v0",
          "drone_circle": "aligngym/DroneCircle-v0", "ant_run": "aligngym/AntRun-v0",
          "ant_circle": "aligngym/AntCircle-v0"}
 AGENTS = ("bc_all", "bc_safe", "bcq_lag")
+CONFIG_FILES = sorted(p for agent in AGENTS for p in (CONFIGS / agent).glob("*.yaml"))
 
 
 def ball_circle() -> OfflineDataset:
@@ -40,7 +40,7 @@ def ball_circle() -> OfflineDataset:
 
 
 def smoke_config(agent: str, run_root: Path, *overrides: str):
-    return load_config(CONFIGS / agent / "ball_circle.yaml",
+    return load_config(CONFIGS / agent / "paper.yaml",
                        [f"run_root={run_root}", "show_progress=false", "device=cpu", *overrides], smoke=True)
 
 
@@ -88,10 +88,10 @@ def test_a_missing_dataset_names_the_command_before_a_run_folder_exists(agent, t
     from aligngym.envs.data.dataset import DatasetError
 
     monkeypatch.setenv("ALIGNGYM_DATA", str(tmp_path / "empty"))
-    config = load_config(CONFIGS / agent / "car_run.yaml", [f"run_root={tmp_path / 'runs'}"])
+    config = load_config(CONFIGS / agent / "paper.yaml", ["task=aligngym/CarRun-v0", f"run_root={tmp_path / 'runs'}"])
     with pytest.raises(DatasetError, match="aligngym data generate aligngym/CarRun-v0 --size full --seed 0"):
         train(config)
-    mine = load_config(CONFIGS / agent / "car_run.yaml", [f"run_root={tmp_path / 'runs'}",
+    mine = load_config(CONFIGS / agent / "paper.yaml", ["task=aligngym/CarRun-v0", f"run_root={tmp_path / 'runs'}",
                                                           f"dataset.path={tmp_path / 'mine.hdf5'}"])
     with pytest.raises(DatasetError, match="mine.hdf5 is missing$"):  # a user's file: no command makes it
         train(mine)
@@ -321,17 +321,22 @@ def test_bcq_lag_acting_with_several_samples_takes_each_states_best_by_the_lower
 
 # ---------------------------------------------------------------------- configs through the runner
 def test_configs_cover_every_agent_and_task_with_osrl_settings():
+    """One file per agent and preset: the paper's (the Config's defaults, OSRL's) and cpu (fewer steps);
+    every task by --set task=..."""
     for agent in AGENTS:
+        assert {p.name for p in (CONFIGS / agent).glob("*.yaml")} == {"paper.yaml", "cpu.yaml"}
         for stem, env_id in TASKS.items():
-            full, cpu = (load_config(CONFIGS / agent / sub / f"{stem}.yaml") for sub in ("", "cpu"))
+            full, cpu = (load_config(f"{agent}/{preset}", [f"task={env_id}"]) for preset in ("paper", "cpu"))
             assert (full.agent, full.task, full.cost_limit, full.dataset.size, full.device) == \
                    (agent, env_id, 10.0, "full", "auto")
             assert (full.steps, full.batch_size, full.eval_every, full.eval_episodes) == (100_000, 512, 2_500, 10)
             assert cpu.steps == (10_000 if agent == "bcq_lag" else 20_000)  # about an hour on a core (BCQ-Lag 45-70 min)
+            assert cpu.steps // cpu.eval_every >= 10, "at least 10 evaluations per run"
             differs = {k for k, v in full.model_dump().items() if cpu.model_dump()[k] != v}
-            assert differs == {"steps", "checkpoint_every"}, f"{agent}/cpu/{stem}.yaml: {differs}"
-    assert len(CONFIG_FILES) == 2 * len(AGENTS) * len(TASKS)
-    bcql = load_config(CONFIGS / "bcq_lag" / "car_circle.yaml")
+            assert differs == {"steps", "eval_every", "checkpoint_every"}, f"{agent}/cpu: {differs}"
+            paper_defaults = type(full)(agent=agent, task=env_id)
+            assert full.model_dump() == paper_defaults.model_dump(), f"{agent}/paper must hold only what differs from the Config's defaults"
+    bcql = load_config(CONFIGS / "bcq_lag" / "paper.yaml")
     assert (bcql.phi, bcql.lambda_mix, bcql.pid, bcql.num_q, bcql.num_qc, bcql.reward_scale, bcql.cost_scale,
             bcql.sample_action_num, bcql.vae_hidden, bcql.actor_lr, bcql.critic_lr, bcql.vae_lr, bcql.kl_weight,
             bcql.gamma, bcql.tau, bcql.actor_hidden, bcql.critic_hidden) == \
@@ -529,7 +534,7 @@ def test_a_diverged_run_stops_clearly_and_keeps_its_last_good_checkpoint(tiny_da
     assert int(state["step"]) == 2
     assert all(torch.isfinite(v).all() for v in state["algorithm"].values() if isinstance(v, torch.Tensor))
     calls.clear()
-    assert main(["train", str(CONFIGS / "bc_all" / "ball_circle.yaml"), "--smoke", "--set", f"run_root={tmp_path}",
+    assert main(["train", str(CONFIGS / "bc_all" / "paper.yaml"), "--smoke", "--set", f"run_root={tmp_path}",
                  "--set", "show_progress=false", "--set", "device=cpu"]) == 1
 
 
@@ -554,12 +559,12 @@ def test_resume_refuses_a_dataset_file_rewritten_since(tiny_data, tmp_path):
 
 def test_dataset_path_is_made_absolute_and_may_not_be_empty(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = load_config(CONFIGS / "bc_all" / "ball_circle.yaml", ["dataset.path=data/mine.hdf5"])
+    config = load_config(CONFIGS / "bc_all" / "paper.yaml", ["dataset.path=data/mine.hdf5"])
     assert config.dataset.path == str(tmp_path / "data" / "mine.hdf5")
-    home = load_config(CONFIGS / "bc_all" / "ball_circle.yaml", ["dataset.path=~/mine.hdf5"])
+    home = load_config(CONFIGS / "bc_all" / "paper.yaml", ["dataset.path=~/mine.hdf5"])
     assert home.dataset.path == str(Path.home() / "mine.hdf5")
     with pytest.raises(ConfigError, match="dataset.path"):
-        load_config(CONFIGS / "bc_all" / "ball_circle.yaml", ["dataset.path="])
+        load_config(CONFIGS / "bc_all" / "paper.yaml", ["dataset.path="])
 
 
 @pytest.mark.parametrize("entry", ["step", "rng", "algorithm"])
@@ -578,12 +583,12 @@ def test_a_checkpoint_lacking_an_entry_is_refused_clearly_on_resume(tiny_data, t
 
 # ---------------------------------------------------------------------- config errors
 def test_wrong_config_keys_and_values_are_refused():
-    path = CONFIGS / "bcq_lag" / "ball_circle.yaml"
+    path = CONFIGS / "bcq_lag" / "paper.yaml"
     with pytest.raises(ConfigError, match="unknown key 'actor_lrr' \\(did you mean 'actor_lr'\\?\\)"):
         load_config(path, ["actor_lrr=0.01"])
     with pytest.raises(ConfigError, match="pid"):
         load_config(path, ["pid=[0.1, 0.2]"])
     with pytest.raises(ConfigError, match="unknown key 'phi'"):
-        load_config(CONFIGS / "bc_safe" / "ball_circle.yaml", ["phi=0.05"])  # a BCQ-Lag key on BC
+        load_config(CONFIGS / "bc_safe" / "paper.yaml", ["phi=0.05"])  # a BCQ-Lag key on BC
     with pytest.raises(ConfigError, match="lambda_mix"):
         validate({"agent": "bcq_lag", "task": BALL_CIRCLE, "lambda_mix": 1.5}, "inline")

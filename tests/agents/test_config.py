@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from aligngym.agents.cli import main
-from aligngym.agents.config import ConfigError, dump_config, load_config, parse_override
+from aligngym.agents.config import AGENTS, ConfigError, config_names, dump_config, load_config, parse_override
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
 
@@ -98,7 +98,7 @@ def test_set_refuses_to_replace_a_whole_section():
 
 @pytest.mark.parametrize(("config", "override"), [
     (QUICKSTART, "learner.play.lr=.inf"), (QUICKSTART, "env.fine=.nan"),
-    (QUICKSTART.parent / "baselines" / "bc_all" / "cpu" / "ball_run.yaml", "cost_limit=.inf"),
+    (QUICKSTART.parent / "bc_all" / "cpu.yaml", "cost_limit=.inf"),
 ])
 def test_infinite_or_nan_numbers_are_refused(config, override):
     with pytest.raises(ConfigError, match=r"Input should be a finite number"):
@@ -199,3 +199,102 @@ def test_agent_must_be_a_name(tmp_path):
     data["agent"] = ["independent_dqn"]
     with pytest.raises(ConfigError, match="unknown agent"):
         load_config(_write(tmp_path, data))
+
+
+# ---------------------------------------------------------------------- bundled configs, extends, duplicates
+def test_bundled_configs_load_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    names = config_names()
+    assert {"quickstart", "fisor/paper", "fisor/cpu", "bc_all/cpu", "bcq_lag/paper", "cooperation/dp"} <= set(names)
+    for name in names:
+        config = load_config(name)
+        assert config.agent in AGENTS
+    assert load_config("fisor/cpu.yaml").steps == load_config("fisor/cpu").steps == 70_000
+    assert load_config("configs/quickstart.yaml").episodes == load_config("quickstart").episodes
+    with pytest.raises(ConfigError, match=r"config file not found: fisor/cpuu: .*did you mean fisor/cpu"):
+        load_config("fisor/cpuu")
+
+
+def test_every_offline_agent_takes_its_task_from_set():
+    for name in ("fisor/cpu", "bc_all/paper", "bc_safe/cpu", "bcq_lag/cpu"):
+        assert load_config(name, ["task=aligngym/CarRun-v0"]).task == "aligngym/CarRun-v0"
+
+
+def test_the_installed_package_trains_a_bundled_config_from_another_folder(tmp_path):
+    """The console script, run where there is no configs/ folder, finds the config inside the package."""
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).with_name("aligngym")
+    out = subprocess.run([str(exe), "train", "quickstart", "--smoke", "--set", "run_root=runs",
+                          "--set", "show_progress=false"], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert len(list((tmp_path / "runs").glob("*/checkpoint.pt"))) == 1
+    listed = subprocess.run([str(exe), "list"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert "  fisor/cpu\n" in listed and "  quickstart\n" in listed
+
+
+def test_the_wheel_ships_the_configs(tmp_path):
+    """A plain (non-editable) install gets every YAML file of configs/ as aligngym/configs/..."""
+    import subprocess
+    import sys
+    import zipfile
+
+    root = QUICKSTART.parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(root)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("aligngym-*.whl")
+    shipped = {n.removeprefix("aligngym/configs/") for n in zipfile.ZipFile(wheel).namelist()
+               if n.startswith("aligngym/configs/") and n.endswith(".yaml")}
+    source = {p.relative_to(root / "configs").as_posix() for p in (root / "configs").rglob("*.yaml")}
+    assert shipped == source and "fisor/cpu.yaml" in shipped
+
+
+def test_extends_builds_on_a_file_relative_to_it(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "a.yaml").write_text(QUICKSTART.read_text())
+    (tmp_path / "b.yaml").write_text("extends: base/a.yaml\nepisodes: 7\nenv: {n_agents: 6}\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.yaml").write_text("extends: ../b.yaml\nseed: 3\n")
+    config = load_config(tmp_path / "sub" / "c.yaml")
+    base = load_config(QUICKSTART)
+    assert (config.episodes, config.seed, config.env.n_agents) == (7, 3, 6)
+    # a section merges key by key: the rest of env comes from the base file
+    assert config.env.direct_punishment == base.env.direct_punishment and config.learner == base.learner
+    assert load_config(tmp_path / "sub" / "c.yaml", ["episodes=9"]).episodes == 9  # --set wins over all
+
+
+def test_extends_errors_name_the_file(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\nagent: independent_dqn\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"b.yaml: extends a.yaml: a cycle \(.*a.yaml -> .*b.yaml -> .*a.yaml\)"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: c.yaml\n")
+    with pytest.raises(ConfigError, match="a cycle"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("extends: nowhere/e.yaml\nagent: independent_dqn\n")
+    with pytest.raises(ConfigError, match=r"d.yaml: extends nowhere/e.yaml: no such file .*nowhere/e.yaml"):
+        load_config(tmp_path / "d.yaml")
+    (tmp_path / "f.yaml").write_text("extends: [a.yaml]\n")
+    with pytest.raises(ConfigError, match=r"f.yaml: extends: expected the path of a config file"):
+        load_config(tmp_path / "f.yaml")
+    with pytest.raises(ConfigError, match="extends is read from the file only"):
+        load_config(QUICKSTART, ["extends=x.yaml"])
+
+
+def test_an_error_in_an_inherited_value_names_the_chain(tmp_path):
+    (tmp_path / "a.yaml").write_text(QUICKSTART.read_text() + "episods: 3\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"b.yaml \(extending a.yaml\): unknown key 'episods'"):
+        load_config(tmp_path / "b.yaml")
+
+
+@pytest.mark.parametrize(("text", "key", "lines"), [
+    ("agent: independent_dqn\nepisodes: 3\nseed: 1\nepisodes: 4\n", "episodes", (2, 4)),
+    ("agent: independent_dqn\nenv:\n  n_agents: 4\n  fine: 1\n  n_agents: 5\n", "n_agents", (3, 5)),
+    ("agent: independent_dqn\nenv: {n_agents: 4, n_agents: 5}\n", "n_agents", (2, 2)),
+])
+def test_a_key_given_twice_is_an_error_naming_it_and_both_lines(tmp_path, text, key, lines):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError, match=rf"c.yaml: key '{key}' is given twice \(lines {lines[0]} and {lines[1]}\)"):
+        load_config(path)

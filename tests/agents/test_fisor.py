@@ -267,23 +267,24 @@ def test_actor_loss_is_weighted_per_sample_and_its_learning_rate_decays_on_a_cos
         assert algo.actor_optim._optim.param_groups[0]["lr"] == pytest.approx(3e-4 * fraction, abs=1e-12)
 
 
-def test_configs_exist_for_every_safe_task_and_validate() -> None:
-    names = {"ball_run", "ball_circle", "car_run", "car_circle", "drone_run", "drone_circle", "ant_run", "ant_circle"}
-    assert {p.stem for p in CONFIGS.glob("*.yaml")} == names
-    assert {p.stem for p in (CONFIGS / "cpu").glob("*.yaml")} == names
-    for path in [*CONFIGS.glob("*.yaml"), *(CONFIGS / "cpu").glob("*.yaml")]:
-        config = load_config(path)
-        assert config.agent == "fisor" and config.task.startswith("aligngym/")
-    for path in CONFIGS.glob("*.yaml"):  # the paper's settings (official configs/train_config.py)
-        paper = load_config(path)
-        assert (paper.batch_size, paper.critic_batch_size, paper.candidates, paper.diffusion_steps) == (2048, 256, 16, 5)
-        assert (paper.steps, paper.actor_decay_steps, paper.critic_warmup) == (1_000_000, 3_000_000, 0)
-        assert (paper.actor_lr, paper.critic_lr, paper.value_lr) == (3e-4, 3e-4, 3e-4)
-        assert (paper.discount, paper.actor_tau, paper.critic_tau) == (0.99, 0.001, 0.005)
-        assert (paper.actor_hidden, paper.actor_blocks, paper.actor_dropout) == (256, 3, 0.1)
-        assert (paper.reward_expectile, paper.cost_expectile, paper.cost_scale) == (0.9, 0.9, 25.0)
+def test_configs_hold_the_papers_settings_and_take_every_safe_task() -> None:
+    assert {p.name for p in CONFIGS.glob("*.yaml")} == {"paper.yaml", "cpu.yaml"}
+    for task in ("BallRun", "BallCircle", "CarRun", "CarCircle", "DroneRun", "DroneCircle", "AntRun", "AntCircle"):
+        for preset in ("paper", "cpu"):
+            config = load_config(f"fisor/{preset}", [f"task=aligngym/{task}-v0"])
+            assert config.agent == "fisor" and config.task == f"aligngym/{task}-v0"
+    paper = load_config(CONFIGS / "paper.yaml")  # the official configs/train_config.py, as the Config's defaults
+    assert paper.model_dump() == type(paper)(agent="fisor", task=paper.task).model_dump()
+    assert (paper.batch_size, paper.critic_batch_size, paper.candidates, paper.diffusion_steps) == (2048, 256, 16, 5)
+    assert (paper.steps, paper.actor_decay_steps, paper.critic_warmup) == (1_000_000, 3_000_000, 0)
+    assert (paper.actor_lr, paper.critic_lr, paper.value_lr) == (3e-4, 3e-4, 3e-4)
+    assert (paper.discount, paper.actor_tau, paper.critic_tau) == (0.99, 0.001, 0.005)
+    assert (paper.actor_hidden, paper.actor_blocks, paper.actor_dropout) == (256, 3, 0.1)
+    assert (paper.reward_expectile, paper.cost_expectile, paper.cost_scale) == (0.9, 0.9, 25.0)
+    cpu = load_config(CONFIGS / "cpu.yaml")
+    assert (cpu.steps, cpu.critic_warmup, cpu.batch_size, cpu.actor_decay_steps) == (70_000, 50_000, 256, 60_000)
     with pytest.raises(ConfigError, match="did you mean 'cost_temperature'"):
-        load_config(CONFIGS / "ball_circle.yaml", ["cost_temprature=3"])
+        load_config(CONFIGS / "paper.yaml", ["cost_temprature=3"])
 
 
 def test_runner_trains_resumes_and_evaluates_deterministically(tiny_data: Path, tmp_path: Path,
@@ -291,7 +292,7 @@ def test_runner_trains_resumes_and_evaluates_deterministically(tiny_data: Path, 
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("ALIGNGYM_DATA", str(tiny_data))
     overrides = [f"run_root={tmp_path}", "show_progress=false"]
-    config = load_config(CONFIGS / "ball_circle.yaml", overrides, smoke=True)
+    config = load_config(CONFIGS / "paper.yaml", overrides, smoke=True)
     assert config.steps == 4 and config.dataset.size == "tiny"
     first = train(config)
     second = train(config)
@@ -331,7 +332,7 @@ def test_runner_trains_resumes_and_evaluates_deterministically(tiny_data: Path, 
         evaluate(first, episodes=2, selection="best")
 
 
-@pytest.mark.parametrize("path", sorted([*CONFIGS.glob("*.yaml"), *CONFIGS.glob("cpu/*.yaml")]),
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")),
                          ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_every_config_runs_smoke_end_to_end(tiny_data: Path, tmp_path: Path, path: Path) -> None:
     config = load_config(path, [f"run_root={tmp_path}", "show_progress=false"], smoke=True)
@@ -357,7 +358,7 @@ def test_fisor_learns_a_safe_policy_that_beats_random_on_small_ball_circle(tmp_p
     request.addfinalizer(lambda threads=torch.get_num_threads(): torch.set_num_threads(threads))  # later tests: as before
     torch.set_num_threads(1)
     generate("aligngym/BallCircle-v0", "small", seed=0)
-    config = load_config(CONFIGS / "ball_circle.yaml", [
+    config = load_config(CONFIGS / "paper.yaml", [
         f"run_root={tmp_path}", "show_progress=false", "dataset.size=small", "steps=15000", "batch_size=256",
         "actor_hidden=64", "actor_blocks=2", "time_hidden=32", "critic_hidden=[64, 64]", "actor_tau=0.005",
         "actor_decay_steps=45000", "eval_every=15000", "checkpoint_every=5000", "log_every=500"])
@@ -375,7 +376,7 @@ def test_missing_dataset_is_reported_with_the_command(tmp_path: Path, monkeypatc
     monkeypatch.setenv("ALIGNGYM_DATA", str(tmp_path))
     from aligngym.envs.data.dataset import DatasetError
 
-    config = load_config(CONFIGS / "car_run.yaml", [f"run_root={tmp_path}"])
+    config = load_config(CONFIGS / "paper.yaml", ["task=aligngym/CarRun-v0", f"run_root={tmp_path}"])
     with pytest.raises(DatasetError, match="aligngym data generate aligngym/CarRun-v0 --size full --seed 0"):
         train(config)
 
@@ -454,7 +455,7 @@ def test_critic_updates_use_the_right_networks_reductions_and_expectiles() -> No
 
 
 def test_config_refuses_settings_that_cannot_train() -> None:
-    path = CONFIGS / "cpu" / "ball_circle.yaml"
+    path = CONFIGS / "cpu.yaml"
     for override, message in [("steps=5000", "critic_warmup \\(50000\\) must be below steps"),
                               ("critic_batch_size=4096", "critic_batch_size .* at most batch_size"),
                               ("time_features=63", "time_features .* even"),
@@ -468,7 +469,7 @@ def test_config_refuses_settings_that_cannot_train() -> None:
 
 
 def test_tasks_fisor_cannot_act_in_are_refused_before_a_run_folder_exists(tmp_path: Path) -> None:
-    config = load_config(CONFIGS / "ball_circle.yaml", [f"run_root={tmp_path}"])
+    config = load_config(CONFIGS / "paper.yaml", [f"run_root={tmp_path}"])
     pendulum = gym.make("Pendulum-v1")  # actions in [-2, 2]
     with pytest.raises(ConfigError, match="samples actions in \\[-1, 1\\]"):
         reward_scale(config.model_copy(update={"task": "Pendulum-v1"}), pendulum)
@@ -477,7 +478,7 @@ def test_tasks_fisor_cannot_act_in_are_refused_before_a_run_folder_exists(tmp_pa
                      gym.make("MountainCarContinuous-v0"))
     with pytest.raises(ConfigError, match="samples actions in \\[-1, 1\\]"):  # through train's preflight
         train(config.model_copy(update={"task": "Pendulum-v1"}))
-    typo = load_config(CONFIGS / "ball_circle.yaml", [f"run_root={tmp_path}", "task=aligngym/BallCirle-v0"])
+    typo = load_config(CONFIGS / "paper.yaml", [f"run_root={tmp_path}", "task=aligngym/BallCirle-v0"])
     with pytest.raises(ConfigError, match="did you mean 'aligngym/BallCircle-v0'"):
         train(typo)
     assert not list(tmp_path.iterdir())

@@ -237,13 +237,16 @@ def test_resume_errors(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
     run_dir = train(_config(tmp_path))
-    (run_dir / "checkpoint.pt").unlink()
+    for path in run_dir.glob("checkpoint*.pt"):
+        path.unlink()
     assert main(["train", "--resume", str(run_dir)]) == 2
     assert "no checkpoint yet" in capsys.readouterr().err
     assert main(["train", str(QUICKSTART), "--resume", str(run_dir)]) == 2
-    assert "--resume takes only the run folder" in capsys.readouterr().err
+    assert "--resume takes the run folder (and --set for what a resumed run may change" in capsys.readouterr().err
     assert main(["train"]) == 2
-    assert "train needs a CONFIG file (or --resume RUN_DIR)" in capsys.readouterr().err
+    assert "train needs a CONFIG file or name (or --resume RUN_DIR)" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "gone")]) == 2
+    assert f"run folder not found: {tmp_path / 'gone'}" in capsys.readouterr().err
 
 
 def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path, capsys):
@@ -350,7 +353,7 @@ def test_a_home_relative_run_root_is_expanded(tmp_path, monkeypatch):
 def test_list_shows_envs_agents_and_configs(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "aligngym/punishment-v0" in out and "independent_dqn" in out and "quickstart.yaml" in out
+    assert "aligngym/punishment-v0" in out and "independent_dqn" in out and "  quickstart\n" in out
 
 
 def test_help_for_every_command(capsys):
