@@ -91,8 +91,8 @@ SAFE_TASKS: dict[str, SafeTaskSpec] = {spec.env_id: spec for spec in [
     SafeTaskSpec("AntCircle", "aligngym/AntCircle-v0", 500, (0.0177, 460.71), 200, _BULLET, (-0.21, 74.90),
                  behaviour=BehaviourTuning(penalty_start=0.4, normalize=True, steps_scale=2.0, alive_bonus=0.1,
                                            initial_log_std=-1.0)),
-    # Velocity tasks: dsrl/infos.py's MIN/MAX_EPISODE_REWARD (until session 14 the minimum was taken as 0;
-    # the velocity datasets recorded in benchmarks/RESULTS.md priced a cost step with that range)
+    # Velocity tasks: dsrl/infos.py's MIN/MAX_EPISODE_REWARD (the velocity datasets recorded in
+    # benchmarks/RESULTS.md were made with a minimum of 0 and priced a cost step with that range)
     # generic recipe: 90 % of the episodes ended in a fall, costs 0-40 (97 % within 20): tuned too
     SafeTaskSpec("AntVelocity", "aligngym/AntVelocity-v1", 1000, (6.152, 2976.28), 250, _VELOCITY, (-39.50, 2259.19),
                  behaviour=BehaviourTuning(penalty_start=0.4, normalize=True, steps_scale=2.0)),
