@@ -7,16 +7,20 @@
    the reference measurement in ``shared/reference/bullet-safety-gym.md``).
 2. The same task's batched core with ``--batch`` environments stepped at once (env steps per
    second = batch x calls), finished environments reset as they end.
-3. The MuJoCo tasks (AntRun/AntCircle and the five velocity tasks), single env, same method.
+3. The same batch through Gymnasium's API: ``gym.make_vec(id, num_envs=batch,
+   vectorization_mode="vector_entry_point")`` (the core behind a ``VectorEnv``: float32 actions
+   checked, NEXT_STEP autoreset with per-sub-env generators, the info arrays built each step).
+4. The MuJoCo tasks (AntRun/AntCircle and the five velocity tasks), single env, same method.
 
 With ``--random-play`` it prints instead, for each numpy task, what uniform random actions earn and
 cost per episode (3 x 5,000 steps, seeds 0-2, the reference's method) beside the reference's figures:
 the task rules are the reference's, so a difference comes from the body models.
 
-Each figure is the median of ``--repeats`` runs. Besides the absolute figures it prints two
+Each figure is the median of ``--repeats`` runs. Besides the absolute figures it prints
 ratios: single env against the reference Bullet task (figures measured on a 2-core EPYC like
-this machine's; a ratio across machines and times is indicative only) and batched per env step
-against single, measured here in one run.
+this machine's; a ratio across machines and times is indicative only), and, measured here in one
+run, the batched core per env step against single and the ``make_vec`` vector env against the core
+(what Gymnasium's API costs on top of it).
 """
 
 from __future__ import annotations
@@ -91,6 +95,20 @@ def batched(agent: str, task: str, batch: int, steps: int) -> float:
     return calls * batch / (time.perf_counter() - started)
 
 
+def vector_entry_point(env_id: str, batch: int, steps: int) -> float:
+    """Env steps per second of ``gym.make_vec(..., vectorization_mode="vector_entry_point")``, the
+    method of :func:`batched` (its autoreset does the resets)."""
+    env = gym.make_vec(env_id, num_envs=batch, vectorization_mode="vector_entry_point")
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    calls = max(1, steps // batch) * 4
+    actions = rng.uniform(-1, 1, size=(16, *env.action_space.shape)).astype(np.float32)
+    started = time.perf_counter()
+    for i in range(calls):
+        env.step(actions[i % 16])
+    return calls * batch / (time.perf_counter() - started)
+
+
 def median(fn, repeats: int) -> float:  # noqa: ANN001
     return float(np.median([fn() for _ in range(repeats)]))
 
@@ -117,14 +135,16 @@ def main() -> None:
         batched(agent, task, 2, 2)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"python {platform.python_version()}, numpy {np.__version__}")
-    print("| task | single env steps/s | vs reference Bullet | batched (B = %d) env steps/s | batched / single |"
-          % args.batch)
-    print("|---|---|---|---|---|")
+    print(f"| task | single env steps/s | vs reference Bullet | batched core (B = {args.batch}) env steps/s | "
+          f"batched / single | make_vec (B = {args.batch}) env steps/s | make_vec / single | make_vec / core |")
+    print("|---|---|---|---|---|---|---|---|")
     for agent, task in NUMPY_TASKS:
         name = f"{agent}{task}"
         one = median(lambda: single_env(f"aligngym/{name}-v0", args.steps), args.repeats)
         many = median(lambda: batched(agent, task, args.batch, args.steps * 10), args.repeats)
-        print(f"| {name} | {one:,.0f} | {one / REFERENCE[name]:.1f}x | {many:,.0f} | {many / one:.0f}x |", flush=True)
+        vec = median(lambda: vector_entry_point(f"aligngym/{name}-v0", args.batch, args.steps * 10), args.repeats)
+        print(f"| {name} | {one:,.0f} | {one / REFERENCE[name]:.1f}x | {many:,.0f} | {many / one:.0f}x | "
+              f"{vec:,.0f} | {vec / one:.0f}x | {vec / many:.2f} |", flush=True)
     print()
     print("| MuJoCo task | single env steps/s | vs reference |")
     print("|---|---|---|")

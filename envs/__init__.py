@@ -2,7 +2,9 @@
 
 PettingZoo games go into PettingZoo's registry (``pettingzoo.make("parallel", "aligngym/punishment-v0")``);
 single-agent tasks into Gymnasium's ``aligngym`` namespace
-(``gym.make("aligngym.envs:aligngym/<Id>")`` works in a fresh interpreter).
+(``gym.make("aligngym.envs:aligngym/<Id>")`` works in a fresh interpreter); the six numpy safe tasks
+also with a ``vector_entry_point``, their batched core
+(``gym.make_vec(id, num_envs=B, vectorization_mode="vector_entry_point")``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ GYMNASIUM_ENVS: dict[str, str] = {
         "Ant", "HalfCheetah", "Hopper", "Walker2d", "Swimmer")},
 }
 
+# Gymnasium id -> "module:attr" of its batched VectorEnv, what
+# ``gym.make_vec(id, num_envs=B, vectorization_mode="vector_entry_point")`` builds
+GYMNASIUM_VECTOR_ENVS: dict[str, str] = {
+    f"aligngym/{name}-v0": f"aligngym.envs.safety.bullet:{name}VectorEnv" for name in (
+        "BallRun", "BallCircle", "CarRun", "CarCircle", "DroneRun", "DroneCircle")}
+
 
 def _register() -> None:
     for env_id, module in PETTINGZOO_ENVS.items():
@@ -40,7 +48,8 @@ def _register() -> None:
     for env_id, entry_point in GYMNASIUM_ENVS.items():
         if env_id not in gymnasium.registry:
             steps = SAFE_TASKS[env_id].max_episode_steps if env_id in SAFE_TASKS else None
-            gymnasium.register(id=env_id, entry_point=entry_point, max_episode_steps=steps)
+            gymnasium.register(id=env_id, entry_point=entry_point, max_episode_steps=steps,
+                               vector_entry_point=GYMNASIUM_VECTOR_ENVS.get(env_id))
 
 
 _register()

@@ -39,10 +39,14 @@ p, v: the torso's world position and instantaneous world linear velocity (MuJoCo
 
 **Action:** ``a`` in Bullet's joint order hip_1, ankle_1, hip_2, ankle_2, hip_3, ankle_3, hip_4,
 ankle_4 (Gymnasium's Ant-v5 orders its actuators hip_4, ankle_4, hip_1, … instead); the env
-permutes it onto the actuators and clips it to [−1, 1]; torque = 150·a (the model's gear).
+permutes it onto the actuators; torque = 150·a (the model's gear). Invalid and out-of-bounds
+actions follow the safe tasks' one action rule (``envs/safety/offline.py``, as the Bullet-style
+tasks): a shape other than ``(8,)`` or a NaN/inf entry is a ``ValueError`` naming the env and the
+expected shape; entries outside [−1, 1] are clipped before the physics and the reward see them, so
+a step with a huge action is exactly the step with the clipped one.
 
 **Agent reward** ``s_agent = alive_r − 2.0·mean_j|a_j·0.1·q̇_j| − 0.1·mean_j a_j² − 0.1·#{j: |q̃_j| > 0.99}``
-with ``alive_r = +1`` if torso z > 0.3 else −1 and the unclipped action ``a`` (as in Bullet).
+with ``alive_r = +1`` if torso z > 0.3 else −1 and the (clipped) action ``a``.
 
 **Reset** (honours ``reset(seed=...)``): joints hip_j ~ U(−0.1, 0.1), ankle_j ~ ±(1.2217 − 0.1) +
 U(−0.1, 0.1) (the sign of the joint's range), velocities 0, torso at z = 0.75 with the task's xy
@@ -50,7 +54,8 @@ and yaw; then one physics step (``frame_skip`` sub-steps) with zero torque, as B
 Run potential is taken before that step. Reset ``info`` is empty.
 
 **Rendering:** ``render_mode="rgb_array"`` works headless (``MUJOCO_GL=egl`` is the default this
-module sets). Run uses a camera tracking the torso, Circle a fixed view over the arena; pass
+module sets); a mode outside ``metadata["render_modes"]`` is a ``ValueError`` naming the env. Run
+uses a camera tracking the torso, Circle a fixed view over the arena; pass
 ``default_camera_config``/``camera_name``/``width``/``height`` to change them. Every other keyword
 goes to :class:`gymnasium.envs.mujoco.MujocoEnv`.
 
@@ -89,7 +94,9 @@ Differences from Bullet-Safety-Gym (the reference):
 - **Info keys.** ``cost_outside_bounds`` / ``cost_velocity_violation`` are always present (0.0 or
   1.0); Bullet adds each only when it is active.
 - **Invalid actions.** A wrong shape or a non-finite entry raises ``ValueError`` naming the env
-  (Bullet asserts finiteness and squeezes the shape).
+  (Bullet asserts finiteness and squeezes the shape). Bullet's electricity and stall-torque terms
+  take the unclipped action, so there a huge action costs a huge reward; here they take the clipped
+  one (the same for every action inside [−1, 1]).
 - **Observation bounds.** ``Box(-inf, inf)``; Bullet declares nominal bounds of ±1000.
 """
 
@@ -152,6 +159,7 @@ class _BulletAntEnv(OfflineEnvMixin, MujocoCopyMixin, MujocoEnv, utils.EzPickle)
     camera_config: dict[str, Any] = {}
 
     def __init__(self, **kwargs: Any) -> None:
+        self._check_render_mode(kwargs.get("render_mode"))
         kwargs.setdefault("default_camera_config", self.camera_config)
         MujocoEnv.__init__(self, str(ANT_XML), self.frame_skip, observation_space=None, **kwargs)
         utils.EzPickle.__init__(self, **kwargs)
@@ -242,8 +250,8 @@ class _BulletAntEnv(OfflineEnvMixin, MujocoCopyMixin, MujocoEnv, utils.EzPickle)
     # ---- gymnasium API -----------------------------------------------------------------------
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        action = self._checked_action(action)
-        self.do_simulation(np.clip(action, -1.0, 1.0)[self._action_to_ctrl], self.frame_skip)
+        action = self._clipped_action(action)  # float64, inside [-1, 1]
+        self.do_simulation(action[self._action_to_ctrl], self.frame_skip)
         agent_reward = self._agent_reward(action)
         reward, info = self._task_reward_and_cost(agent_reward)
         px, py, _ = self.torso_position

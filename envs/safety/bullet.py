@@ -6,7 +6,8 @@ observation layouts, action spaces, time steps, episode lengths, spawn distribut
 replaces PyBullet with reduced models of the three bodies whose constants come from the
 reference URDFs and from responses measured on the reference (``shared/reference/
 bullet-safety-gym.md``). :class:`BulletCore` steps ``B`` environments at once; each Gymnasium env
-is that core with ``B = 1``.
+is that core with ``B = 1``, and ``gym.make_vec(id, num_envs=B, vectorization_mode="vector_entry_point")``
+serves the core with ``B`` rows as a Gymnasium ``VectorEnv`` (:class:`BulletVectorEnv`, below).
 
 ==============  ==============================================================================
 id              ``aligngym/{Ball,Car,Drone}{Run,Circle}-v0``
@@ -16,7 +17,10 @@ Observation     ``Box(-1000, 1000, (D,), float64)`` (nominal bounds, as in the r
                 Car (7): ``0.1 x, 0.1 y, vx, vy, sin yaw, cos yaw, 0.1 wz``
                 Drone (17): ``0.1 p(3), 0.2 v(3), quaternion xyzw (rebuilt from roll/pitch/yaw),
                 0.1 w(3), 2.5e-3 (rotor_i - d_i 461.52)`` (rotor speeds are 0 right after reset)
-Action          ``Box(-1, 1, (A,), float32)``, clipped; Ball (2): world force ``3.5 a`` N;
+Action          ``Box(-1, 1, (A,), float32)``; the safe tasks' action rule
+                (``envs/safety/offline.py``): shape exactly ``(A,)`` and finite entries, else
+                ``ValueError`` naming the env; entries outside [-1, 1] are clipped before the
+                dynamics and the reward use them. Ball (2): world force ``3.5 a`` N;
                 Car (2): wheel speed ``40 a0`` rad/s (``a0 > 0`` drives along the heading, which
                 starts at yaw pi, i.e. towards -x), steering ``0.5 a1`` rad;
                 Drone (4): rotor speeds ``d_i 461.52 (1 + 0.1 a_i)`` rad/s, thrust from the
@@ -35,9 +39,37 @@ T, dt           BallRun 100, 1/30 s; CarRun 200, 1/30 s; DroneRun 200, 1/60 s;
 Spawn           Run: ``xy ~ U(-0.01, 0.01)^2`` (Car yaw pi); Circle: uniform on the annulus
                 ``2 <= r <= 4``, facing the clockwise tangent (Car: + pi)
 World           Run: open plane; Circle: octagon walls with inner faces 11.9 m from the origin
-Options         ``render_mode="rgb_array"``: a top-down picture (boundaries, circle, agent)
+Options         ``render_mode="rgb_array"``: a top-down picture (boundaries, circle, agent);
+                any other mode is a ``ValueError`` naming the env
 DSRL API        ``env.unwrapped.get_dataset()``, ``set_target_cost(L)``, ``get_normalized_score``
 ==============  ==============================================================================
+
+**Batched** (:class:`BulletVectorEnv`): ``gym.make_vec(id, num_envs=B,
+vectorization_mode="vector_entry_point")`` (also what ``gym.make_vec(id, num_envs=B)`` picks when no
+mode is named; ``vectorization_mode="sync"`` gives Gymnasium's ``SyncVectorEnv`` of ``B`` single envs
+instead) is a Gymnasium ``VectorEnv`` whose sub-env ``i`` steps exactly as the single env would:
+
+- spaces: ``single_observation_space`` / ``single_action_space`` are the single env's,
+  ``observation_space`` ``Box(-1000, 1000, (B, D), float64)`` and ``action_space``
+  ``Box(-1, 1, (B, A), float32)``; ``step`` takes actions of shape ``(B, A)`` under the same
+  action rule (the error names the env, the batch and the expected shape);
+- ``reset(seed=s)`` seeds sub-env ``i`` as ``gym.make(id).reset(seed=s + i)`` would, ``seed=[s_0, ...]``
+  each with its own; later episodes continue each sub-env's own generator, as a single env's do;
+  ``options={"reset_mask": mask}`` resets only the masked sub-envs (Gymnasium's option);
+- the time limit T counts each sub-env's steps (``max_episode_steps=`` overrides it, as for ``gym.make``);
+- autoreset: ``metadata["autoreset_mode"]`` is ``AutoresetMode.NEXT_STEP`` by default, as in
+  Gymnasium's own vector envs: the step after a sub-env's episode ends resets it (its action is
+  ignored) and returns the first observation, reward 0, no termination or truncation.
+  ``autoreset_mode="SameStep"`` resets within the step that ends the episode (the last
+  observation and info in ``info["final_obs"]`` / ``info["final_info"]``), ``"Disabled"`` leaves
+  resets to ``reset(options={"reset_mask": ...})``: Gymnasium's three modes, exactly as its
+  ``SyncVectorEnv`` applies them;
+- ``info``: ``cost``, ``cost_outside_bounds``, ``cost_velocity_violation`` as float64 arrays of shape
+  ``(B,)`` with Gymnasium's masks ``_cost`` ... (False, and the value 0, where a sub-env reset instead
+  of stepping), the dict ``SyncVectorEnv`` builds from the single envs, except that the cost keys are
+  there on every step (``SyncVectorEnv`` leaves them out of a step on which every sub-env reset);
+  ``reset`` returns ``{}``;
+- ``render_mode="rgb_array"``: ``render()`` returns one picture per sub-env.
 
 Differences from Bullet-Safety-Gym (the bodies are models, not PyBullet):
 
@@ -73,6 +105,7 @@ Differences from Bullet-Safety-Gym (the bodies are models, not PyBullet):
 - Both cost parts are always present in ``info`` (the reference adds a key only while it is
   active).
 - **Actions** must have the shape ``(A,)``; the reference also takes ``(1, A)`` (it squeezes).
+  A NaN or inf entry is a ``ValueError`` here (the reference asserts finiteness).
 - **Random play** (``python benchmarks/safety_speed.py --random-play``: uniform actions, 3 x 5,000
   steps, the reference's method) costs what the
   reference's does on CarRun (0 against 0), CarCircle (4.5 against 3.5) and DroneCircle (9.9 against
@@ -91,9 +124,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.error import ResetNeeded
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
 from numba import njit
 
-from aligngym.envs.safety.offline import OfflineEnvMixin
+from aligngym.envs.safety.offline import OfflineEnvMixin, check_render_mode, checked_action
 
 GRAVITY = 9.81
 RUN_TARGET_X = 1000.0  # Run rewards progress towards (1000, 0)
@@ -185,24 +222,23 @@ class BulletCore:
         self._is_run = task == "Run"
 
     # ------------------------------------------------------------------ reset
-    def reset(self, indices: np.ndarray | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
-        """Respawn the environments in ``indices`` (all by default); returns every observation."""
-        rng = self.rng if rng is None else rng
+    def reset(self, indices: np.ndarray | None = None, rng: np.random.Generator | None = None,
+              rngs: list[np.random.Generator] | None = None) -> np.ndarray:
+        """Respawn the environments in ``indices`` (all by default); returns every observation.
+
+        The spawns come from ``rng`` (default: the core's own generator), all drawn at once; with
+        ``rngs``, one generator per index, environment ``indices[k]`` draws its spawn from
+        ``rngs[k]`` alone, exactly as a one-environment core given that generator would.
+        """
         idx = np.arange(self.num_envs) if indices is None else np.asarray(indices)
         n = len(idx)
-        if self.task == "Run":
-            xy = rng.uniform(-0.01, 0.01, size=(n, 2))
-            heading = np.zeros(n)
+        if rngs is None:
+            xy, heading = self._draw_spawns(n, self.rng if rng is None else rng)
         else:
-            xy = np.empty((n, 2))
-            todo = np.arange(n)
-            while len(todo):  # rejection from U(-4, 4)^2 onto the annulus 2 <= r <= 4
-                cand = rng.uniform(-4.0, 4.0, size=(len(todo), 2))
-                r = np.hypot(cand[:, 0], cand[:, 1])
-                ok = (r >= 2.0) & (r <= 4.0)
-                xy[todo[ok]] = cand[ok]
-                todo = todo[~ok]
-            heading = np.arctan2(-xy[:, 1], -xy[:, 0]) + np.pi / 2
+            if len(rngs) != n:
+                raise ValueError(f"{self.agent}{self.task}: {n} environments to reset, {len(rngs)} generators")
+            xy = np.array([self._draw_spawn_xy(generator) for generator in rngs]).reshape(n, 2)
+            heading = self._spawn_heading(xy)
         self.pos[idx, :2] = xy
         self.pos[idx, 2] = {"Ball": BALL_RADIUS, "Car": 0.2, "Drone": DRONE_REST_Z}[self.agent]
         self.vel[idx] = 0.0
@@ -223,6 +259,37 @@ class BulletCore:
         # every body here is at rest after a reset, so that step changes nothing.
         self._observe()
         return self._obs.copy()
+
+    def _draw_spawns(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` spawn positions and headings (before the Car's reversal) drawn from ``rng``."""
+        if self.task == "Run":
+            return rng.uniform(-0.01, 0.01, size=(n, 2)), np.zeros(n)
+        xy = np.empty((n, 2))
+        todo = np.arange(n)
+        while len(todo):  # rejection from U(-4, 4)^2 onto the annulus 2 <= r <= 4
+            cand = rng.uniform(-4.0, 4.0, size=(len(todo), 2))
+            r = np.hypot(cand[:, 0], cand[:, 1])
+            ok = (r >= 2.0) & (r <= 4.0)
+            xy[todo[ok]] = cand[ok]
+            todo = todo[~ok]
+        return xy, self._spawn_heading(xy)
+
+    def _draw_spawn_xy(self, rng: np.random.Generator) -> np.ndarray:
+        """One spawn position, the very numbers ``_draw_spawns(1, rng)`` draws, without its array
+        bookkeeping (a vector env's resets draw each sub-env's spawn from its own generator, one by
+        one, so this is what they cost)."""
+        if self._is_run:
+            return rng.uniform(-0.01, 0.01, size=2)
+        while True:
+            cand = rng.uniform(-4.0, 4.0, size=2)
+            if 2.0 <= np.hypot(cand[0], cand[1]) <= 4.0:
+                return cand
+
+    def _spawn_heading(self, xy: np.ndarray) -> np.ndarray:
+        """Run: along +x (0); Circle: the clockwise tangent at each spawn position."""
+        if self._is_run:
+            return np.zeros(len(xy))
+        return np.arctan2(-xy[:, 1], -xy[:, 0]) + np.pi / 2
 
     # ------------------------------------------------------------------ step
     def step(self, action: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -489,6 +556,12 @@ def render_topdown(core: BulletCore, env_index: int = 0, size: int = 256) -> np.
 
 
 # ---------------------------------------------------------------------- Gymnasium envs
+def _single_spaces(core: BulletCore) -> tuple[spaces.Box, spaces.Box]:
+    """One environment's observation and action spaces (nominal observation bounds, as in the reference)."""
+    return (spaces.Box(-1000.0, 1000.0, (core.obs_dim,), np.float64),
+            spaces.Box(-1.0, 1.0, (core.act_dim,), np.float32))
+
+
 class BulletSafetyEnv(OfflineEnvMixin, gym.Env):
     """One environment of :class:`BulletCore` behind the Gymnasium API (see the module docstring)."""
 
@@ -497,15 +570,13 @@ class BulletSafetyEnv(OfflineEnvMixin, gym.Env):
     task_name: str = ""
 
     def __init__(self, render_mode: str | None = None) -> None:
-        if render_mode not in (None, *self.metadata["render_modes"]):
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.spec_id = f"aligngym/{self.agent_name}{self.task_name}-v0"
+        self._check_render_mode(render_mode)
         self._init_offline()
         self.core = BulletCore(self.agent_name, self.task_name, num_envs=1)
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": round(1.0 / self.core.dt)}
-        self.observation_space = spaces.Box(-1000.0, 1000.0, (self.core.obs_dim,), np.float64)  # nominal, as in the reference
-        self.action_space = spaces.Box(-1.0, 1.0, (self.core.act_dim,), np.float32)
+        self.observation_space, self.action_space = _single_spaces(self.core)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -513,7 +584,7 @@ class BulletSafetyEnv(OfflineEnvMixin, gym.Env):
         return obs[0], {}
 
     def step(self, action: Any):
-        arr = self._checked_action(action)
+        arr = self._checked_action(action)  # the kernels clip it to [-1, 1]
         obs, reward, cost, outside, too_fast, terminated, _ = self.core.step(arr[None])
         info = {"cost": float(cost[0]), "cost_outside_bounds": float(outside[0]),
                 "cost_velocity_violation": float(too_fast[0])}
@@ -525,10 +596,157 @@ class BulletSafetyEnv(OfflineEnvMixin, gym.Env):
         return None
 
 
+class BulletVectorEnv(VectorEnv):
+    """``num_envs`` environments of one task as a Gymnasium ``VectorEnv`` on one :class:`BulletCore`
+    (``gym.make_vec(id, num_envs=B, vectorization_mode="vector_entry_point")``; behaviour in the
+    module docstring). Sub-env ``i`` is the single env ``gym.make(id)`` seeded with ``seed + i``:
+    same observations, rewards, costs, terminations and truncations, and Gymnasium's autoreset
+    modes applied as its ``SyncVectorEnv`` applies them."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+    agent_name: str = ""
+    task_name: str = ""
+
+    def __init__(self, num_envs: int = 1, max_episode_steps: int | None = None, render_mode: str | None = None,
+                 autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP) -> None:
+        self.spec_id = f"aligngym/{self.agent_name}{self.task_name}-v0"
+        check_render_mode(self.spec_id, render_mode, self.metadata["render_modes"])
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"{self.spec_id}: num_envs must be an integer >= 1, got {num_envs!r}")
+        if max_episode_steps is not None and (isinstance(max_episode_steps, bool) or not isinstance(
+                max_episode_steps, (int, np.integer)) or max_episode_steps < 1):
+            raise ValueError(f"{self.spec_id}: max_episode_steps must be an integer >= 1 or None, "
+                             f"got {max_episode_steps!r}")
+        try:
+            self.autoreset_mode = AutoresetMode(autoreset_mode)
+        except ValueError:
+            raise ValueError(f"{self.spec_id}: autoreset_mode must be one of "
+                             f"{[mode.value for mode in AutoresetMode]}, got {autoreset_mode!r}") from None
+        self.num_envs = int(num_envs)
+        self.core = BulletCore(self.agent_name, self.task_name, num_envs=self.num_envs,
+                               max_episode_steps=max_episode_steps)
+        self.render_mode = render_mode
+        self.metadata = {**self.metadata, "render_fps": round(1.0 / self.core.dt),
+                         "autoreset_mode": self.autoreset_mode}
+        self.single_observation_space, self.single_action_space = _single_spaces(self.core)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._name = f"{self.spec_id} (vector env of {self.num_envs})"
+        self._action_shape = (self.num_envs, self.core.act_dim)
+        # one generator per sub-env, as each single env has its own (created from entropy when first
+        # needed without a seed, as a single env's np_random is)
+        self._env_rngs: list[np.random.Generator | None] = [None] * self.num_envs
+        self._autoreset = np.zeros(self.num_envs, dtype=np.bool_)  # ended last step: reset at the next
+        self._needs_reset = True
+
+    # ------------------------------------------------------------------ reset
+    def reset(self, *, seed: int | list[int | None] | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset every sub-env (or those in ``options["reset_mask"]``); ``seed``: None, an int ``s``
+        (sub-env ``i`` gets ``s + i``) or one seed (or None) per sub-env."""
+        if seed is None:
+            seeds: list[int | None] = [None] * self.num_envs
+        elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            seeds = [int(seed) + i for i in range(self.num_envs)]
+            super().reset(seed=int(seed))
+        else:
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"{self._name}: seed must be None, an int or a list of {self.num_envs} seeds, "
+                                 f"got a list of {len(seeds)}")
+        mask = np.ones(self.num_envs, dtype=np.bool_)
+        if options is not None and "reset_mask" in options:
+            mask = options["reset_mask"]
+            if not isinstance(mask, np.ndarray):
+                raise TypeError(f"{self._name}: options['reset_mask'] must be a numpy array, got {type(mask)}")
+            if mask.shape != (self.num_envs,):
+                raise ValueError(f"{self._name}: options['reset_mask'] must have shape ({self.num_envs},), "
+                                 f"got {mask.shape}")
+            if mask.dtype != np.bool_:
+                raise TypeError(f"{self._name}: options['reset_mask'] must have dtype bool, got {mask.dtype}")
+            if not mask.any():
+                raise ValueError(f"{self._name}: options['reset_mask'] must select at least one sub-env")
+            if self._needs_reset and not mask.all():
+                raise ResetNeeded(f"{self._name}: the first reset() must reset every sub-env")
+        indices = np.flatnonzero(mask)
+        for i in indices:
+            if seeds[i] is not None:
+                self._env_rngs[i] = seeding.np_random(seeds[i])[0]
+        observations = self.core.reset(indices, rngs=[self._generator(i) for i in indices])
+        self._autoreset[indices] = False
+        self._needs_reset = False
+        return observations, {}
+
+    def _generator(self, i: int) -> np.random.Generator:
+        if self._env_rngs[i] is None:
+            self._env_rngs[i] = seeding.np_random()[0]
+        return self._env_rngs[i]  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ step
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if self._needs_reset:
+            raise ResetNeeded(f"{self._name}: call reset() before step()")
+        restart = self._autoreset if self.autoreset_mode is AutoresetMode.NEXT_STEP else None
+        if self.autoreset_mode is AutoresetMode.DISABLED and self._autoreset.any():
+            raise RuntimeError(
+                f"{self._name}: sub-env(s) {np.flatnonzero(self._autoreset)[:10].tolist()} ended their episodes "
+                "and autoreset_mode is Disabled: reset them with reset(options={'reset_mask': mask}) first")
+        # NEXT_STEP: the sub-envs that ended last step reset now and ignore their actions (as
+        # SyncVectorEnv does); their rows of the batch are stepped with zeros and then overwritten
+        array = checked_action(actions, self._action_shape, self._name, ignored=restart)
+        obs, reward, cost, outside, too_fast, terminated, truncated = self.core.step(array)
+        stepped = np.ones(self.num_envs, dtype=np.bool_)
+        if restart is not None and restart.any():
+            indices = np.flatnonzero(restart)
+            obs = self.core.reset(indices, rngs=[self._generator(i) for i in indices])
+            stepped[indices] = False
+            reward[indices] = 0.0
+            terminated[indices] = False
+            truncated[indices] = False
+        done = terminated | truncated
+        info: dict[str, Any] = {}
+        if self.autoreset_mode is AutoresetMode.SAME_STEP and done.any():
+            indices = np.flatnonzero(done)
+            final_obs = np.full(self.num_envs, None, dtype=object)
+            for i in indices:
+                final_obs[i] = obs[i].copy()
+            info["final_obs"], info["_final_obs"] = final_obs, done.copy()
+            info["final_info"] = self._cost_info(cost, outside, too_fast, done)
+            info["_final_info"] = done.copy()
+            stepped &= ~done  # as SyncVectorEnv: their info is the reset's (empty)
+            obs = self.core.reset(indices, rngs=[self._generator(i) for i in indices])
+        # always present, even when no sub-env stepped (SyncVectorEnv then leaves the keys out)
+        info.update(self._cost_info(cost, outside, too_fast, stepped))
+        self._autoreset = done
+        return obs, reward, terminated, truncated, info
+
+    @staticmethod
+    def _cost_info(cost: np.ndarray, outside: np.ndarray, too_fast: np.ndarray,
+                   mask: np.ndarray) -> dict[str, np.ndarray]:
+        """The single envs' info keys as Gymnasium batches them: values (0 outside ``mask``) and masks."""
+        return {"cost": np.where(mask, cost, 0.0), "_cost": mask.copy(),
+                "cost_outside_bounds": np.where(mask, outside, 0.0), "_cost_outside_bounds": mask.copy(),
+                "cost_velocity_violation": np.where(mask, too_fast, 0.0),
+                "_cost_velocity_violation": mask.copy()}
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        if self.render_mode == "rgb_array":
+            return tuple(render_topdown(self.core, i) for i in range(self.num_envs))
+        return None
+
+
 def _task_class(agent: str, task: str) -> type[BulletSafetyEnv]:
     cls = type(f"{agent}{task}Env", (BulletSafetyEnv,), {"agent_name": agent, "task_name": task,
                                                         "__module__": __name__})
     cls.__doc__ = f"``aligngym/{agent}{task}-v0`` (see :mod:`aligngym.envs.safety.bullet`)."
+    return cls
+
+
+def _vector_class(agent: str, task: str) -> type[BulletVectorEnv]:
+    cls = type(f"{agent}{task}VectorEnv", (BulletVectorEnv,), {"agent_name": agent, "task_name": task,
+                                                              "__module__": __name__})
+    cls.__doc__ = (f"``aligngym/{agent}{task}-v0`` batched: ``gym.make_vec(..., vectorization_mode="
+                   f"\"vector_entry_point\")`` (see :class:`BulletVectorEnv`).")
     return cls
 
 
@@ -538,3 +756,10 @@ CarRunEnv = _task_class("Car", "Run")
 CarCircleEnv = _task_class("Car", "Circle")
 DroneRunEnv = _task_class("Drone", "Run")
 DroneCircleEnv = _task_class("Drone", "Circle")
+
+BallRunVectorEnv = _vector_class("Ball", "Run")
+BallCircleVectorEnv = _vector_class("Ball", "Circle")
+CarRunVectorEnv = _vector_class("Car", "Run")
+CarCircleVectorEnv = _vector_class("Car", "Circle")
+DroneRunVectorEnv = _vector_class("Drone", "Run")
+DroneCircleVectorEnv = _vector_class("Drone", "Circle")

@@ -1,5 +1,18 @@
-"""DSRL's offline-env API, shared by every safe task: ``get_dataset``, ``set_target_cost``,
-``get_normalized_score`` (``dsrl/offline_env.py``)."""
+"""What every safe task shares: DSRL's offline-env API (``get_dataset``, ``set_target_cost``,
+``get_normalized_score``, ``dsrl/offline_env.py``), the action rule and the render-mode check.
+
+**The action rule** (every safe task, numpy and MuJoCo alike, single and batched):
+
+1. an action must have the action space's exact shape (``(A,)``; a batch of ``B`` envs takes
+   ``(B, A)``), else ``ValueError`` naming the env, the expected shape and the shape it got;
+2. every entry must be a finite number, else ``ValueError`` naming the env (NaN and inf are refused,
+   never passed to the physics);
+3. finite entries outside the action space's bounds are clipped to them before anything uses the
+   action (dynamics, reward, cost): a step with an out-of-bounds action is exactly the step with the
+   clipped action.
+
+An unknown ``render_mode`` is a ``ValueError`` naming the env and the modes it has.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +23,40 @@ from typing import Any
 import numpy as np
 
 from aligngym.envs.safety.specs import SafeTaskSpec, task_spec
+
+
+def checked_action(action: Any, shape: tuple[int, ...], env_name: str,
+                   ignored: np.ndarray | None = None) -> np.ndarray:
+    """``action`` as a float64 array, refused by the action rule's first two parts (see the module
+    docstring): ``ValueError`` naming ``env_name`` unless it has exactly ``shape`` and holds finite
+    numbers. Clipping (the third part) is the caller's: it knows its bounds.
+
+    ``ignored``, for a batch: a mask over the first axis of rows that are not used (a vector env's
+    sub-envs that reset instead of stepping); they are neither checked nor returned (zeros instead).
+    """
+    try:
+        array = np.asarray(action, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{env_name}: action must be an array of numbers of shape {shape}, "
+                         f"got a {type(action).__name__} that is not") from error
+    if array.shape != shape:
+        raise ValueError(f"{env_name}: action must have shape {shape}, got {array.shape}")
+    if ignored is not None and ignored.any():
+        array = np.where(ignored.reshape(-1, *[1] * (array.ndim - 1)), 0.0, array)
+    if not np.isfinite(array).all():
+        if array.ndim > 1:  # a batch: say which sub-envs, not a thousand rows
+            rows = np.flatnonzero(~np.isfinite(array).reshape(len(array), -1).all(axis=1))
+            raise ValueError(f"{env_name}: action must be finite, got NaN or inf in the rows of sub-env(s) "
+                             f"{rows[:10].tolist()}{' ...' if len(rows) > 10 else ''}")
+        raise ValueError(f"{env_name}: action must be finite, got {array}")
+    return array
+
+
+def check_render_mode(env_name: str, render_mode: str | None, render_modes: Any) -> None:
+    """``ValueError`` naming the env unless ``render_mode`` is None or one of ``render_modes``."""
+    if render_mode is not None and render_mode not in render_modes:
+        raise ValueError(f"{env_name}: render_mode must be one of {list(render_modes)} or None, "
+                         f"got {render_mode!r}")
 
 
 class OfflineEnvMixin:
@@ -26,14 +73,28 @@ class OfflineEnvMixin:
 
     def _checked_action(self, action: Any) -> np.ndarray:
         """``action`` as float64, refused (ValueError naming the env) unless it has the action
-        space's exact shape and holds finite numbers."""
-        array = np.asarray(action, dtype=np.float64)
-        shape = tuple(self.action_space.shape)  # type: ignore[attr-defined]
-        if array.shape != shape:
-            raise ValueError(f"{self.spec_id}: action must have shape {shape}, got {array.shape}")
-        if not np.isfinite(array).all():
-            raise ValueError(f"{self.spec_id}: action must be finite, got {array}")
-        return array
+        space's exact shape and holds finite numbers (the action rule's first two parts; for a task
+        that clips inside its own dynamics)."""
+        return checked_action(action, tuple(self.action_space.shape), self.spec_id)  # type: ignore[attr-defined]
+
+    def _clipped_action(self, action: Any, keep_dtype: bool = False) -> np.ndarray:
+        """The action as the task uses it, by the whole action rule: checked as by
+        :meth:`_checked_action`, then clipped to the action space's bounds. float64, or with
+        ``keep_dtype`` the caller's own floating dtype (an in-bounds action then comes back with the
+        very values and precision it came in with)."""
+        checked = self._checked_action(action)
+        space = self.action_space  # type: ignore[attr-defined]
+        array = np.asarray(action) if keep_dtype else checked
+        if array.dtype.kind != "f":
+            array = checked
+        if ((checked >= space.low) & (checked <= space.high)).all():
+            return array
+        return np.clip(array, space.low, space.high).astype(array.dtype, copy=False)
+
+    def _check_render_mode(self, render_mode: str | None) -> None:
+        """``ValueError`` naming the env unless ``render_mode`` is None or one of the class's
+        ``metadata["render_modes"]`` (call it before building anything)."""
+        check_render_mode(self.spec_id, render_mode, self.metadata["render_modes"])  # type: ignore[attr-defined]
 
     def set_target_cost(self, target_cost: float) -> None:
         """The cost threshold ``L`` used by :meth:`get_normalized_score`."""

@@ -17,7 +17,13 @@ SwimmerVelocity-v1      8    2    0.04    vx > thr  (qpos[0])                   
 - **Observation:** the v5 env's, ``Box(-inf, inf, float64)``; the Ant drops the external contact
   forces (``include_cfrc_ext_in_observation=False``, v5's name for Safety-Gymnasium's
   ``use_contact_forces=False``), which leaves ``qpos[2:]`` (13) + ``qvel`` (14) = 27.
-- **Action:** the v5 env's ``Box(-1, 1, float32)`` (torques through the model's gears).
+- **Action:** the v5 env's ``Box(-1, 1, float32)`` (torques through the model's gears), under the
+  safe tasks' one action rule (``envs/safety/offline.py``, as the Bullet-style tasks): a shape other
+  than the space's or a NaN/inf entry is a ``ValueError`` naming the env and the expected shape;
+  entries outside the bounds are clipped before the v5 env sees the action, so its control cost
+  is the clipped action's (MuJoCo clamps the torques anyway; without the clip one huge action cost
+  a reward of about -1e8). An action inside the bounds reaches the v5 env untouched (its own
+  array, in its own precision).
 - **Reward:** the v5 env's reward, unchanged (forward velocity, healthy bonus, control cost).
 - **Cost:** ``info["cost"]``, a Python float in {0.0, 1.0}, from the speed the v5 env already
   reports in ``info["x_velocity"]`` / ``info["y_velocity"]``: the displacement of ``qpos[0]``
@@ -28,7 +34,8 @@ SwimmerVelocity-v1      8    2    0.04    vx > thr  (qpos[0])                   
   Truncation at T = 1000 by Gymnasium's ``TimeLimit`` (``envs/safety/specs.py``).
 - **dt:** the v5 defaults (table); T = 1000 steps for every task.
 - **Constructor:** every keyword argument goes to the v5 env (``render_mode``, ``width``,
-  ``reset_noise_scale``, ...). ``render_mode="rgb_array"`` renders headless through EGL
+  ``reset_noise_scale``, ...); a ``render_mode`` outside ``metadata["render_modes"]`` is a
+  ``ValueError`` naming the env. ``render_mode="rgb_array"`` renders headless through EGL
   (``MUJOCO_GL=egl`` is the default this module sets).
 - **Offline API:** ``env.unwrapped.get_dataset()``, ``set_target_cost()``,
   ``get_normalized_score()`` (:class:`~aligngym.envs.safety.offline.OfflineEnvMixin`).
@@ -43,6 +50,8 @@ Differences from Safety-Gymnasium (which subclasses Gymnasium's **v4** envs on m
   Hopper and Walker2d pay the healthy bonus only while healthy (v4 paid it on the terminating
   step too); the Ant's position is read from ``data.body(1).xpos`` (the same torso frame as v4's
   ``get_body_com("torso")``). Returns are therefore close to, not equal to, DSRL's.
+- Out-of-bounds actions are clipped before the v5 env computes its control cost (Safety-Gymnasium,
+  like Gymnasium, charges the unclipped action); the same for every action inside the bounds.
 - Safety-Gymnasium returns the cost as a sixth element of ``step``; here it is in
   ``info["cost"]`` (the DSRL convention, as DSRL's own Gymnasium wrapper does).
 - HalfCheetah's ``settotalmass="14"`` (deprecated in mujoco 4, which logs a warning to
@@ -90,6 +99,7 @@ class _VelocityCost(OfflineEnvMixin, MujocoCopyMixin):
     velocity_threshold: float
 
     def __init__(self, **kwargs: Any) -> None:
+        self._check_render_mode(kwargs.get("render_mode"))  # the v5 env would only warn
         super().__init__(**kwargs)  # the v5 env, next in the MRO
         # The v5 env pickles its own positional args; re-record ours so copies rebuild this class.
         utils.EzPickle.__init__(self, **kwargs)
@@ -116,9 +126,9 @@ class _VelocityCost(OfflineEnvMixin, MujocoCopyMixin):
         return float(info["x_velocity"])
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        # MuJoCo would take NaN, reset itself and go on; the v5 env still gets the caller's own array
-        # (its control cost in the caller's precision, as v5's)
-        self._checked_action(action)
+        # MuJoCo would take NaN, reset itself and go on; an in-bounds action reaches the v5 env as the
+        # caller's own array (its control cost in the caller's precision, as v5's)
+        action = self._clipped_action(action, keep_dtype=True)
         observation, reward, terminated, truncated, info = super().step(action)  # type: ignore[misc]
         info["cost"] = float(self.speed(info) > self.velocity_threshold)
         return observation, reward, terminated, truncated, info

@@ -216,6 +216,26 @@ def test_every_safe_task_refuses_a_bad_action_by_name(env_id: str) -> None:
     env.close()
 
 
+@pytest.mark.parametrize("env_id", IDS)
+def test_unknown_render_mode_is_refused_by_name(env_id: str) -> None:
+    with pytest.warns(UserWarning, match="render_mode"):  # gym.make's own warning comes first
+        with pytest.raises(ValueError, match=rf"{env_id}: render_mode must be one of \['rgb_array'\] or None"):
+            gym.make(env_id, render_mode="bogus")
+
+
+def test_huge_actions_step_as_the_clipped_action_on_every_body() -> None:
+    for env_id in IDS:
+        huge, clipped = gym.make(env_id), gym.make(env_id)
+        huge.reset(seed=1)
+        clipped.reset(seed=1)
+        rng = np.random.default_rng(0)
+        for _ in range(5):
+            action = rng.uniform(-1e9, 1e9, huge.action_space.shape)
+            a, b = huge.step(action), clipped.step(np.clip(action, -1, 1))
+            np.testing.assert_array_equal(a[0], b[0])
+            assert a[1:] == b[1:]
+
+
 def rollout_with(env: gym.Env, action: np.ndarray) -> np.ndarray:
     env.reset(seed=0)
     return np.array([env.step(action)[0] for _ in range(20)])

@@ -396,3 +396,60 @@ def test_a_copy_mid_episode_continues_exactly(env_id):
 def test_ant_run_steps_before_its_first_reset():
     _, u = _make("aligngym/AntRun-v0")
     assert np.isfinite(u.step(np.zeros(8))[1])
+
+
+# ---- the safe tasks' one action rule and render-mode check (as the Bullet-style tasks) ------
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_out_of_bounds_actions_step_as_the_clipped_action(env_id):
+    """A huge action is the clipped action: same observation, reward, cost and termination (one
+    huge action used to cost a reward of about -1e8 through the v5 control cost)."""
+    rng = np.random.default_rng(1)
+    huge, clipped = gym.make(env_id), gym.make(env_id)
+    huge.reset(seed=4)
+    clipped.reset(seed=4)
+    shape = huge.action_space.shape
+    for k in range(6):
+        action = rng.uniform(-1, 1, shape)
+        action[rng.random(shape) < 0.5] *= 1e9  # about half the entries far out of bounds
+        action = action.astype(np.float32) if k % 2 else action  # both precisions
+        a, b = huge.step(action), clipped.step(np.clip(action, -1.0, 1.0))
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[1:4] == b[1:4] and a[4]["cost"] == b[4]["cost"]
+        assert a[1] > -100, "an out-of-bounds action must not be charged beyond the clipped one"
+        if a[2]:
+            break
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_nan_inf_and_wrong_shapes_raise_by_name_before_the_physics_moves(env_id):
+    env, u = _make(env_id)
+    twin, _ = _make(env_id)
+    env.reset(seed=0)
+    twin.reset(seed=0)
+    shape = env.action_space.shape
+    good = np.full(shape, 0.2)
+    for bad, says in ((np.zeros((1, *shape)), rf"have shape \({shape[0]},\), got \(1, {shape[0]}\)"),
+                      (np.zeros(shape[0] + 1), rf"have shape \({shape[0]},\), got \({shape[0] + 1},\)"),
+                      (np.zeros(()), rf"have shape \({shape[0]},\), got \(\)"),
+                      (np.where(np.arange(shape[0]) == 1, np.nan, good), "be finite"),
+                      (np.where(np.arange(shape[0]) == 0, -np.inf, good), "be finite"),
+                      (["a"] * shape[0], "be an array of numbers")):
+        with pytest.raises(ValueError, match=f"{env_id}: action must {says}"):
+            u.step(bad)
+    # nothing moved: the next good step is the twin's first
+    a, b = env.step(good), twin.step(good)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1:4] == b[1:4]
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_unknown_render_mode_is_refused_by_name(env_id):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # gym.make's own warning about the mode comes first
+        with pytest.raises(ValueError, match=rf"{env_id}: render_mode must be one of \['human', 'rgb_array'"):
+            gym.make(env_id, render_mode="rgb")
+    env_class = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point)
+    with pytest.raises(ValueError, match=f"{env_id}: render_mode must be one of"):
+        env_class(render_mode="bogus")  # refused before the model is loaded
