@@ -90,7 +90,7 @@ def test_set_refuses_to_replace_a_whole_section():
         with pytest.raises(ConfigError, match=r"--set env: 'env' is a section; set its keys one at a time"):
             load_config(QUICKSTART, [f"env={value}"])
     with pytest.raises(ConfigError, match=r"'learner' is a section"):
-        load_config(QUICKSTART, ["learner={hidden_size: 64}"])
+        load_config("cooperation/centipede_dp", ["learner={hidden_size: 64}"])
     # a section the file leaves out may be given whole
     assert load_config(QUICKSTART, ["learner.play={lr: 0.1}"]).learner.play.lr == 0.1
     assert load_config(QUICKSTART, ["env.n_agents=6"]).env.n_agents == 6
