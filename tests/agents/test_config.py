@@ -182,7 +182,7 @@ def test_overrides_are_typed_and_nested():
     with pytest.raises(ConfigError, match="key.sub=value"):
         parse_override("noequals")
     with pytest.raises(ConfigError, match="is a value, not a section"):
-        load_config(QUICKSTART, ["seed.x=1"])
+        load_config(QUICKSTART, ["episodes.x=1"])
 
 
 def test_cli_reports_config_errors_with_exit_code_2(tmp_path, capsys):
