@@ -11,7 +11,8 @@ from typing import Any
 from torch.utils.tensorboard import SummaryWriter
 
 from aligngym.agents.config import AlignGymWarning, ConfigError, agent_module, load_config
-from aligngym.agents.train import CHECKPOINT, EVALUATION, RESUMABLE_KEYS, changed_keys, load_checkpoint
+from aligngym.agents.train import (CHECKPOINT, EVALUATION, RESUMABLE_KEYS, apply_threads, changed_keys,
+                                   load_run_checkpoint)
 from aligngym.envs.data.dataset import atomic_write, check_writable
 
 
@@ -24,9 +25,10 @@ def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = No
     run_dir = Path(run_dir)
     if run_dir.is_file() and run_dir.name == CHECKPOINT:  # the checkpoint itself: its folder is meant
         run_dir = run_dir.parent
-    config, state = load_checkpoint(run_dir / CHECKPOINT)
+    config, state, _ = load_run_checkpoint(run_dir)  # a damaged latest: the one before, with a warning
     if device is not None:
         config = config.model_copy(update={"device": device})
+    apply_threads(config)
     n = episodes if episodes is not None else getattr(config, "eval_episodes", 10)
     if n < 1:
         raise ConfigError(f"--episodes must be >= 1, got {n}")

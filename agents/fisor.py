@@ -328,9 +328,9 @@ class FISOR(OfflineAlgorithm[FISORPolicy]):
             frozen.requires_grad_(False)
         adamw = TorchOptimizerFactory(torch.optim.AdamW, lr=config.actor_lr, weight_decay=0.0)
         self.actor_optim = self._create_optimizer(self.actor, adamw)
-        self.reward_v_optim = self._create_optimizer(self.reward_v, TorchOptimizerFactory(torch.optim.Adam, lr=config.value_lr))
+        self.reward_value_optim = self._create_optimizer(self.reward_v, TorchOptimizerFactory(torch.optim.Adam, lr=config.value_lr))
         self.reward_q_optim = self._create_optimizer(self.reward_q, TorchOptimizerFactory(torch.optim.Adam, lr=config.critic_lr))
-        self.cost_v_optim = self._create_optimizer(self.cost_v, TorchOptimizerFactory(torch.optim.Adam, lr=config.value_lr))
+        self.cost_value_optim = self._create_optimizer(self.cost_v, TorchOptimizerFactory(torch.optim.Adam, lr=config.value_lr))
         self.cost_q_optim = self._create_optimizer(self.cost_q, TorchOptimizerFactory(torch.optim.Adam, lr=config.critic_lr))
         self.register_buffer("actor_step", torch.zeros((), dtype=torch.long))
         self.register_buffer("critic_step", torch.zeros((), dtype=torch.long))
@@ -416,7 +416,7 @@ class FISOR(OfflineAlgorithm[FISORPolicy]):
             cost_q_target = self.policy.target_cost_q(obs_act).max(dim=0).values
         # V_r: upper expectile of min Q_r
         loss_rv = expectile_loss(reward_q_target - self.reward_v(b["obs"])[0], cfg.reward_expectile)
-        self.reward_v_optim.step(loss_rv)
+        self.reward_value_optim.step(loss_rv)
         # Q_r: r + gamma V_r(s')
         with torch.no_grad():
             target = reward_target(b["rew"], self.reward_v(b["obs_next"])[0], b["mask"], cfg.discount)
@@ -424,7 +424,7 @@ class FISOR(OfflineAlgorithm[FISORPolicy]):
         self.reward_q_optim.step(loss_rq)
         # V_h: lower ("reversed") expectile of max Q_h
         loss_cv = expectile_loss(cost_q_target - self.cost_v(b["obs"])[0], 1 - cfg.cost_expectile)
-        self.cost_v_optim.step(loss_cv)
+        self.cost_value_optim.step(loss_cv)
         # Q_h: reachability backup
         with torch.no_grad():
             target = reachability_target(b["h"], self.cost_v(b["obs_next"])[0], b["mask"], cfg.discount)

@@ -16,12 +16,17 @@ around it:
 
 - the dataset comes from ``env.unwrapped.get_dataset`` conventions: the generated file of
   ``dataset.size`` / ``dataset.seed``, or ``dataset.path`` (any D4RL/DSRL HDF5 file);
-- every ``log_every`` steps the mean of each loss goes to ``loss/*``, the learning rates, the step
-  rate and the agent's other statistics (FISOR: ``feasible_share``, ``mean_weight``) to ``train/*``; every ``eval_every`` steps (and at the end) ``eval_episodes`` episodes are
-  played and ``eval/return``, ``eval/cost``, ``eval/normalized_return``, ``eval/normalized_cost``,
-  ``eval/length``, ``eval/unsafe_episodes`` (share of episodes above ``cost_limit``) logged (DSRL's
-  normalisation at ``cost_limit``; ``aligngym eval``'s ``eval.json`` lists each episode's return and
-  cost too);
+- every ``log_every`` steps the mean of each loss goes to ``loss/*`` (a statistic ``loss_actor`` as
+  ``loss/actor``), the learning rates (``train/lr_actor``, ...: each optimiser named after the
+  algorithm's attribute holding it, ``actor_optim``), the step rate and the agent's other statistics
+  (FISOR: ``feasible_share``, ``mean_weight``) to ``train/*``;
+- every ``eval_every`` steps (default: a tenth of the run) and at the end, ``eval_episodes`` episodes
+  are played through tianshou's ``Collector`` over a ``DummyVectorEnv`` (:func:`play_episodes`; the
+  training bar counts them meanwhile) and ``eval/return``, ``eval/cost``, ``eval/normalized_return``,
+  ``eval/normalized_cost``, ``eval/length``, ``eval/unsafe_episodes`` (share of episodes above
+  ``cost_limit``) logged (DSRL's normalisation at ``cost_limit``), with the image ``eval/reward_cost``:
+  the episodes on the reward-cost plane and the cost limit; ``aligngym eval``'s ``eval.json`` lists
+  each episode's return and cost too;
 - a checkpoint (weights, optimiser states, step, the random states of the buffer's sampler,
   numpy, torch and CUDA, the losses gathered since the last log, and a checksum of the training
   data) every ``checkpoint_every`` steps and at the end; ``aligngym train --resume`` continues bit
@@ -40,22 +45,27 @@ import difflib
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
+import pettingzoo
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
-from tianshou.data import Batch
+from tianshou.algorithm.algorithm_base import Algorithm
+from tianshou.data import Collector, CollectStats, VectorReplayBuffer
+from tianshou.env import DummyVectorEnv
 from tianshou.utils.torch_utils import policy_within_training_step
 from tqdm import tqdm
 
 from aligngym.agents.config import ConfigError, RunConfig, agent_module
 from aligngym.agents.train import CheckpointError, Run, TrainingDiverged, resolve_device, to_numpy
-from aligngym.envs.data.dataset import OfflineDataset, dataset_path, load_dataset
+from aligngym.envs.data.dataset import OfflineDataset, dataset_path, load_dataset, reward_cost_figure
 
 
 class DatasetConfig(BaseModel):
@@ -83,7 +93,7 @@ class OfflineConfig(RunConfig):
     cost_limit: float = Field(10.0, ge=0)  # threshold L: normalised cost, BC-Safe's filter, Lagrangian target
     steps: int = Field(1_000_000, ge=1)  # gradient steps
     batch_size: int = Field(256, ge=1)  # transitions sampled per step
-    eval_every: int = Field(250_000, ge=1)  # evaluate every this many steps (and at the end)
+    eval_every: int | None = Field(None, ge=1)  # evaluate every this many steps and at the end (None: steps // 10)
     eval_episodes: int = Field(20, ge=1)  # episodes per evaluation
     log_every: int = Field(1_000, ge=1)  # mean losses logged every this many steps
     checkpoint_every: int = Field(10_000, ge=1)  # checkpoint every this many steps (and at the end)
@@ -100,6 +110,11 @@ class OfflineConfig(RunConfig):
             self._checked_data = training_data(self, env)
         finally:
             env.close()
+
+    @property
+    def eval_interval(self) -> int:
+        """Steps between evaluations: ``eval_every``, else a tenth of the run (at least 1)."""
+        return self.eval_every if self.eval_every is not None else max(1, self.steps // 10)
 
     def check_env(self, env: gym.Env) -> None:
         """Raise a ConfigError if the run cannot start on ``env`` (called by ``preflight``, with the
@@ -120,6 +135,10 @@ def make_env(config: OfflineConfig) -> gym.Env:
     import aligngym.envs  # noqa: F401  (registers the ids)
 
     if config.task not in gym.registry:
+        if config.task in pettingzoo.parallel_registry:
+            raise ConfigError(f"task '{config.task}' is a PettingZoo game (several agents), not a single-agent "
+                              f"task {config.agent} can train on; the population learners play it "
+                              f"(agent: independent_dqn, e.g. aligngym train quickstart)")
         hint = difflib.get_close_matches(config.task, list(gym.registry), n=1)
         raise ConfigError(f"task '{config.task}' is not a registered environment"
                           + (f" (did you mean '{hint[0]}'?)" if hint else "")
@@ -164,28 +183,51 @@ def observation_dim(env: gym.Env) -> int:
     return int(np.prod(env.observation_space.shape))
 
 
-def act(policy: torch.nn.Module, obs: np.ndarray) -> np.ndarray:
-    """The policy's env actions for a batch of observations."""
-    with torch.no_grad():
-        out = policy(Batch(obs=np.asarray(obs, dtype=np.float32), info=Batch()))
-    actions = out.act.detach().cpu().numpy() if isinstance(out.act, torch.Tensor) else np.asarray(out.act)
-    return policy.map_action(actions)
-
-
 EVAL_CHUNK = 100  # episodes played side by side (one env each); more are played in chunks of this
+EVAL_ROOM = 1_000  # steps recorded per episode for a task without a time limit (a longer episode is an error)
+
+Progress = Callable[[int, int], None]
+"""Called while episodes play: ``(episodes finished, steps into the episodes now playing)``."""
 
 
-def evaluate_policy(config: OfflineConfig, policy: torch.nn.Module, episodes: int, seed: int) -> dict[str, Any]:
-    """Play ``episodes`` episodes (side by side, ``EVAL_CHUNK`` at a time; episode ``i`` from reset
-    seed ``seed + i``) and score them the DSRL way; besides the means, ``eval/unsafe_episodes`` is the
-    share of episodes whose cost exceeds ``cost_limit`` (a policy can be safe on average and still
-    break the limit in some episodes), and ``episode_returns`` / ``episode_costs`` list each
-    episode's raw figures."""
-    returns, costs, lengths = np.zeros(episodes), np.zeros(episodes), np.zeros(episodes)
-    policy.eval()
+@dataclass
+class Episodes:
+    """What each played episode yielded, in episode order (episode ``i`` from reset seed ``seed + i``)."""
+
+    returns: np.ndarray  # sum of the step rewards
+    lengths: np.ndarray  # steps
+    info: dict[str, np.ndarray]  # each numeric ``info`` entry of the steps (not of the reset), summed
+
+    @property
+    def costs(self) -> np.ndarray:
+        """``info["cost"]`` summed over each episode (0 for a task without costs)."""
+        return self.info.get("cost", np.zeros_like(self.returns))
+
+
+def play_episodes(config: OfflineConfig, policy: torch.nn.Module, episodes: int, seed: int,
+                  progress: Progress | None = None) -> Episodes:
+    """Play ``episodes`` episodes of ``config``'s task with ``policy`` as it acts outside training
+    (no exploration noise, its eval mode; tianshou's ``map_action`` to the env's actions) through
+    tianshou's :class:`~tianshou.data.Collector` over a ``DummyVectorEnv``: ``EVAL_CHUNK`` side by
+    side, one env each, episode ``i`` from reset seed ``seed + i``."""
+    parts = []
     for start in range(0, episodes, EVAL_CHUNK):
-        part = slice(start, min(start + EVAL_CHUNK, episodes))
-        returns[part], costs[part], lengths[part] = _play(config, policy, part.stop - start, seed + start)
+        report = None if progress is None else (lambda done, t, start=start: progress(start + done, t))
+        parts.append(_play(config, policy, min(EVAL_CHUNK, episodes - start), seed + start, report))
+    keys = set.intersection(*(set(part.info) for part in parts))
+    return Episodes(returns=np.concatenate([part.returns for part in parts]),
+                    lengths=np.concatenate([part.lengths for part in parts]),
+                    info={key: np.concatenate([part.info[key] for part in parts]) for key in sorted(keys)})
+
+
+def evaluate_policy(config: OfflineConfig, policy: torch.nn.Module, episodes: int, seed: int,
+                    progress: Progress | None = None) -> dict[str, Any]:
+    """Play ``episodes`` episodes (:func:`play_episodes`) and score them the DSRL way; besides the
+    means, ``eval/unsafe_episodes`` is the share of episodes whose cost exceeds ``cost_limit`` (a
+    policy can be safe on average and still break the limit in some episodes), and
+    ``episode_returns`` / ``episode_costs`` list each episode's raw figures."""
+    played = play_episodes(config, policy, episodes, seed, progress)
+    returns, costs, lengths = played.returns, played.costs, played.lengths
     result = {"eval/return": float(returns.mean()), "eval/cost": float(costs.mean()),
               "eval/length": float(lengths.mean()), "eval/return_std": float(returns.std()),
               "eval/cost_std": float(costs.std()),
@@ -201,26 +243,76 @@ def evaluate_policy(config: OfflineConfig, policy: torch.nn.Module, episodes: in
     return result
 
 
-def _play(config: OfflineConfig, policy: torch.nn.Module, episodes: int,
-          seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Returns, costs and lengths of ``episodes`` episodes played at once, one env each."""
-    # NEXT_STEP autoreset keeps each episode's last step (and its cost) in that step's own info;
-    # the reset step that follows is masked out below
-    envs = gym.vector.SyncVectorEnv([lambda: make_env(config) for _ in range(episodes)],
-                                    autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+class _SeededReset(gym.Wrapper):
+    """Its first reset without a seed uses ``seed`` (the collector resets all envs alike; each
+    evaluation episode has its own seed); later resets continue that env's stream."""
+
+    def __init__(self, env: gym.Env, seed: int) -> None:
+        super().__init__(env)
+        self._first_seed: int | None = seed
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        if seed is None:
+            seed, self._first_seed = self._first_seed, None
+        return super().reset(seed=seed, options=options)
+
+
+class _EpisodeBuffers(VectorReplayBuffer):
+    """tianshou's vector buffer without its warm-up compilation (numba, seconds in each new process)
+    of the ``prev`` / ``next`` index helpers, which recording and reading whole episodes never
+    calls (the observations that follow are stored, not looked up); a first call still compiles them."""
+
+    def _compile(self) -> None:
+        pass
+
+
+def _play(config: OfflineConfig, policy: torch.nn.Module, episodes: int, seed: int,
+          progress: Progress | None) -> Episodes:
+    """One episode in each of ``episodes`` envs, recorded in one replay buffer per env."""
+    envs = [make_env(config) for _ in range(episodes)]
+    limit = envs[0].spec.max_episode_steps if envs[0].spec is not None else None
+    room = limit or EVAL_ROOM
+    # a collection of n episodes over n envs plays one in each: an env whose episode ended is reset
+    # (that reset is never recorded) and set aside, so sub-buffer i holds env i's episode, last step included
+    buffer = _EpisodeBuffers(episodes * room, episodes)
+    counts = {"finished": 0, "steps": 0}
+
+    def on_step(*_: Any) -> None:
+        counts["steps"] += 1
+        if progress is not None:
+            progress(counts["finished"], counts["steps"])
+
+    def on_episode_done(_: Any) -> None:
+        counts["finished"] += 1
+        if progress is not None:
+            progress(counts["finished"], counts["steps"])
+
+    vector_env = DummyVectorEnv([partial(_SeededReset, env, seed + i) for i, env in enumerate(envs)])
     try:
-        obs, _ = envs.reset(seed=[seed + i for i in range(episodes)])
-        returns, costs, lengths = np.zeros(episodes), np.zeros(episodes), np.zeros(episodes)
-        running = np.ones(episodes, dtype=bool)
-        while running.any():
-            obs, reward, terminated, truncated, info = envs.step(act(policy, obs))
-            returns += reward * running
-            costs += np.asarray(info.get("cost", np.zeros(episodes)), dtype=np.float64) * running
-            lengths += running
-            running &= ~(terminated | truncated)
+        collector = Collector[CollectStats](policy, vector_env, buffer, exploration_noise=False,
+                                            on_episode_done_hook=on_episode_done, on_step_hook=on_step)
+        with torch.no_grad():
+            stats = collector.collect(n_episode=episodes, reset_before_collect=True)
     finally:
-        envs.close()
-    return returns, costs, lengths
+        vector_env.close()
+    records = [sub[sub.sample_indices(0)] for sub in buffer.buffers]
+    if sum(len(r) for r in records) != stats.n_collected_steps:  # a sub-buffer wrapped around
+        raise RuntimeError(f"an evaluation episode of {config.task} ran past {room} steps, the most recorded "
+                           f"for a task without a time limit (register it with max_episode_steps)")
+    info = {key: np.array([_total(r.info[key]) for r in records]) for key in records[0].info.keys()
+            if all(key in r.info for r in records) and _numeric(records[0].info[key])}
+    return Episodes(returns=np.array([_total(r.rew) for r in records]),
+                    lengths=np.array([len(r) for r in records], dtype=np.float64), info=info)
+
+
+def _numeric(values: Any) -> bool:
+    return isinstance(values, np.ndarray) and values.ndim == 1 and np.issubdtype(values.dtype, np.number)
+
+
+def _total(values: np.ndarray) -> float:
+    """The sum in step order (a running sum, as an episode's return accumulates; numpy's ``sum``
+    pairs terms differently)."""
+    return float(np.cumsum(np.asarray(values, dtype=np.float64))[-1]) if len(values) else 0.0
 
 
 def _set_random_state(rs: np.random.RandomState, state: dict[str, Any]) -> None:
@@ -339,23 +431,33 @@ def offline_train(module: Any, config: OfflineConfig, run: Run, state: dict[str,
                     losses[name].append(float(value))
             if step % config.log_every == 0 or step == config.steps:
                 means = {k: float(np.mean(v)) for k, v in losses.items()}
-                # losses to loss/*; an agent's other statistics (weights, shares) to train/*
-                run.log("loss", step, {k: v for k, v in means.items() if k.startswith("loss")})
+                # losses to loss/* (loss_actor as loss/actor); an agent's other statistics (weights,
+                # shares) to train/*
+                run.log("loss", step, {k.removeprefix("loss_"): v for k, v in means.items() if k.startswith("loss")})
                 rate = (step - started_step) / max(time.perf_counter() - started, 1e-9)
                 run.log("train", step, {"steps_per_second": rate, **algorithm_rates(algorithm),
                                         **{k: v for k, v in means.items() if not k.startswith("loss")}})
                 losses.clear()
                 check_finite(algorithm, step)
-            if step % config.eval_every == 0 or step == config.steps:
+            if step % config.eval_interval == 0 or step == config.steps:
                 check_finite(algorithm, step)
                 with _own_random_streams(buffer):  # training continues as if it had not evaluated
-                    scores = evaluate_policy(config, algorithm.policy, config.eval_episodes, seed=10_000 + step)
+                    scores = evaluate_policy(config, algorithm.policy, config.eval_episodes, seed=10_000 + step,
+                                             progress=_progress_on(bar, config.eval_episodes))
                 run.log("eval", step, {k.split("/", 1)[1]: v for k, v in scores.items() if k.startswith("eval/")})
+                run.figure("eval/reward_cost", reward_cost_figure(
+                    scores["episode_costs"], scores["episode_returns"], [config.cost_limit],
+                    f"{config.task}, step {step}: {config.eval_episodes} episodes"), step)
                 bar.set_postfix(ret=f"{scores.get('eval/normalized_return', scores['eval/return']):.2f}",
                                 cost=f"{scores.get('eval/normalized_cost', scores['eval/cost']):.2f}")
             if step % config.checkpoint_every == 0 or step == config.steps:
                 check_finite(algorithm, step)
                 save()
+            elif run.stopping():  # SIGINT / SIGTERM: keep every finished update
+                check_finite(algorithm, step)
+                save()
+            if run.stopping() and step < config.steps:
+                raise run.interrupted(step)
     finally:
         bar.close()
         env.close()
@@ -379,16 +481,60 @@ def check_finite(algorithm: torch.nn.Module, step: int) -> None:
                                f"check the data's scale)")
 
 
-def algorithm_rates(algorithm: Any) -> dict[str, float]:
-    """Current learning rate of each optimiser (``train/lr_<i>``)."""
-    return {f"lr_{i}": float(opt._optim.param_groups[0]["lr"]) for i, opt in enumerate(algorithm._optimizers)}
+def _progress_on(bar: tqdm, episodes: int | None = None) -> Progress:
+    """An evaluation's progress on ``bar``, redrawn at most every ``bar.mininterval`` seconds: with
+    ``episodes`` (the training bar, which then says what it waits for) in its postfix; without, the
+    bar counts the finished episodes and its postfix the step of those still playing."""
+    drawn = [0.0]
+
+    def show(finished: int, step: int) -> None:
+        if bar.disable:
+            return
+        if episodes is None:
+            bar.n = finished
+            bar.set_postfix_str(f"step {step}", refresh=False)
+        else:
+            bar.set_postfix_str(f"evaluating {episodes} episode{'s' * (episodes != 1)}: {finished} done, "
+                                f"step {step}", refresh=False)
+        now = time.monotonic()
+        if now - drawn[0] >= bar.mininterval or finished == (episodes or bar.total):
+            drawn[0] = now
+            bar.refresh()
+
+    return show
+
+
+def optimizer_names(algorithm: Algorithm) -> list[str]:
+    """What each of ``algorithm``'s optimisers trains, in their order: the name of the attribute
+    holding it without its ``_optim`` suffix (``actor_optim``: ``actor``), else the name of the
+    module it steps (``policy``), else its position."""
+    holders = {id(value): name.removesuffix("_optim") for name, value in vars(algorithm).items()
+               if name.endswith("_optim") and isinstance(value, Algorithm.Optimizer)}
+    modules = {id(module): name.replace(".", "_") for name, module in algorithm.named_modules() if name}
+    names: list[str] = []
+    for i, optim in enumerate(algorithm._optimizers):
+        name = holders.get(id(optim)) or modules.get(id(optim._module)) or str(i)
+        names.append(name if name not in names else f"{name}_{i}")
+    return names
+
+
+def algorithm_rates(algorithm: Algorithm) -> dict[str, float]:
+    """Current learning rate of each optimiser, named by what it trains (``train/lr_actor``, ...:
+    :func:`optimizer_names`)."""
+    return {f"lr_{name}": float(optim._optim.param_groups[0]["lr"])
+            for name, optim in zip(optimizer_names(algorithm), algorithm._optimizers)}
 
 
 def offline_evaluate(module: Any, config: OfflineConfig, state: dict[str, Any], episodes: int) -> dict[str, Any]:
     """``aligngym eval RUN_DIR``: the checkpoint's policy over ``episodes`` episodes."""
     device = resolve_device(config.device)
-    _, _, algorithm = setup(module, config, state, device, data=False)
-    result: dict[str, Any] = evaluate_policy(config, algorithm.policy, episodes, seed=20_000)
+    env, _, algorithm = setup(module, config, state, device, data=False)
+    env.close()
+    # on stderr while it is a terminal (and the run's show_progress allows bars)
+    with tqdm(total=episodes, desc=f"evaluating {config.agent} on {config.task}", unit="episode",
+              disable=None if config.show_progress else True, dynamic_ncols=True) as bar:
+        result: dict[str, Any] = evaluate_policy(config, algorithm.policy, episodes, seed=20_000,
+                                                 progress=_progress_on(bar))
     result["cost_limit"] = config.cost_limit
     result["episodes"] = episodes
     return result

@@ -3,41 +3,31 @@
     python benchmarks/cost_parts.py RUN_DIR [RUN_DIR ...] [--episodes 10]
 
 For each run folder (any offline agent: FISOR, BC-All, BC-Safe, BCQ-Lag), plays ``--episodes``
-episodes (seeds 1000, 1001, ...) with the policy of its last checkpoint and prints, per episode on
-average, the cost and each of its parts the task reports in ``info`` (``cost_outside_bounds``,
-``cost_velocity_violation``), and the episode length.
+episodes (seeds 1000, 1001, ...) with the policy of its last checkpoint, as its evaluations play them
+(:func:`~aligngym.agents.offline.play_episodes`), and prints, per episode on average, the cost and
+each of its parts the task reports in ``info`` (``cost_outside_bounds``, ``cost_velocity_violation``),
+and the episode length.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
 from pathlib import Path
 
 import torch
 
 from aligngym.agents.config import agent_module
-from aligngym.agents.offline import act, setup
+from aligngym.agents.offline import play_episodes, setup
 from aligngym.agents.train import CHECKPOINT, load_checkpoint
 
 
 def cost_parts(run_dir: Path, episodes: int) -> dict[str, float]:
     config, state = load_checkpoint(run_dir / CHECKPOINT)
     env, _, algorithm = setup(agent_module(config.agent), config, state, torch.device("cpu"), data=False)
-    policy = algorithm.policy.eval()
-    totals: dict[str, float] = defaultdict(float)
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=1000 + episode)
-        done = False
-        while not done:
-            obs, _, terminated, truncated, info = env.step(act(policy, obs[None])[0])
-            for key, value in info.items():
-                if key.startswith("cost"):
-                    totals[key] += float(value)
-            totals["length"] += 1
-            done = terminated or truncated
     env.close()
-    return {key: value / episodes for key, value in totals.items()}
+    played = play_episodes(config, algorithm.policy, episodes, seed=1000)
+    parts = {key: float(values.mean()) for key, values in played.info.items() if key.startswith("cost")}
+    return {**parts, "length": float(played.lengths.mean())}
 
 
 def main() -> None:

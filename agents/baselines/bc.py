@@ -21,7 +21,8 @@ tianshou's pieces: a :class:`~tianshou.utils.net.continuous.ContinuousActorDeter
 :class:`~tianshou.utils.net.common.Net`, an
 :class:`~tianshou.algorithm.imitation.imitation_base.ImitationPolicy` and
 :class:`~tianshou.algorithm.imitation.imitation_base.OfflineImitationLearning` (its MSE update is
-OSRL's loss); the loss is logged as ``loss/loss``.
+OSRL's loss), whose optimiser and loss are named after the actor they train (``train/lr_actor``,
+``loss/actor``).
 
 Deviations from OSRL:
 
@@ -40,14 +41,16 @@ Deviations from OSRL:
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
 from pydantic import Field, PositiveInt
+from tianshou.algorithm.algorithm_base import TrainingStats
 from tianshou.algorithm.imitation.imitation_base import ImitationPolicy, OfflineImitationLearning
-from tianshou.algorithm.optim import AdamOptimizerFactory
+from tianshou.algorithm.optim import AdamOptimizerFactory, OptimizerFactory
 from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousActorDeterministic
 
@@ -95,7 +98,24 @@ def select_data(config: Config, dataset: OfflineDataset) -> OfflineDataset:
     return dataset.select_episodes(keep)
 
 
-def build(config: Config, env: gym.Env, dataset: OfflineDataset, device: torch.device) -> OfflineImitationLearning:
+@dataclass(kw_only=True)
+class BCTrainingStats(TrainingStats):
+    loss_actor: float  # mean squared error to the dataset's actions
+
+
+class BehaviourCloning(OfflineImitationLearning):
+    """tianshou's offline imitation learning with its optimiser and loss named after the actor they
+    train (``actor_optim``, ``loss_actor``), as every offline agent names them."""
+
+    def __init__(self, *, policy: ImitationPolicy, optim: OptimizerFactory) -> None:
+        super().__init__(policy=policy, optim=optim)
+        self.actor_optim = self.optim
+
+    def _update_with_batch(self, batch: Any) -> BCTrainingStats:
+        return BCTrainingStats(loss_actor=self._imitation_update(batch, self.policy, self.actor_optim).loss)
+
+
+def build(config: Config, env: gym.Env, dataset: OfflineDataset, device: torch.device) -> BehaviourCloning:
     bound = action_bound(config, env)
     actor = ContinuousActorDeterministic(
         preprocess_net=Net(state_shape=observation_dim(env), hidden_sizes=config.actor_hidden),
@@ -103,7 +123,7 @@ def build(config: Config, env: gym.Env, dataset: OfflineDataset, device: torch.d
     # the actor's tanh already bounds its actions: no scaling, no clipping
     policy = ImitationPolicy(actor=actor, action_space=env.action_space, action_scaling=False,
                              action_bound_method=None)
-    algorithm = OfflineImitationLearning(policy=policy, optim=AdamOptimizerFactory(lr=config.actor_lr))
+    algorithm = BehaviourCloning(policy=policy, optim=AdamOptimizerFactory(lr=config.actor_lr))
     return algorithm.to(device)
 
 

@@ -678,27 +678,34 @@ def task_named(env_id: str | None, file_name: str) -> Any:
     return None
 
 
-def plot_reward_cost(ds: OfflineDataset, out_png: str | Path,
-                     cost_limits: Sequence[float] | None = None,
-                     title: str | None = None) -> Path:
-    """DSRL-style scatter of episode cost (x) against episode return (y), saved atomically.
-
-    Dashed vertical lines mark ``cost_limits`` (default: :func:`cost_thresholds`).
-    Draws on an Agg canvas directly so the caller's pyplot backend is left alone.
-    """
+def reward_cost_figure(costs: Sequence[float], returns: Sequence[float], cost_limits: Sequence[float] = (),
+                       title: str = "") -> Any:
+    """DSRL's reward-cost plane: one point per episode at (episode cost, episode return), a dashed
+    vertical line at each of ``cost_limits``. A matplotlib ``Figure`` on an Agg canvas of its own, so
+    the caller's pyplot backend is left alone."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    out_png = Path(out_png)
-    cost_limits = cost_thresholds(ds) if cost_limits is None else np.atleast_1d(np.asarray(cost_limits, float))
     fig = Figure(figsize=(6, 4.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.scatter(ds.episode_costs(), ds.episode_returns(), s=8, alpha=0.6)
+    ax.scatter(np.asarray(costs, dtype=float), np.asarray(returns, dtype=float), s=8, alpha=0.6)
     for limit in cost_limits:
         ax.axvline(float(limit), linestyle="--", color="tab:red", linewidth=1)
     ax.set_xlabel("episode cost")
     ax.set_ylabel("episode return")
-    ax.set_title(title or (ds.path.name if ds.path else "offline dataset"))
+    ax.set_title(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_reward_cost(ds: OfflineDataset, out_png: str | Path,
+                     cost_limits: Sequence[float] | None = None,
+                     title: str | None = None) -> Path:
+    """DSRL-style scatter of episode cost (x) against episode return (y) (:func:`reward_cost_figure`),
+    saved atomically. Dashed vertical lines mark ``cost_limits`` (default: :func:`cost_thresholds`)."""
+    out_png = Path(out_png)
+    cost_limits = cost_thresholds(ds) if cost_limits is None else np.atleast_1d(np.asarray(cost_limits, float))
+    fig = reward_cost_figure(ds.episode_costs(), ds.episode_returns(), cost_limits,
+                             title or (ds.path.name if ds.path else "offline dataset"))
     return atomic_write(out_png, lambda tmp_name: fig.savefig(tmp_name, format="png"))

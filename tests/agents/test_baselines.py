@@ -508,8 +508,8 @@ def test_an_interrupted_run_logs_the_losses_an_uninterrupted_one_does(tiny_data,
     assert int(load_checkpoint(split / "checkpoint.pt")[1]["step"]) == 4
     resume(split)
     ref_logged, logged = scalars(reference), scalars(split)
-    assert [s for s, _ in ref_logged["loss/loss"]] == [3, 6]
-    assert logged["loss/loss"] == ref_logged["loss/loss"]
+    assert [s for s, _ in ref_logged["loss/actor"]] == [3, 6]
+    assert logged["loss/actor"] == ref_logged["loss/actor"]
 
 
 def test_a_diverged_run_stops_clearly_and_keeps_its_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):

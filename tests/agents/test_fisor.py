@@ -341,7 +341,7 @@ def test_every_config_runs_smoke_end_to_end(tiny_data: Path, tmp_path: Path, pat
     assert result["checkpoint_step"] == 4 and np.isfinite(result["eval/normalized_cost"])
     events = EventAccumulator(str(run_dir))
     events.Reload()
-    actor_loss = events.Scalars("loss/loss_actor")
+    actor_loss = events.Scalars("loss/actor")
     assert all(np.isfinite(e.value) for e in actor_loss)  # no NaN logged while the actor waits
     assert [e.step for e in actor_loss] == ([4] if config.critic_warmup >= 2 else [2, 4])
 
@@ -425,7 +425,7 @@ def test_critic_updates_use_the_right_networks_reductions_and_expectiles() -> No
     with torch.no_grad():  # targets differ from the online nets, members from each other
         for p in [*algo.target_reward_q.parameters(), *algo.policy.target_cost_q.parameters()]:
             p.add_(0.3 * torch.randn_like(p))
-    for optim in (algo.reward_v_optim, algo.reward_q_optim, algo.cost_v_optim, algo.cost_q_optim):
+    for optim in (algo.reward_value_optim, algo.reward_q_optim, algo.cost_value_optim, algo.cost_q_optim):
         optim.step = lambda loss: None
     n = 16
     b = {"obs": torch.randn(n, 8), "obs_next": torch.randn(n, 8), "act": torch.rand(n, 2) * 2 - 1,

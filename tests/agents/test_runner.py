@@ -104,7 +104,10 @@ def test_eval_rebuilds_from_the_run_folder(tmp_path, capsys, scalars):
     assert result["checkpoint_step"] == 3 and "eval/return" in result
     assert scalars(run_dir)["eval/cooperation_rate"] == [(3, pytest.approx(result["eval/cooperation_rate"]))]
     assert main(["eval", str(tmp_path / "nothing")]) == 2
-    assert "no checkpoint" in capsys.readouterr().err
+    assert f"run folder not found: {tmp_path / 'nothing'}" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["eval", str(tmp_path / "empty")]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
     assert main(["eval", str(run_dir / "checkpoint.pt"), "--episodes", "1"]) == 0  # the file: its folder
     assert json.loads((run_dir / "eval.json").read_text())["episodes"] == 1
 

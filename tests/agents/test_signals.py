@@ -103,6 +103,46 @@ def test_sigterm_from_outside_stops_the_cli_with_status_143(tmp_path):
     assert int(load_checkpoint(run_dir / "checkpoint.pt")[1]["step"]) >= 1
 
 
+def test_an_offline_run_stops_at_the_update_the_signal_came_in_and_resumes_exactly(tiny_data, tmp_path, monkeypatch,
+                                                                                    capsys, scalars):
+    from tianshou.algorithm.imitation.imitation_base import OfflineImitationLearning
+
+    overrides = ["show_progress=false", "device=cpu", "steps=8", "batch_size=32", "checkpoint_every=100",
+                 "eval_every=100", "log_every=2", "actor_hidden=[16]", "dataset.size=tiny"]
+    reference = train(load_config("bc_all/cpu", [f"run_root={tmp_path / 'ref'}", *overrides]))
+    real, calls = OfflineImitationLearning.update, {"n": 0}
+
+    def update(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(OfflineImitationLearning, "update", update)
+    code = main(["train", "bc_all/cpu", *(f"--set={o}" for o in (f"run_root={tmp_path / 'cut'}", *overrides))])
+    monkeypatch.undo()
+    (run_dir,) = (tmp_path / "cut").iterdir()
+    assert code == 143 and f"aligngym train --resume {run_dir}" in capsys.readouterr().err
+    _, state = load_checkpoint(run_dir / "checkpoint.pt")
+    assert int(state["step"]) == 5  # no periodic checkpoint was due: the one the signal asked for
+    resume(run_dir)
+    (_, a), (_, b) = load_checkpoint(reference / "checkpoint.pt"), load_checkpoint(run_dir / "checkpoint.pt")
+    assert int(a["step"]) == int(b["step"]) == 8
+    for key, tensor in a["algorithm"].items():
+        if isinstance(tensor, torch.Tensor):
+            assert torch.equal(tensor, b["algorithm"][key]), key
+    assert scalars(reference)["loss/actor"] == scalars(run_dir)["loss/actor"]
+
+
+def test_a_pettingzoo_game_in_a_single_agent_config_says_so_and_names_the_file(tmp_path, capsys):
+    code = main(["train", "fisor/cpu", "--set", "task=aligngym/punishment-v0", "--set", f"run_root={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "fisor/cpu.yaml (extending paper.yaml) with --set task=aligngym/punishment-v0" in err
+    assert "task 'aligngym/punishment-v0' is a PettingZoo game" in err and "independent_dqn" in err
+    assert not list(tmp_path.iterdir())
+
+
 # ---------------------------------------------------------------------- kept checkpoints
 def test_the_checkpoints_before_the_latest_are_kept(tmp_path):
     run_dir = train(_config(tmp_path, "checkpoint_every=2"))
@@ -127,6 +167,16 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path):
         resume(run_dir, overrides=["episodes=8"])
     assert (run_dir / "checkpoint.pt.damaged").is_file()  # kept aside, not lost
     _same_learners(reference, run_dir)
+
+
+def test_eval_falls_back_from_a_damaged_latest_checkpoint(tmp_path):
+    from aligngym.agents.evaluate import evaluate
+
+    run_dir = train(_config(tmp_path, "checkpoint_every=2"))
+    (run_dir / "checkpoint.pt").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.warns(AlignGymWarning, match=r"checkpoint.pt cannot be used .*using checkpoint.1.pt"):
+        result = evaluate(run_dir, episodes=1)
+    assert result["checkpoint_step"] == 4
 
 
 def test_resume_set_changes_only_what_a_resume_may(tmp_path, capsys):
