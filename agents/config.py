@@ -61,7 +61,8 @@ class RunConfig(BaseModel):
     keep_checkpoints: int = Field(2, ge=1)  # checkpoints kept in the run folder: the latest and the ones before
     _source: str = PrivateAttr("")  # the file (and overrides) the config was read from, for error messages
 
-    # torch CPU threads when ``threads`` is None; small networks run fastest on one (benchmarks/threads.py)
+    # torch CPU threads when ``threads`` is None: one for every agent so far (benchmarks/threads.py: a
+    # second thread is 1.5-1.75x faster on an idle 2-core machine, 2-4.5x slower on a busy one)
     default_threads: ClassVar[int] = 1
 
     def smoke(self) -> RunConfig:

@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from aligngym.agents.config import AlignGymWarning, ConfigError, agent_module, load_config
@@ -28,7 +29,6 @@ def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = No
     config, state, _ = load_run_checkpoint(run_dir)  # a damaged latest: the one before, with a warning
     if device is not None:
         config = config.model_copy(update={"device": device})
-    apply_threads(config)
     n = episodes if episodes is not None else getattr(config, "eval_episodes", 10)
     if n < 1:
         raise ConfigError(f"--episodes must be >= 1, got {n}")
@@ -41,7 +41,11 @@ def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = No
     _warn_if_edited(run_dir, config)
     name = result_name(options)
     check_writable(run_dir / name)  # before the episodes are played
-    result = agent_evaluate(config, state, n, **options)
+    before = apply_threads(config)
+    try:
+        result = agent_evaluate(config, state, n, **options)
+    finally:
+        torch.set_num_threads(before)
     step = int(state.get("step", 0))
     result["checkpoint_step"] = step
     text = json.dumps(result, indent=2, sort_keys=True)

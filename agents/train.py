@@ -103,10 +103,13 @@ def _stop_on_signals() -> Iterator[None]:
         _stop_request.clear()
 
 
-def apply_threads(config: RunConfig) -> None:
-    """torch's CPU threads for this run: the config's ``threads``, else the agent's measured default
-    (small networks: one; torch's default threads spin on a busy machine, benchmarks/threads.py)."""
+def apply_threads(config: RunConfig) -> int:
+    """Set torch's CPU threads for this run: the config's ``threads``, else the agent's measured
+    default (one: torch's extra threads spin on a busy machine, benchmarks/threads.py); returns the
+    count it replaced."""
+    before = torch.get_num_threads()
     torch.set_num_threads(config.threads or type(config).default_threads)
+    return before
 
 
 def _lock(directory: Path) -> Path:
@@ -402,9 +405,12 @@ def _named(config: RunConfig, err: ConfigError) -> ConfigError:
 
 def _training(config: RunConfig, run: Run, state: dict[str, Any] | None) -> None:
     """The agent's own loop, with SIGINT/SIGTERM asking it to stop at a checkpoint."""
-    apply_threads(config)
-    with _stop_on_signals():
-        agent_module(config.agent).train(config, run, state)
+    before = apply_threads(config)
+    try:
+        with _stop_on_signals():
+            agent_module(config.agent).train(config, run, state)
+    finally:
+        torch.set_num_threads(before)  # a caller's own setting (train() from Python) is left as it was
 
 
 def train(config: RunConfig, on_start: Callable[[Path], None] | None = None) -> Path:

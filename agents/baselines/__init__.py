@@ -4,5 +4,6 @@
 - :mod:`~aligngym.agents.baselines.bcq_lag`: BCQ-Lag (``bcq_lag``).
 
 Each runs on the shared offline runner (:mod:`aligngym.agents.offline`); configs live in
-``configs/baselines/<agent>/<task>.yaml`` (and ``.../cpu/`` with fewer steps).
+``configs/<agent>/paper.yaml`` (OSRL's settings, the Config's defaults) and ``configs/<agent>/cpu.yaml``
+(fewer steps): ``aligngym train bc_all/cpu --set task=aligngym/CarRun-v0``.
 """

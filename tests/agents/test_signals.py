@@ -190,6 +190,27 @@ def test_resume_set_changes_only_what_a_resume_may(tmp_path, capsys):
     assert (saved.episodes, saved.checkpoint_every) == (8, 4)  # written into the run's config.yaml
 
 
+def test_a_run_trains_on_its_agents_thread_count_or_the_configs(tmp_path, monkeypatch):
+    real, seen = Population.play_episode, []
+
+    def play(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Population, "play_episode", play)
+    original = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train(_config(tmp_path / "a", "episodes=2"))
+        assert set(seen) == {1}  # the measured default (benchmarks/threads.py)
+        assert torch.get_num_threads() == 2  # the caller's own setting is back
+        seen.clear()
+        train(_config(tmp_path / "b", "episodes=2", "threads=2"))
+        assert set(seen) == {2}
+    finally:
+        torch.set_num_threads(original)
+
+
 # ---------------------------------------------------------------------- bad folders, closed pipes
 def test_resume_in_a_folder_that_cannot_be_written_is_a_clear_error(tmp_path, monkeypatch, capsys):
     from aligngym.agents import train as runner
