@@ -244,7 +244,9 @@ def evaluate(config: Config, state: dict[str, Any], episodes: int, background: s
     if background is not None:
         pop.collector.policy = BackgroundPolicy(pop.learner, config.env, focal, background)
     per_episode, focal_returns, background_returns, focal_plays, focal_coops = [], [], [], 0, 0
-    for k in range(episodes):
+    # on stderr while it is a terminal (and the run's show_progress allows bars), as the offline agents'
+    for k in tqdm(range(episodes), desc=f"evaluating {config.agent} on {config.task}", unit="episode",
+                  disable=None if config.show_progress else True, dynamic_ncols=True):
         per_episode.append(pop.play_episode(explore=False, learn=False,
                                             seed=pop.eval_seed if k == 0 else None))
         pop.episode += 1

@@ -49,6 +49,7 @@ def test_cli_train_writes_a_complete_run_folder(tmp_path, capsys, scalars):
     for tag in METRICS:
         assert [s for s, _ in logged[tag]] == [0, 1, 2], tag
     assert logged["train/gradient_updates"][-1][1] > 0, "the smoke run must reach real updates"
+    assert not [tag for tag in logged if tag.endswith("/step")], "TensorBoard's own axis is the step"
     ea = EventAccumulator(str(run_dir))
     ea.Reload()
     hparams = ea.PluginTagToContent("hparams")
@@ -508,3 +509,17 @@ def test_background_bots_forget_when_reset():
         bot.reformed = True
     policy.reset()
     assert not any(bot.reformed for bot in policy.bots.bots.values())
+
+
+def test_aligngym_eval_of_a_population_shows_a_bar_over_the_episodes(tmp_path, capsys, monkeypatch):
+    from tqdm.auto import tqdm
+
+    from aligngym.agents.marl import population
+
+    run_dir = train(_config(tmp_path))
+    capsys.readouterr()
+    # tqdm draws on stderr while it is a terminal; pytest's capture is not one
+    monkeypatch.setattr(population, "tqdm", lambda *args, **kwargs: tqdm(*args, **{**kwargs, "disable": False}))
+    assert main(["eval", str(run_dir), "--episodes", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "evaluating independent_dqn on aligngym/punishment-v0" in err and "3/3" in err
