@@ -114,7 +114,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 def _cmd_data(args: argparse.Namespace) -> int:
     from aligngym.agents.config import ConfigError
-    from aligngym.envs.data.dataset import check_writable, load_dataset, plot_reward_cost, summary
+    from aligngym.envs.data.dataset import check_writable, load_dataset, plot_dataset, summary
 
     if args.action == "generate":
         from aligngym.envs.data.generate import generate
@@ -134,7 +134,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".png" and not out.is_dir():
         raise ConfigError(f"--out {out}: the plot is a PNG picture; name a .png file")
     check_writable(out, f" (--out names the picture's file, e.g. {out / 'plot.png'})")
-    plot_reward_cost(ds, out, title=str(ds.attrs.get("env_id", file.stem)))
+    plot_dataset(ds, out, title=" ".join(str(ds.attrs[k]) for k in ("env_id", "kind") if k in ds.attrs) or file.stem)
     print(f"wrote {out}")
     return 0
 
@@ -200,14 +200,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="offline datasets: generate, inspect, plot",
                        description="Generate offline datasets locally in the D4RL/DSRL HDF5 layout "
                                    "(into $ALIGNGYM_DATA, default ~/.cache/aligngym/datasets), print "
-                                   "a file's contents, or plot its episodes on the reward-cost plane.")
+                                   "a file's contents, or plot its episodes: on the reward-cost plane "
+                                   "(safe tasks) or as a histogram of their returns (locomotion, D4RL "
+                                   "files: no costs).")
     data = p.add_subparsers(dest="action", required=True)
     g = data.add_parser("generate", help="train behaviour policies and write a dataset",
                         description="Safe tasks (aligngym/BallCircle-v0 ...): PPO-Lagrangian behaviour "
                                     "runs over a sweep of cost limits plus noisy rollouts, DSRL's grid "
                                     "filter, one HDF5. Locomotion (Hopper-v5, HalfCheetah-v5, "
                                     "Walker2d-v5): D4RL's random/medium/expert/medium-replay/"
-                                    "medium-expert files. Rerunning resumes from finished stages.")
+                                    "medium-expert files and a low-quality mixed one (90% random + "
+                                    "10% expert transitions), <Task>-<kind>-<size>-s<seed>.hdf5. "
+                                    "Rerunning resumes from finished stages.")
     g.add_argument("task", help="a safe task id (aligngym/BallCircle-v0, or BallCircle) or "
                                 "Hopper-v5/HalfCheetah-v5/Walker2d-v5")
     g.add_argument("--size", choices=("tiny", "small", "full"), default="small",
@@ -215,9 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="the same seed gives the same file (default 0)")
     g.add_argument("--out", default=None, help="output file (locomotion: folder) instead of the data directory")
     g.add_argument("--force", action="store_true", help="replace an existing file")
-    i = data.add_parser("info", help="keys, sizes, return and cost statistics of a dataset file")
+    i = data.add_parser("info", help="keys, sizes, return and cost statistics of a dataset file (locomotion: "
+                                     "also the episodes' D4RL scores)")
     i.add_argument("file")
-    pl = data.add_parser("plot", help="reward-cost scatter of a dataset's episodes (PNG)")
+    pl = data.add_parser("plot", help="reward-cost scatter of a dataset's episodes, or a histogram of their "
+                                      "returns for a file without costs (PNG)")
     pl.add_argument("file")
     pl.add_argument("--out", default=None, help="PNG path (default: next to FILE)")
     p.set_defaults(func=_cmd_data)

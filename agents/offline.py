@@ -15,7 +15,9 @@ to refuse the env (FISOR: actions in [-1, 1]). The loop is tianshou's offline st
 around it:
 
 - the dataset comes from ``env.unwrapped.get_dataset`` conventions: the generated file of
-  ``dataset.size`` / ``dataset.seed``, or ``dataset.path`` (any D4RL/DSRL HDF5 file);
+  ``dataset.size`` / ``dataset.seed`` (and, for a locomotion robot, ``dataset.kind``: ``Hopper-v5``'s
+  ``medium`` file ...), or ``dataset.path`` (any D4RL/DSRL HDF5 file: D4RL's own
+  ``hopper-medium-v2.hdf5`` trains ``task: Hopper-v5``);
 - every ``log_every`` steps the mean of each loss goes to ``loss/*`` (a statistic ``loss_actor`` as
   ``loss/actor``), the learning rates (``train/lr_actor``, ...: each optimiser named after the
   algorithm's attribute holding it, ``actor_optim``), the step rate and the agent's other statistics
@@ -24,7 +26,10 @@ around it:
   are played through tianshou's ``Collector`` over a ``DummyVectorEnv`` (:func:`play_episodes`; the
   training bar counts them meanwhile) and ``eval/return``, ``eval/cost``, ``eval/normalized_return``,
   ``eval/normalized_cost``, ``eval/length``, ``eval/unsafe_episodes`` (share of episodes above
-  ``cost_limit``) logged (DSRL's normalisation at ``cost_limit``), with the image ``eval/reward_cost``:
+  ``cost_limit``) logged (DSRL's normalisation at ``cost_limit``; a locomotion robot has no cost
+  scores and D4RL's instead: ``eval/normalized_return``, 0 for uniform random actions and 1 for D4RL's
+  expert, and ``eval/d4rl_score``, the same x 100 as D4RL's tables report it, :func:`normalized_scores`),
+  with the image ``eval/reward_cost``:
   the episodes on the reward-cost plane and the cost limit; ``aligngym eval``'s ``eval.json`` lists
   each episode's return and cost too;
 - a checkpoint (weights, optimiser states, step, the random states of the buffer's sampler,
@@ -65,7 +70,12 @@ from tqdm import tqdm
 
 from aligngym.agents.config import ConfigError, RunConfig, agent_module
 from aligngym.agents.train import CheckpointError, Run, TrainingDiverged, resolve_device, to_numpy
-from aligngym.envs.data.dataset import OfflineDataset, dataset_path, load_dataset, reward_cost_figure
+from aligngym.envs.data.dataset import (D4RL_REFERENCE_RETURNS, LOCOMOTION_KINDS, OfflineDataset,
+                                        d4rl_normalized_score, dataset_path, load_dataset, locomotion_task,
+                                        reward_cost_figure)
+
+# envs/data/dataset.py's LOCOMOTION_KINDS, spelt out for the config schema (a test keeps them equal)
+LocomotionKind = Literal["random", "medium", "expert", "medium-replay", "medium-expert", "mixed"]
 
 
 class DatasetConfig(BaseModel):
@@ -73,6 +83,7 @@ class DatasetConfig(BaseModel):
 
     size: Literal["tiny", "small", "full"] = "full"  # which generated dataset (aligngym data generate)
     seed: int = Field(0, ge=0)  # ... and its seed
+    kind: LocomotionKind | None = None  # locomotion robots: which of their files (medium ...); None for other tasks
     path: str | None = Field(None, min_length=1)  # a D4RL/DSRL HDF5 file to use instead of the generated one
 
     @field_validator("path")
@@ -150,13 +161,29 @@ def make_env(config: OfflineConfig) -> gym.Env:
 
 
 def load_data(config: OfflineConfig, env: gym.Env) -> OfflineDataset:
-    """The run's dataset: ``dataset.path``, else the generated file of the task, size and seed (a
-    missing one raises an error naming the command that makes it)."""
+    """The run's dataset: ``dataset.path``, else the generated file of the task, size and seed (and
+    kind, for a locomotion robot; a missing file raises an error naming the command that makes it)."""
     ds = config.dataset
+    check_kind(config)
     if ds.path is not None:  # the user's own file: no generate command makes it
         return load_dataset(ds.path, env=env.unwrapped)
-    return load_dataset(dataset_path(config.task, ds.size, ds.seed), env=env.unwrapped, env_id=config.task,
+    return load_dataset(dataset_path(config.task, ds.size, ds.seed, ds.kind), env=env.unwrapped, env_id=config.task,
                         size=ds.size, seed=ds.seed)
+
+
+def check_kind(config: OfflineConfig) -> None:
+    """A ConfigError unless ``dataset.kind`` fits the task: a locomotion robot's generated data come
+    in kinds (one must be named, unless ``dataset.path`` names the file: then it only labels the run),
+    every other task's in one file per size and seed (no kind)."""
+    kind, robot = config.dataset.kind, locomotion_task(config.task)
+    kinds = ", ".join(LOCOMOTION_KINDS)
+    if kind is not None and robot is None:
+        raise ConfigError(f"dataset.kind: {config.task}'s datasets have no kinds (one file per size and seed); "
+                          f"remove dataset.kind ({kinds} are the files of the locomotion tasks "
+                          f"{', '.join(D4RL_REFERENCE_RETURNS)})")
+    if kind is None and robot is not None and config.dataset.path is None:
+        raise ConfigError(f"dataset.kind: {config.task}'s generated data come in kinds; name one of {kinds} "
+                          f"(e.g. --set dataset.kind=medium), or give a file with dataset.path")
 
 
 def training_data(config: OfflineConfig, env: gym.Env) -> OfflineDataset:
@@ -233,14 +260,32 @@ def evaluate_policy(config: OfflineConfig, policy: torch.nn.Module, episodes: in
               "eval/cost_std": float(costs.std()),
               "eval/unsafe_episodes": float(np.mean(costs > config.cost_limit)),
               "episode_returns": returns.tolist(), "episode_costs": costs.tolist()}
-    scorer = make_env(config)
-    if hasattr(scorer.unwrapped, "get_normalized_score"):
-        norm_return, norm_cost = scorer.unwrapped.get_normalized_score(returns, costs)
-        result.update({"eval/normalized_return": float(np.mean(norm_return)),
-                       "eval/normalized_cost": float(np.mean(norm_cost))})
-        result["safe"] = bool(result["eval/normalized_cost"] <= 1.0)
-    scorer.close()
+    result.update(normalized_scores(config, returns, costs))
     return result
+
+
+def normalized_scores(config: OfflineConfig, returns: np.ndarray, costs: np.ndarray) -> dict[str, Any]:
+    """The task's normalised scores of episodes, means over them. A task whose env has DSRL's
+    ``get_normalized_score(return, cost)`` (the safe tasks): ``eval/normalized_return``,
+    ``eval/normalized_cost`` and ``safe`` (normalised cost <= 1). A locomotion robot
+    (:data:`~aligngym.envs.data.dataset.D4RL_REFERENCE_RETURNS`): D4RL's score, as ``d4rl``'s
+    ``get_normalized_score`` in ``eval/normalized_return`` ((R - random) / (expert - random), the
+    project's scale) and x 100 in ``eval/d4rl_score`` (the figure D4RL's tables and papers report);
+    no cost scores. These robots are Gymnasium's v5 models, not D4RL's: the D4RL scores compare with
+    published figures only loosely. Other tasks: none."""
+    scorer = make_env(config)
+    try:
+        if hasattr(scorer.unwrapped, "get_normalized_score"):
+            norm_return, norm_cost = scorer.unwrapped.get_normalized_score(returns, costs)
+            scores = {"eval/normalized_return": float(np.mean(norm_return)),
+                      "eval/normalized_cost": float(np.mean(norm_cost))}
+            return {**scores, "safe": bool(scores["eval/normalized_cost"] <= 1.0)}
+    finally:
+        scorer.close()
+    if locomotion_task(config.task) is not None:
+        score = float(np.mean(d4rl_normalized_score(config.task, returns)))
+        return {"eval/normalized_return": score / 100.0, "eval/d4rl_score": score}
+    return {}
 
 
 class _SeededReset(gym.Wrapper):

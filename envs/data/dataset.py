@@ -26,6 +26,13 @@ transition of a truncated or unfinished episode has no successor and is dropped;
 it then carries ``timeouts=True`` so the episode stays an episode.
 
 Every bad input raises :class:`DatasetError` with a one-line message.
+
+D4RL's locomotion robots (``Hopper-v5``, ``HalfCheetah-v5``, ``Walker2d-v5``) have one file per
+dataset *kind* (:data:`LOCOMOTION_KINDS`) and are scored on D4RL's normalised scale
+(:func:`d4rl_normalized_score`) from D4RL's reference returns (:data:`D4RL_REFERENCE_RETURNS`).
+These robots are Gymnasium's v5 MuJoCo models, not the mujoco-py v3 models D4RL's data and
+reference returns were made with (other simulator, slightly different models and reset noise), so
+a score here compares with published D4RL figures only loosely.
 """
 
 from __future__ import annotations
@@ -58,6 +65,19 @@ _SPACE_KEYS = ("observations", "next_observations", "actions")  # may hold discr
 _JSON_ATTRS = "aligngym_json_attrs"  # names the attributes that were JSON-encoded on write
 DEFAULT_COST_THRESHOLDS = (10.0, 20.0, 40.0)  # DSRL's Bullet thresholds: for files of no known task
 GYMNASIUM_COST_THRESHOLDS = (20.0, 40.0, 80.0)  # DSRL's Safety-Gymnasium ones (navigation, velocity)
+
+# D4RL's reference returns of each robot, (random, expert): d4rl/infos.py REF_MIN_SCORE (uniform
+# random actions) and REF_MAX_SCORE (D4RL's SAC expert), the same for every dataset of a robot.
+# D4RL measured them on mujoco-py's v3 robots; here they score Gymnasium's v5 models of the same
+# robots, so the scores compare with published D4RL figures only loosely.
+D4RL_REFERENCE_RETURNS: dict[str, tuple[float, float]] = {
+    "Hopper-v5": (-20.272305, 3234.3),
+    "HalfCheetah-v5": (-280.178953, 12135.0),
+    "Walker2d-v5": (1.629008, 4592.3),
+}
+# the D4RL-style files made per robot (aligngym data generate): D4RL's five kinds and ``mixed``
+# (mostly random with a small share of expert transitions, envs/data/generate.py)
+LOCOMOTION_KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert", "mixed")
 
 
 class DatasetError(Exception):
@@ -156,6 +176,33 @@ def dataset_path(env_id: str, size: str, seed: int, kind: str | None = None) -> 
     if not stem:
         raise DatasetError(f"cannot name a dataset for env id {env_id!r}")
     return data_dir() / f"{stem}{'-' + kind if kind else ''}-{size}-s{int(seed)}.hdf5"
+
+
+def locomotion_task(env_id: str | None, file_name: str = "") -> str | None:
+    """The locomotion robot (a key of :data:`D4RL_REFERENCE_RETURNS`) an env id names (any namespace or
+    module prefix), else, without an env id, the one a D4RL file's name starts with
+    (``hopper-medium-v2.hdf5``, ``halfcheetah_medium_replay-v2.hdf5``); else None."""
+    if env_id:
+        stem = env_id.split(":")[-1].split("/")[-1]
+        return stem if stem in D4RL_REFERENCE_RETURNS else None
+    name = file_name.lower()
+    for task in D4RL_REFERENCE_RETURNS:
+        if re.match(rf"{task.split('-')[0].lower()}[-_]", name):
+            return task
+    return None
+
+
+def d4rl_normalized_score(env_id: str, returns: Any) -> Any:
+    """D4RL's normalised score of episode returns, x 100 as D4RL's tables report it:
+    ``100 (R - random) / (expert - random)`` with the robot's :data:`D4RL_REFERENCE_RETURNS` (0: uniform
+    random actions, 100: D4RL's expert; ``d4rl``'s ``get_normalized_score`` is this / 100). A float for
+    a float, an array for an array. Gymnasium's v5 robots, not D4RL's: a loose comparison only."""
+    task = locomotion_task(env_id)
+    if task is None:
+        raise DatasetError(f"no D4RL reference returns for {env_id!r}; known: {', '.join(D4RL_REFERENCE_RETURNS)}")
+    ref_min, ref_max = D4RL_REFERENCE_RETURNS[task]
+    score = 100.0 * (np.asarray(returns, dtype=np.float64) - ref_min) / (ref_max - ref_min)
+    return float(score) if score.ndim == 0 else score
 
 
 def generate_command(env_id: str, size: str, seed: int) -> str:
@@ -616,10 +663,10 @@ class OfflineDataset:
         }
 
 
-def _stats(values: np.ndarray) -> str:
+def _stats(values: np.ndarray, digits: int = 3) -> str:
     if len(values) == 0:
         return "n/a"
-    return f"min {values.min():.3f}  mean {values.mean():.3f}  max {values.max():.3f}"
+    return f"min {values.min():.{digits}f}  mean {values.mean():.{digits}f}  max {values.max():.{digits}f}"
 
 
 def summary(ds: OfflineDataset) -> str:
@@ -636,6 +683,10 @@ def summary(ds: OfflineDataset) -> str:
               f"episodes ending in a termination: {float(np.mean(terminated)) if len(costs) else float('nan'):.1%}"]
     if "costs" not in ds.arrays:
         lines.append("(no costs in this file: episode costs are 0)")
+    task = locomotion_task(str(ds.attrs.get("env_id", "")), ds.path.name if ds.path is not None else "")
+    if task is not None:
+        lines.append(f"D4RL score of the episodes (x100, {task}'s reference returns; v5 robots, compare with "
+                     f"D4RL's figures loosely): {_stats(d4rl_normalized_score(task, returns), 1)}")
     for limit in cost_thresholds(ds):
         within = costs <= limit
         share = float(np.mean(within)) if len(costs) else float("nan")
@@ -697,6 +748,59 @@ def reward_cost_figure(costs: Sequence[float], returns: Sequence[float], cost_li
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def return_histogram_figure(returns: Sequence[float], title: str = "", task: str | None = None) -> Any:
+    """A histogram of episode returns, with D4RL's normalised score on the top axis when ``task`` is a
+    locomotion robot (:func:`d4rl_normalized_score`) and a dashed line at the mean. A matplotlib
+    ``Figure`` on an Agg canvas of its own, as :func:`reward_cost_figure`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    returns = np.asarray(returns, dtype=float)
+    fig = Figure(figsize=(6, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.hist(returns, bins=int(np.clip(len(returns) // 5, 10, 50)), color="tab:blue", alpha=0.8)
+    if len(returns):
+        ax.axvline(float(returns.mean()), linestyle="--", color="tab:red", linewidth=1, label="mean")
+        ax.legend(loc="upper right")
+    ax.set_xlabel("episode return")
+    ax.set_ylabel("episodes")
+    if task is not None:
+        ref_min, ref_max = D4RL_REFERENCE_RETURNS[task]
+        scale = 100.0 / (ref_max - ref_min)
+        top = ax.secondary_xaxis("top", functions=(lambda r: (r - ref_min) * scale, lambda s: s / scale + ref_min))
+        top.set_xlabel("D4RL score (x100)")
+        if len(returns):
+            title = f"{title}: mean D4RL score {d4rl_normalized_score(task, returns.mean()):.1f}"
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def has_costs(ds: OfflineDataset) -> bool:
+    """Whether the file's costs mean something: a safe task's file (it has cost thresholds) or any
+    nonzero cost; not D4RL's files (no ``costs``) nor AlignGym's locomotion files (costs all 0)."""
+    return "costs" in ds.arrays and (bool(cost_thresholds(ds)) or bool(np.any(ds.arrays["costs"])))
+
+
+def plot_dataset(ds: OfflineDataset, out_png: str | Path, title: str | None = None) -> Path:
+    """``aligngym data plot``: a file with costs on DSRL's reward-cost plane (:func:`plot_reward_cost`), a
+    file without (D4RL locomotion data) as a histogram of its episode returns (:func:`plot_returns`)."""
+    if has_costs(ds):
+        return plot_reward_cost(ds, out_png, title=title)
+    return plot_returns(ds, out_png, title=title)
+
+
+def plot_returns(ds: OfflineDataset, out_png: str | Path, title: str | None = None) -> Path:
+    """A histogram of the episode returns (:func:`return_histogram_figure`; a locomotion file's with
+    D4RL's score on its top axis), saved atomically."""
+    out_png = Path(out_png)
+    task = locomotion_task(str(ds.attrs.get("env_id", "")), ds.path.name if ds.path is not None else "")
+    fig = return_histogram_figure(ds.episode_returns(), title or (ds.path.name if ds.path else "offline dataset"),
+                                  task)
+    return atomic_write(out_png, lambda tmp_name: fig.savefig(tmp_name, format="png"))
 
 
 def plot_reward_cost(ds: OfflineDataset, out_png: str | Path,

@@ -32,10 +32,26 @@ scored best, ``medium`` = rollouts of the earlier checkpoint whose return is clo
 of the way from the random policy's return to the expert's (D4RL's "about a third of the expert";
 measured from random, so that it also means something where returns are negative, as in
 HalfCheetah), ``medium-replay`` = every training episode up to that checkpoint, ``random`` =
-uniform actions, ``medium-expert`` = medium + expert. A run whose best checkpoint does not beat
-the random policy is refused (a DatasetError: nothing was learned to make medium or expert data of). The files
-record D4RL's reference returns (``ref_min_score`` / ``ref_max_score``) for D4RL's normalised
-score ``100 (R - random) / (expert - random)``.
+uniform actions, ``medium-expert`` = medium + expert, and ``mixed`` = low-quality mixed data as in
+A2PR's suboptimal mixed datasets: ``1 - MIXED_EXPERT_SHARE`` (90 %) of the plan's transitions from
+the random set and ``MIXED_EXPERT_SHARE`` (10 %) from the expert set, the first rows of each (whole
+episodes, the last one cut where the share ends and marked as a timeout). The share counts
+transitions, not episodes: offline learners sample transitions, and a Hopper expert episode lasts
+up to 1000 steps where a random one ends after about 20, so 10 % of the episodes would be most of
+the transitions. ``mixed`` is made from the random and expert stages, with no further training.
+A run whose best checkpoint does not beat the random policy is refused (a DatasetError: nothing was
+learned to make medium or expert data of). The files record D4RL's reference returns
+(``ref_min_score`` / ``ref_max_score``, :data:`~aligngym.envs.data.dataset.D4RL_REFERENCE_RETURNS`)
+for D4RL's normalised score ``100 (R - random) / (expert - random)``
+(:func:`~aligngym.envs.data.dataset.d4rl_normalized_score`); the robots are Gymnasium's v5 models,
+so these scores compare with published D4RL figures only loosely.
+
+Every behaviour run is at least long enough for each of its environments to finish two episodes at
+the task's time limit (this lengthens only ``tiny`` runs: HalfCheetah never terminates, its episodes
+last 1000 steps). At the ``tiny`` size (seconds, for tests) the locomotion runs start PPO with a
+calmer exploration (log std -1, recorded in the stages' recipe): with PPO's default std of 1,
+HalfCheetah's control cost leaves its first policies below uniform random actions, and a few
+thousand steps would not make an expert that beats them.
 
 Resumable: every finished stage (a behaviour run with its saved policy, a set of noisy rollouts)
 is written to ``<data dir>/.work/<Task>-<size>-s<seed>/`` (whatever ``--out`` says) and skipped when the command runs again (stages
@@ -68,17 +84,17 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecNormalize
 from tqdm import tqdm
 
-from aligngym.envs.data.dataset import (LOCK, DatasetError, OfflineDataset, atomic_write, check_writable,
-                                        claim_folder, data_dir, dataset_path, load_dataset, write_dataset)
+from aligngym.envs.data.dataset import (D4RL_REFERENCE_RETURNS, LOCK, LOCOMOTION_KINDS, DatasetError,
+                                        OfflineDataset, atomic_write, check_writable, claim_folder,
+                                        d4rl_normalized_score, data_dir, dataset_path, load_dataset, write_dataset)
 from aligngym.envs.data.filters import grid_filter
 from aligngym.envs.safety.specs import SAFE_TASKS, BehaviourTuning, SafeTaskSpec, task_spec
 
-LOCOMOTION = {  # D4RL's reference returns (d4rl/infos.py REF_MIN_SCORE / REF_MAX_SCORE)
-    "Hopper-v5": (-20.272305, 3234.3),
-    "HalfCheetah-v5": (-280.178953, 12135.0),
-    "Walker2d-v5": (1.629008, 4592.3),
-}
-LOCOMOTION_KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
+# the locomotion robots and D4RL's reference returns of each (d4rl/infos.py REF_MIN_SCORE /
+# REF_MAX_SCORE), defined once in envs/data/dataset.py, which scores them
+LOCOMOTION = D4RL_REFERENCE_RETURNS
+MIXED_EXPERT_SHARE = 0.1  # the share of expert transitions in a ``mixed`` set (the rest: random)
+TINY_LOCOMOTION_TUNING = BehaviourTuning(initial_log_std=-1.0)  # see the module docstring
 PID_GAINS = (0.05, 0.005, 0.1)  # FSRL's PID Lagrangian (KP, KI, KD)
 SWEEP = (0.1, 0.9)  # fractions of a behaviour run between which the cost limit sweeps
 SAVES_PER_RUN = 10  # a behaviour run saves its progress this many times, so that it can resume
@@ -395,16 +411,22 @@ def _ppo(venv: VecEnv, plan: Plan, seed: int, log_std_init: float = 0.0) -> PPO:
 
 
 def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, run: int, policy_path: Path,
-               checkpoints: list[tuple[int, float]] | None = None) -> list[dict[str, np.ndarray]]:
+               checkpoints: list[tuple[int, float]] | None = None,
+               tuning: BehaviourTuning | None = None) -> list[dict[str, np.ndarray]]:
     """One PPO(-Lagrangian) behaviour run; returns every episode it played. Saves its progress next
-    to ``policy_path`` (``<stem>.partial/``) and goes on from the last save if there is one."""
+    to ``policy_path`` (``<stem>.partial/``) and goes on from the last save if there is one.
+    ``tuning``: a locomotion run's (a safe task's comes with its spec)."""
     started = time.perf_counter()
     given_plan = plan
     recorder = EpisodeRecorder(plan.n_envs)
-    tuning = spec.behaviour if spec is not None else BehaviourTuning()
+    given_tuning = tuning
+    tuning = spec.behaviour if spec is not None else tuning or BehaviourTuning()
     plan = replace(plan, steps_per_run=int(plan.steps_per_run * tuning.steps_scale))
-    if spec is not None:  # every environment must finish a couple of episodes, however long they are
-        plan = replace(plan, steps_per_run=max(plan.steps_per_run, 2 * plan.n_envs * spec.max_episode_steps))
+    # every environment must finish a couple of episodes, however long they are (HalfCheetah's last
+    # 1000 steps: a tiny run would otherwise finish none)
+    horizon = spec.max_episode_steps if spec is not None else gym.spec(env_id).max_episode_steps
+    if horizon:
+        plan = replace(plan, steps_per_run=max(plan.steps_per_run, 2 * plan.n_envs * horizon))
     partial = PartialRun(policy_path.with_suffix(".partial"))
     saved = partial.load()
     resumed = 0 if saved is None else int(saved["saves"])  # offsets the seeds of a resumed run
@@ -428,7 +450,7 @@ def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, ru
             partial.set_aside(err)
             if checkpoints is not None:
                 checkpoints.clear()
-            return _train_run(env_id, spec, given_plan, seed, run, policy_path, checkpoints)
+            return _train_run(env_id, spec, given_plan, seed, run, policy_path, checkpoints, given_tuning)
         state = saved
     rollout = plan.n_steps * plan.n_envs
     save_every = max(1, round(math.ceil(plan.steps_per_run / rollout) / SAVES_PER_RUN))
@@ -675,13 +697,17 @@ def _generate_locomotion(env_id: str, size: str, seed: int, out: Path | None, fo
     for path in paths.values():
         _target(path, force)
     started = time.perf_counter()
-    work = Workspace(root, {"plan": asdict(plan), "seed": seed})
+    tuning = TINY_LOCOMOTION_TUNING if size == "tiny" else BehaviourTuning()
+    recipe: dict[str, Any] = {"plan": asdict(plan), "seed": seed}
+    if tuning != BehaviourTuning():  # recorded only when set, so that the other sizes' stages stay valid
+        recipe["behaviour"] = asdict(tuning)
+    work = Workspace(root, recipe)
     policy = work.policy("run0")
     checkpoints_file = work.root / "checkpoints.json"
     checkpoints: list[tuple[int, float]] = []
 
     def train() -> OfflineDataset:  # the policies and checkpoints.json are on disk before the stage is
-        replay = episodes_to_dataset(_train_run(env_id, None, plan, seed, 0, policy, checkpoints), {})
+        replay = episodes_to_dataset(_train_run(env_id, None, plan, seed, 0, policy, checkpoints, tuning), {})
         checkpoints_file.write_text(json.dumps(checkpoints))
         return replay
 
@@ -713,27 +739,37 @@ def _generate_locomotion(env_id: str, size: str, seed: int, out: Path | None, fo
         "medium-replay": replay.select_episodes(np.arange(checkpoints[medium][0])),
     }
     made["medium-expert"] = OfflineDataset.concatenate([made["medium"], made["expert"]])
+    expert_rows = round(MIXED_EXPERT_SHARE * plan.transitions)
+    made["mixed"] = OfflineDataset.concatenate([first_transitions(random, plan.transitions - expert_rows),
+                                                first_transitions(made["expert"], expert_rows)])
+    mixed = {"mixed_expert_share": MIXED_EXPERT_SHARE, "mixed_random_transitions": plan.transitions - expert_rows,
+             "mixed_expert_transitions": expert_rows}
     written = []
     for kind in LOCOMOTION_KINDS:
         ds = made[kind]
         rets = ds.episode_returns()
         attrs = {"env_id": env_id, "kind": kind, "size": size, "seed": seed, "generator": "aligngym data generate",
                  "behaviour": "PPO (stable-baselines3); expert = best checkpoint, medium = checkpoint nearest "
-                              "a third of the way from random to expert",
+                              "a third of the way from random to expert"
+                              + ("; mixed = the first random transitions and a share of the first expert ones"
+                                 if kind == "mixed" else ""),
                  "plan": asdict(plan), "ref_min_score": ref_min, "ref_max_score": ref_max,
                  "behaviour_expert_return": expert_return, "behaviour_medium_return": checkpoints[medium][1],
-                 "behaviour_random_return": random_return,
+                 "behaviour_random_return": random_return, **(mixed if kind == "mixed" else {}),
                  "max_episode_reward": float(rets.max()), "min_episode_reward": float(rets.min()),
                  "seconds": work.seconds(started)}
         written.append(write_dataset(paths[kind], ds.arrays, attrs))
     return written
 
 
-def d4rl_normalized_score(env_id: str, episode_return: float) -> float:
-    """D4RL's score: ``100 (R - random) / (expert - random)`` with D4RL's reference returns."""
-    ref_min, ref_max = LOCOMOTION[env_id]
-    return 100.0 * (episode_return - ref_min) / (ref_max - ref_min)
+def first_transitions(ds: OfflineDataset, n: int) -> OfflineDataset:
+    """The first ``n`` rows of ``ds`` (all of them if it has fewer): whole episodes, then the start of
+    the next one, cut and marked as a timeout (a truncated episode, bootstrapped from as a time limit is)."""
+    arrays = {key: value[:n].copy() for key, value in ds.arrays.items()}
+    if len(arrays["timeouts"]):
+        arrays["timeouts"][-1] |= ~arrays["terminals"][-1]
+    return OfflineDataset(arrays=arrays, attrs=dict(ds.attrs))
 
 
-__all__ = ["PLANS", "Plan", "LOCOMOTION", "generate", "d4rl_normalized_score", "make_vec_env", "PIDLagrangian",
-           "EpisodeRecorder"]
+__all__ = ["PLANS", "Plan", "LOCOMOTION", "LOCOMOTION_KINDS", "MIXED_EXPERT_SHARE", "generate",
+           "d4rl_normalized_score", "first_transitions", "make_vec_env", "PIDLagrangian", "EpisodeRecorder"]

@@ -12,13 +12,18 @@ import pytest
 
 from aligngym.envs.data import dataset as dataset_module
 from aligngym.envs.data.dataset import (
+    D4RL_REFERENCE_RETURNS,
     DatasetError,
     OfflineDataset,
     cost_thresholds,
+    d4rl_normalized_score,
     data_dir,
     dataset_path,
     generate_command,
+    has_costs,
     load_dataset,
+    locomotion_task,
+    plot_dataset,
     plot_reward_cost,
     summary,
     write_dataset,
@@ -67,6 +72,8 @@ def test_paths_follow_data_dir_and_naming(tmp_path, monkeypatch):
     assert data_dir() == tmp_path
     assert dataset_path("aligngym/BallCircle-v0", "tiny", 3) == tmp_path / "BallCircle-v0-tiny-s3.hdf5"
     assert dataset_path("Hopper-v5", "full", 0, kind="medium") == tmp_path / "Hopper-v5-medium-full-s0.hdf5"
+    assert dataset_path("Walker2d-v5", "tiny", 2, kind="mixed") == tmp_path / "Walker2d-v5-mixed-tiny-s2.hdf5"
+    assert dataset_path("Hopper-v5", "small", 1, kind="medium-replay").name == "Hopper-v5-medium-replay-small-s1.hdf5"
     with pytest.raises(DatasetError, match="huge"):
         dataset_path("Hopper-v5", "huge", 0)
     monkeypatch.delenv("ALIGNGYM_DATA")
@@ -409,6 +416,92 @@ def test_cost_thresholds_come_from_the_file_else_its_task_else_dsrls_bullet_ones
     generated = OfflineDataset(arrays={**_arrays(), "costs": np.zeros(len(_arrays()["costs"]), np.float32)},
                                attrs={"env_id": "Hopper-v5", "kind": "medium"})  # aligngym's D4RL files
     assert cost_thresholds(generated) == () and "episodes with cost <=" not in summary(generated)
+
+
+# --- D4RL's locomotion scores ---------------------------------------------------------------------
+
+def test_d4rl_scores_follow_d4rls_reference_returns():
+    # d4rl/infos.py: REF_MIN_SCORE / REF_MAX_SCORE of hopper, halfcheetah, walker2d
+    assert D4RL_REFERENCE_RETURNS == {"Hopper-v5": (-20.272305, 3234.3), "HalfCheetah-v5": (-280.178953, 12135.0),
+                                      "Walker2d-v5": (1.629008, 4592.3)}
+    assert d4rl_normalized_score("Hopper-v5", 1607.0138975) == pytest.approx(50.0)  # half way: (min + max) / 2
+    assert d4rl_normalized_score("Hopper-v5", 1000.0) == pytest.approx(100 * 1020.272305 / 3254.572305)
+    assert d4rl_normalized_score("HalfCheetah-v5", -280.178953) == 0.0
+    assert d4rl_normalized_score("HalfCheetah-v5", 5000.0) == pytest.approx(100 * 5280.178953 / 12415.178953)
+    assert d4rl_normalized_score("Walker2d-v5", 4592.3) == pytest.approx(100.0)
+    scores = d4rl_normalized_score("aligngym.envs:Walker2d-v5", np.array([1.629008, 100.0]))  # a prefix, an array
+    np.testing.assert_allclose(scores, [0.0, 100 * 98.370992 / 4590.670992])
+    assert isinstance(d4rl_normalized_score("Hopper-v5", 1.0), float)
+    with pytest.raises(DatasetError, match="no D4RL reference returns for 'aligngym/BallRun-v0'"):
+        d4rl_normalized_score("aligngym/BallRun-v0", 1.0)
+
+
+def test_the_robot_comes_from_the_env_id_else_a_d4rl_files_name():
+    assert locomotion_task("Hopper-v5") == "Hopper-v5" and locomotion_task("gymnasium/HalfCheetah-v5") == "HalfCheetah-v5"
+    assert locomotion_task("aligngym/HopperVelocity-v1") is None  # the safe velocity task is not D4RL's
+    assert locomotion_task("aligngym/BallRun-v0", "hopper-medium-v2.hdf5") is None  # the env id decides
+    for name, robot in [("hopper-medium-v2.hdf5", "Hopper-v5"), ("halfcheetah_medium_replay-v2.hdf5", "HalfCheetah-v5"),
+                        ("walker2d-expert-v2.hdf5", "Walker2d-v5"), ("SafetyHopperVelocityGymnasium-v1.hdf5", None),
+                        ("hopperish.hdf5", None)]:
+        assert locomotion_task(None, name) == robot, name
+
+
+def _d4rl_layout(obs_dim: int = 11, act_dim: int = 3) -> dict[str, np.ndarray]:
+    """D4RL's own keys (hopper-medium-v2.hdf5): no costs, ``infos/*`` per transition."""
+    arrays = _arrays(obs_dim=obs_dim, with_costs=False)
+    arrays["actions"] = np.repeat(arrays["actions"], act_dim, axis=1)
+    arrays["infos/qpos"] = np.zeros((N, 6), np.float32)
+    arrays["infos/action_log_probs"] = np.zeros(N, np.float32)
+    return arrays
+
+
+def test_a_d4rl_file_loads_for_its_robot_and_reports_its_d4rl_scores(tmp_path, monkeypatch):
+    path = _write_raw(tmp_path / "hopper-medium-v2.hdf5", _d4rl_layout())
+    with h5py.File(path, "a") as file:  # D4RL's metadata: the behaviour policy's weights, its algorithm
+        file["metadata/algorithm"] = "SAC"
+        file["metadata/policy/fc0/weight"] = np.zeros((256, 11), np.float32)
+    env = gym.make("Hopper-v5")
+    try:
+        ds = load_dataset(path, env=env.unwrapped)  # no env_id attribute: only the shapes are checked
+    finally:
+        env.close()
+    assert len(ds) == N and "costs" not in ds.arrays and "metadata/policy/fc0/weight" not in ds.arrays
+    assert ds.attrs["metadata/algorithm"] == "SAC" and ds.arrays["infos/qpos"].shape == (N, 6)
+    assert not has_costs(ds) and cost_thresholds(ds) == ()
+    scores = 100 * (np.array([6.0, 20.0, 2.0]) + 20.272305) / 3254.572305  # episodes A, B, C by hand
+    assert (f"D4RL score of the episodes (x100, Hopper-v5's reference returns; v5 robots, compare with D4RL's "
+            f"figures loosely): min {scores.min():.1f}  mean {scores.mean():.1f}  max {scores.max():.1f}") in summary(ds)
+    assert "D4RL score" not in summary(_dataset())  # a safe-style file: no D4RL score
+    drawn = []
+    real = dataset_module.return_histogram_figure
+    monkeypatch.setattr(dataset_module, "return_histogram_figure",
+                        lambda returns, title, task: drawn.append((list(returns), task)) or real(returns, title, task))
+    out = plot_dataset(ds, tmp_path / "returns.png")
+    assert out.read_bytes().startswith(b"\x89PNG") and drawn == [([6.0, 20.0, 2.0], "Hopper-v5")]
+
+
+def test_plot_draws_returns_without_costs_and_the_reward_cost_plane_with_them(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(dataset_module, "plot_returns", lambda ds, out, title=None: drawn.append("histogram"))
+    monkeypatch.setattr(dataset_module, "plot_reward_cost", lambda ds, out, title=None: drawn.append("reward-cost"))
+    locomotion = OfflineDataset(arrays={**_arrays(), "costs": np.zeros(N, np.float32)},
+                                attrs={"env_id": "Hopper-v5", "kind": "mixed"})  # aligngym's: costs all 0
+    costly_unknown = OfflineDataset(arrays=_arrays(), attrs={})  # costs, no known task
+    zero_cost_safe = OfflineDataset(arrays={**_arrays(), "costs": np.zeros(N, np.float32)},
+                                    attrs={"env_id": "aligngym/BallRun-v0"})  # a safe task's file
+    for ds in (locomotion, OfflineDataset({k: v for k, v in _arrays().items() if k != "costs"}),
+               _dataset(), costly_unknown, zero_cost_safe):
+        plot_dataset(ds, tmp_path / "p.png")
+    assert drawn == ["histogram", "histogram", "reward-cost", "reward-cost", "reward-cost"]
+
+
+def test_a_histogram_without_a_robot_has_no_d4rl_axis():
+    fig = dataset_module.return_histogram_figure([1.0, 2.0, 2.5], "t", None)
+    assert fig.axes[0].get_title() == "t" and not fig.axes[0].child_axes
+    fig = dataset_module.return_histogram_figure([1000.0, 2000.0], "Hopper-v5 expert", "Hopper-v5")
+    assert fig.axes[0].get_title() == f"Hopper-v5 expert: mean D4RL score {100 * 1520.272305 / 3254.572305:.1f}"
+    (top,) = fig.axes[0].child_axes  # the D4RL score axis on top
+    assert top.get_xlabel() == "D4RL score (x100)"
 
 
 def test_plot_writes_png(tmp_path):

@@ -162,10 +162,19 @@ def test_mujoco_safe_task_runs_long_enough_for_whole_episodes(data_home: Path) -
     assert (ds.episode_lengths() == 1000).all() and len(ds.episode_lengths()) >= 1
 
 
-def test_tiny_locomotion_kinds(data_home: Path) -> None:
+def test_tiny_locomotion_kinds(data_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    started = time.perf_counter()
     paths = gen.generate("Hopper-v5", "tiny", seed=0)
+    elapsed = time.perf_counter() - started
     kinds = {load_dataset(p).attrs["kind"]: load_dataset(p) for p in paths}
-    assert set(kinds) == set(gen.LOCOMOTION_KINDS)
+    assert set(kinds) == set(gen.LOCOMOTION_KINDS) == {"random", "medium", "expert", "medium-replay",
+                                                         "medium-expert", "mixed"}
+    assert paths == [dataset_path("Hopper-v5", "tiny", 0, kind) for kind in gen.LOCOMOTION_KINDS]
+    assert paths[-1].name == "Hopper-v5-mixed-tiny-s0.hdf5"
+    # the run lets each of its 4 environments finish two 1000-step episodes, with a calmer start (log std -1)
+    recipe = json.loads((data_home / ".work" / "Hopper-v5-tiny-s0" / "recipe.json").read_text())
+    assert recipe["behaviour"]["initial_log_std"] == -1.0
+    assert load_dataset(data_home / ".work" / "Hopper-v5-tiny-s0" / "run0.hdf5").attrs["seconds"] <= elapsed
     medium, expert, both = kinds["medium"], kinds["expert"], kinds["medium-expert"]
     assert len(both) == len(medium) + len(expert)
     assert len(kinds["random"]) >= 2_000 and "costs" in kinds["random"].arrays
@@ -188,10 +197,80 @@ def test_tiny_locomotion_kinds(data_home: Path) -> None:
     medium_at = min(range(best + 1), key=lambda i: abs(returns[i] - target))
     episodes_then = json.loads(checkpoints_file.read_text())[medium_at][0]
     assert len(kinds["medium-replay"].episode_returns()) == episodes_then
+    # mixed: the first 90 % of the plan's transitions from the random set, then the first 10 % from the
+    # expert set; the episodes cut where a share ends become timeouts
+    mixed, random, n = kinds["mixed"], kinds["random"], gen.PLANS["tiny"].transitions
+    assert gen.MIXED_EXPERT_SHARE == 0.1 and len(mixed) == n == 2_000
+    assert (mixed.attrs["mixed_random_transitions"], mixed.attrs["mixed_expert_transitions"]) == (1_800, 200)
+    for key in ("observations", "actions", "rewards", "next_observations", "terminals"):
+        np.testing.assert_array_equal(mixed.arrays[key][:1_800], random.arrays[key][:1_800], err_msg=key)
+        np.testing.assert_array_equal(mixed.arrays[key][1_800:], expert.arrays[key][:200], err_msg=key)
+    ends = mixed.arrays["terminals"] | mixed.arrays["timeouts"]
+    assert ends[1_799] and ends[1_999]  # no episode spans the two sources
+    for rows, source in ((slice(0, 1_800), random), (slice(1_800, 2_000), expert)):
+        inside = slice(rows.start, rows.stop - 1)  # within a share, the episode ends are the source's
+        np.testing.assert_array_equal(ends[inside], (source.arrays["terminals"] | source.arrays["timeouts"])[
+            :rows.stop - rows.start - 1])
+    assert not random.arrays["timeouts"].any()  # random Hopper episodes all fall, long before the time limit
+    assert mixed.arrays["timeouts"][1_799] == (not random.arrays["terminals"][1_799])  # a cut one is truncated
+    starts, _ = mixed.episode_bounds()
+    from_expert = starts >= 1_800
+    assert from_expert.sum() >= 1 and (~from_expert).sum() > from_expert.sum()  # mostly random episodes
+    expert_returns = mixed.episode_returns()[from_expert]
+    assert expert_returns.mean() > mixed.episode_returns()[~from_expert].mean()
+    assert mixed.attrs["ref_min_score"] == pytest.approx(-20.272305)
+    # aligngym data info shows every kind with its episodes' D4RL scores
+    assert main(["data", "info", str(paths[-1])]) == 0
+    out = capsys.readouterr().out
+    assert "kind: mixed" in out and "mixed_expert_share: 0.1" in out
+    scores = gen.d4rl_normalized_score("Hopper-v5", mixed.episode_returns())
+    assert (f"D4RL score of the episodes (x100, Hopper-v5's reference returns; v5 robots, compare with D4RL's "
+            f"figures loosely): min {scores.min():.1f}  mean {scores.mean():.1f}  max {scores.max():.1f}") in out
+    assert main(["data", "plot", str(paths[-1]), "--out", str(data_home / "mixed.png")]) == 0  # a return histogram
+    assert (data_home / "mixed.png").stat().st_size > 1000
     # a run that learned nothing makes no medium or expert data
     checkpoints_file.write_text(json.dumps([[n, -1e6] for n, _ in json.loads(checkpoints_file.read_text())]))
     with pytest.raises(DatasetError, match="does not beat uniform random actions"):
         gen.generate("Hopper-v5", "tiny", seed=0, force=True)
+
+
+def test_tiny_halfcheetah_finishes_its_long_episodes_and_learns_past_random(data_home: Path) -> None:
+    """HalfCheetah never terminates: its episodes last 1000 steps, longer than the tiny plan's 2048
+    steps over 4 environments; the run lasts until each environment has finished two."""
+    paths = gen.generate("HalfCheetah-v5", "tiny", seed=0)
+    kinds = {load_dataset(p).attrs["kind"]: load_dataset(p) for p in paths}
+    assert set(kinds) == set(gen.LOCOMOTION_KINDS)
+    replay = load_dataset(data_home / ".work" / "HalfCheetah-v5-tiny-s0" / "run0.hdf5")
+    assert len(replay) == 2 * 4 * 1_000 and (replay.episode_lengths() == 1_000).all()
+    for kind in ("random", "medium", "expert"):
+        assert (kinds[kind].episode_lengths() == 1_000).all(), kind
+    expert = kinds["expert"]
+    assert expert.attrs["behaviour_expert_return"] > expert.attrs["behaviour_random_return"]
+    mixed = kinds["mixed"]
+    assert len(mixed) == 2_000 and mixed.arrays["timeouts"][1_799] and mixed.arrays["timeouts"][-1]
+    np.testing.assert_array_equal(mixed.episode_lengths(), [1_000, 800, 200])  # cut to the shares
+
+
+def test_d4rls_reference_returns_are_defined_once() -> None:
+    from aligngym.envs.data import dataset
+
+    assert gen.LOCOMOTION is dataset.D4RL_REFERENCE_RETURNS and gen.LOCOMOTION_KINDS is dataset.LOCOMOTION_KINDS
+    assert gen.d4rl_normalized_score is dataset.d4rl_normalized_score
+    assert gen.d4rl_normalized_score("Walker2d-v5", 4592.3) == pytest.approx(100.0)
+
+
+def test_the_first_transitions_end_in_a_timeout_where_they_cut_an_episode() -> None:
+    from aligngym.envs.data.dataset import OfflineDataset
+
+    terminals = np.array([0, 0, 1, 0, 0, 0], bool)
+    arrays = {"observations": np.arange(6, dtype=np.float32)[:, None], "rewards": np.ones(6, np.float32),
+              "terminals": terminals, "timeouts": np.zeros(6, bool)}
+    ds = OfflineDataset(arrays)
+    head = gen.first_transitions(ds, 5)
+    assert head.arrays["timeouts"].tolist() == [False, False, False, False, True]
+    np.testing.assert_array_equal(head.episode_lengths(), [3, 2])
+    assert gen.first_transitions(ds, 3).arrays["timeouts"].tolist() == [False] * 3  # a whole episode stays terminal
+    assert not ds.arrays["timeouts"].any()  # the source is untouched
 
 
 def test_one_dataset_is_made_by_one_process_at_a_time(data_home: Path) -> None:
