@@ -29,7 +29,7 @@ around it:
   ``cost_limit``) logged (DSRL's normalisation at ``cost_limit``; a locomotion robot has no cost
   scores and D4RL's instead: ``eval/normalized_return``, 0 for uniform random actions and 1 for D4RL's
   expert, and ``eval/d4rl_score``, the same x 100 as D4RL's tables report it, :func:`normalized_scores`),
-  with the image ``eval/reward_cost``:
+  with the image ``eval/reward_cost`` (tasks with costs):
   the episodes on the reward-cost plane and the cost limit; ``aligngym eval``'s ``eval.json`` lists
   each episode's return and cost too;
 - a checkpoint (weights, optimiser states, step, the random states of the buffer's sampler,
@@ -96,7 +96,7 @@ class DatasetConfig(BaseModel):
 class OfflineConfig(RunConfig):
     """Fields every offline agent has."""
 
-    hparam_metrics: ClassVar[tuple[str, ...]] = ("eval/normalized_return", "eval/normalized_cost")
+    hparam_metrics: ClassVar[tuple[str, ...]] = ("eval/normalized_return", "eval/normalized_cost", "eval/d4rl_score")
     length_key: ClassVar[str] = "steps"
     logs_checkpoint_step: ClassVar[bool] = True
 
@@ -490,9 +490,10 @@ def offline_train(module: Any, config: OfflineConfig, run: Run, state: dict[str,
                     scores = evaluate_policy(config, algorithm.policy, config.eval_episodes, seed=10_000 + step,
                                              progress=_progress_on(bar, config.eval_episodes))
                 run.log("eval", step, {k.split("/", 1)[1]: v for k, v in scores.items() if k.startswith("eval/")})
-                run.figure("eval/reward_cost", reward_cost_figure(
-                    scores["episode_costs"], scores["episode_returns"], [config.cost_limit],
-                    f"{config.task}, step {step}: {config.eval_episodes} episodes"), step)
+                if "eval/normalized_cost" in scores:  # a task with costs (not a locomotion robot)
+                    run.figure("eval/reward_cost", reward_cost_figure(
+                        scores["episode_costs"], scores["episode_returns"], [config.cost_limit],
+                        f"{config.task}, step {step}: {config.eval_episodes} episodes"), step)
                 bar.set_postfix(ret=f"{scores.get('eval/normalized_return', scores['eval/return']):.2f}",
                                 cost=f"{scores.get('eval/normalized_cost', scores['eval/cost']):.2f}")
             if step % config.checkpoint_every == 0 or step == config.steps:

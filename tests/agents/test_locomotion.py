@@ -106,6 +106,11 @@ def test_bc_all_trains_on_tiny_locomotion_data_and_logs_d4rl_scores(tiny_locomot
     logged = scalars(run_dir)
     assert [step for step, _ in logged["eval/d4rl_score"]] == [2, 4]
     assert "eval/normalized_cost" not in logged
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    events.Reload()
+    assert "eval/reward_cost" not in events.Tags()["images"]  # no cost plane without costs
     ref_min, ref_max = REFERENCE[task]
     for (_, ret), (_, norm), (_, score) in zip(logged["eval/return"], logged["eval/normalized_return"],
                                                logged["eval/d4rl_score"]):
