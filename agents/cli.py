@@ -51,7 +51,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             config = load_config(args.config, args.overrides, smoke=args.smoke)
             run_dir = train(config, on_start=announce)
     except Interrupted as stop:
-        print(f"\naligngym: stopped at {stop.step} with a checkpoint. Continue with "
+        print(f"\naligngym: stopped at {stop.unit} {stop.step} with a checkpoint. Continue with "
               f"aligngym train --resume {started[0]}", file=sys.stderr)
         return stop.exit_status
     except KeyboardInterrupt:

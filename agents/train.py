@@ -64,9 +64,9 @@ class TrainingDiverged(RuntimeError):
 class Interrupted(KeyboardInterrupt):
     """A run stopped by SIGINT or SIGTERM after checkpointing (``step``: the checkpoint's)."""
 
-    def __init__(self, signum: int, step: int) -> None:
-        super().__init__(signum, step)
-        self.signum, self.step = signum, step
+    def __init__(self, signum: int, step: int, unit: str = "step") -> None:
+        super().__init__(signum, step, unit)
+        self.signum, self.step, self.unit = signum, step, unit  # unit: "episode" or "step"
 
     @property
     def exit_status(self) -> int:
@@ -377,7 +377,8 @@ class Run:
         return bool(_stop_request)
 
     def interrupted(self, step: int) -> Interrupted:
-        return Interrupted(_stop_request[0] if _stop_request else signal.SIGINT, step)
+        return Interrupted(_stop_request[0] if _stop_request else signal.SIGINT, step,
+                           self.config.length_key.removesuffix("s"))
 
     def close(self) -> None:
         self.writer.close()
