@@ -31,6 +31,10 @@ AGENTS: dict[str, str] = {
     "bc_all": "aligngym.agents.baselines.bc",
     "bc_safe": "aligngym.agents.baselines.bc",
     "bcq_lag": "aligngym.agents.baselines.bcq_lag",
+    "iql": "aligngym.agents.baselines.iql",
+    "cql": "aligngym.agents.baselines.cql",
+    "a2pr": "aligngym.agents.a2pr",
+    "td3bc": "aligngym.agents.baselines.td3bc",
 }
 
 

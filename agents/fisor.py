@@ -11,7 +11,8 @@ Three decoupled supervised stages, trained together:
    nets, which stands in for the minimum over the actions the data supports. ``V_h(s) <= 0``:
    ``s`` is feasible.
 2. **Reward advantage** (IQL). ``V_r`` fits the 0.9 expectile of ``min(Q_r)`` (2 target nets),
-   ``Q_r`` regresses on ``r + gamma V_r(s')``; rewards are scaled by ``T / (R_max - R_min)``.
+   ``Q_r`` regresses on ``r + gamma V_r(s')``; rewards are scaled by ``T / (R_max - R_min)``. These
+   updates are :mod:`aligngym.agents.iql_core`'s, the same code the IQL baseline learns with.
 3. **Policy extraction** by weighted diffusion behaviour cloning: a 5-step DDPM (VP schedule)
    whose noise-prediction loss is weighted per sample by
    ``exp(3 A_r)`` clipped to 100 where ``V_h(s) <= 0`` and ``Q_h(s, a) <= 0`` (feasible: best
@@ -79,6 +80,9 @@ from tianshou.data import Batch, ReplayBuffer
 from torch import nn
 
 from aligngym.agents.config import ConfigError, validate
+# the reward critics are IQL's, learnt by the shared implementation (reward_target: importable from here as before)
+from aligngym.agents.iql_core import (EnsembleMLP, advantage_weights, apply_cosine_decay, expectile_loss,  # noqa: F401
+                                      pessimistic_q, polyak, reward_target, update_q, update_value)
 from aligngym.agents.offline import OfflineConfig, action_bound, observation_dim, offline_evaluate, offline_train
 from aligngym.envs.data.dataset import OfflineDataset
 
@@ -151,30 +155,6 @@ class Config(OfflineConfig):
 
 
 # ---------------------------------------------------------------------- networks
-class EnsembleMLP(nn.Module):
-    """``n`` MLPs with the same shape evaluated in one batched matmul per layer: ``(B, in) -> (n, B, out)``."""
-
-    def __init__(self, n: int, inputs: int, hidden: tuple[int, ...], outputs: int = 1) -> None:
-        super().__init__()
-        sizes = [inputs, *hidden, outputs]
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-            weight = torch.empty(n, fan_in, fan_out)
-            for w in weight:
-                nn.init.xavier_uniform_(w.T)
-            self.weights.append(nn.Parameter(weight))
-            self.biases.append(nn.Parameter(torch.zeros(n, 1, fan_out)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.unsqueeze(0).expand(self.weights[0].shape[0], *x.shape)
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            x = torch.baddbmm(b, x, w)
-            if i < len(self.weights) - 1:
-                x = F.relu(x)
-        return x.squeeze(-1)
-
-
 def _dense(fan_in: int, fan_out: int, init: str = "xavier") -> nn.Linear:
     """A linear layer initialised as flax's (jaxrl5's): Xavier-uniform or LeCun-normal kernel, zero bias."""
     layer = nn.Linear(fan_in, fan_out)
@@ -388,7 +368,7 @@ class FISOR(OfflineAlgorithm[FISORPolicy]):
     @torch.no_grad()
     def actor_weights(self, obs: torch.Tensor, obs_act: torch.Tensor) -> torch.Tensor:
         cfg = self.config
-        reward_adv = self.target_reward_q(obs_act).min(dim=0).values - self.reward_v(obs)[0]
+        reward_adv = pessimistic_q(self.target_reward_q, obs_act) - self.reward_v(obs)[0]
         cost_q = self.policy.target_cost_q(obs_act).max(dim=0).values
         cost_v = self.cost_v(obs)[0]
         return feasibility_weights(reward_adv, cost_q, cost_v, cfg)
@@ -401,27 +381,21 @@ class FISOR(OfflineAlgorithm[FISORPolicy]):
         noisy = torch.sqrt(alpha_bar) * act + torch.sqrt(1 - alpha_bar) * noise
         per_sample = ((self.actor(noisy, obs, t) - noise) ** 2).sum(dim=-1)
         loss = (weight * per_sample).mean()
-        progress = min(int(self.actor_step), cfg.actor_decay_steps) / cfg.actor_decay_steps
-        for group in self.actor_optim._optim.param_groups:  # optax.cosine_decay_schedule
-            group["lr"] = cfg.actor_lr * 0.5 * (1 + math.cos(math.pi * progress))
+        apply_cosine_decay(self.actor_optim, cfg.actor_lr, int(self.actor_step), cfg.actor_decay_steps)
         self.actor_optim.step(loss)
         self.actor_step += 1
-        self._polyak(policy.ema_actor, self.actor, cfg.actor_tau)
+        polyak(policy.ema_actor, self.actor, cfg.actor_tau)
         return loss.item()
 
     def update_critics(self, b: dict[str, torch.Tensor], obs_act: torch.Tensor) -> dict[str, float]:
         cfg = self.config
+        reward_q_target = pessimistic_q(self.target_reward_q, obs_act)
         with torch.no_grad():
-            reward_q_target = self.target_reward_q(obs_act).min(dim=0).values
             cost_q_target = self.policy.target_cost_q(obs_act).max(dim=0).values
-        # V_r: upper expectile of min Q_r
-        loss_rv = expectile_loss(reward_q_target - self.reward_v(b["obs"])[0], cfg.reward_expectile)
-        self.reward_value_optim.step(loss_rv)
-        # Q_r: r + gamma V_r(s')
-        with torch.no_grad():
-            target = reward_target(b["rew"], self.reward_v(b["obs_next"])[0], b["mask"], cfg.discount)
-        loss_rq = ((self.reward_q(obs_act) - target) ** 2).mean()
-        self.reward_q_optim.step(loss_rq)
+        # V_r: upper expectile of min Q_r; Q_r: r + gamma V_r(s') (IQL's, shared with agents/baselines/iql.py)
+        loss_rv = update_value(self.reward_v, self.reward_value_optim, b["obs"], reward_q_target, cfg.reward_expectile)
+        loss_rq = update_q(self.reward_q, self.reward_q_optim, obs_act, b["rew"], b["obs_next"], b["mask"],
+                           self.reward_v, cfg.discount)
         # V_h: lower ("reversed") expectile of max Q_h
         loss_cv = expectile_loss(cost_q_target - self.cost_v(b["obs"])[0], 1 - cfg.cost_expectile)
         self.cost_value_optim.step(loss_cv)
@@ -430,27 +404,10 @@ class FISOR(OfflineAlgorithm[FISORPolicy]):
             target = reachability_target(b["h"], self.cost_v(b["obs_next"])[0], b["mask"], cfg.discount)
         loss_cq = ((self.cost_q(obs_act) - target) ** 2).mean()
         self.cost_q_optim.step(loss_cq)
-        self._polyak(self.target_reward_q, self.reward_q, cfg.critic_tau)
-        self._polyak(self.policy.target_cost_q, self.cost_q, cfg.critic_tau)
-        return {"loss_reward_value": loss_rv.item(), "loss_reward_q": loss_rq.item(),
+        polyak(self.target_reward_q, self.reward_q, cfg.critic_tau)
+        polyak(self.policy.target_cost_q, self.cost_q, cfg.critic_tau)
+        return {"loss_reward_value": loss_rv, "loss_reward_q": loss_rq,
                 "loss_cost_value": loss_cv.item(), "loss_cost_q": loss_cq.item()}
-
-    @staticmethod
-    @torch.no_grad()
-    def _polyak(target: nn.Module, source: nn.Module, tau: float) -> None:
-        for t, s in zip(target.parameters(), source.parameters()):
-            t.lerp_(s, tau)
-
-
-def expectile_loss(diff: torch.Tensor, tau: float) -> torch.Tensor:
-    """``mean(|tau - 1[diff < 0]| diff^2)``: tau > 0.5 fits an upper expectile of the target, tau < 0.5
-    a lower one (V_h uses ``1 - cost_expectile``: weight 0.9 where ``Q_h - V_h < 0``)."""
-    return (torch.abs(tau - (diff < 0).float()) * diff**2).mean()
-
-
-def reward_target(reward: torch.Tensor, next_value: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
-    """IQL's ``r + gamma mask V_r(s')`` (mask 0 at terminals and timeouts)."""
-    return reward + gamma * mask * next_value
 
 
 def reachability_target(h: torch.Tensor, next_value: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -468,7 +425,7 @@ def feasibility_weights(reward_adv: torch.Tensor, cost_q: torch.Tensor, cost_v: 
     safe = ((cost_v <= 0) & (cost_q <= 0)).float()
     w_unsafe = torch.exp((cost_v - cost_q) * config.cost_temperature).clamp(config.cost_weight_min,
                                                                               config.cost_weight_max)
-    w_safe = torch.exp(reward_adv * config.reward_temperature).clamp(0, config.reward_weight_max)
+    w_safe = advantage_weights(reward_adv, config.reward_temperature, config.reward_weight_max)
     return unsafe * w_unsafe + safe * w_safe
 
 
