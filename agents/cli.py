@@ -25,7 +25,6 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -27,7 +27,6 @@ import os
 import re
 import shutil
 import signal
-import sys
 import threading
 import time
 import warnings
@@ -90,8 +89,12 @@ def _stop_on_signals() -> Iterator[None]:
         if _stop_request:
             raise KeyboardInterrupt
         _stop_request.append(signum)
-        print(f"\naligngym: {signal.Signals(signum).name} received: stopping after this step with a checkpoint "
-              f"(again to stop at once, without one)", file=sys.stderr, flush=True)
+        note = (f"\naligngym: {signal.Signals(signum).name} received: stopping after this step with a checkpoint "
+                f"(again to stop at once, without one)\n")
+        try:  # straight to the descriptor: a handler may run while a progress bar is writing to sys.stderr
+            os.write(2, note.encode())
+        except OSError:
+            pass
 
     previous = {sig: signal.signal(sig, request) for sig in _STOP_SIGNALS}
     _stop_request.clear()

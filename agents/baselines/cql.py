@@ -81,7 +81,6 @@ from tianshou.algorithm.algorithm_base import TrainingStats
 from tianshou.algorithm.imitation.cql import CQL
 from tianshou.algorithm.modelfree.sac import AutoAlpha, SACPolicy, correct_log_prob_gaussian_tanh
 from tianshou.algorithm.optim import AdamOptimizerFactory
-from tianshou.data import Batch
 from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousActorProbabilistic, ContinuousCritic
 from torch.distributions import Independent, Normal
