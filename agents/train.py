@@ -388,6 +388,32 @@ class Run:
         self.lock.unlink(missing_ok=True)
 
 
+def read_curves(run_dir: Path, tags: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A run folder's logged scalar curves: per tag ``(steps, values)`` by step (a missing tag: empty
+    arrays); a step logged twice (a run's last step, scored again by ``aligngym eval``) keeps the later
+    value."""
+    import logging
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util import tb_logging
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    tb_logger = tb_logging.get_logger()
+    level = tb_logger.level
+    tb_logger.setLevel(logging.ERROR)  # a resumed run's purge is expected: no "out of order" warning
+    try:
+        events.Reload()
+    finally:
+        tb_logger.setLevel(level)
+    present = set(events.Tags()["scalars"])
+    curves = {}
+    for tag in tags:
+        by_step = {e.step: e.value for e in events.Scalars(tag)} if tag in present else {}
+        steps = np.array(sorted(by_step), dtype=np.int64)
+        curves[tag] = (steps, np.array([by_step[s] for s in steps], dtype=np.float64))
+    return curves
+
+
 def changed_keys(a: RunConfig, b: RunConfig, ignore: tuple[str, ...] = ()) -> list[str]:
     """The dotted keys whose values differ between two configs, but for those under ``ignore``."""
     flat_a, flat_b = (_flat("", c.model_dump(mode="json")) for c in (a, b))

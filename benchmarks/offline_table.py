@@ -139,25 +139,12 @@ def run_root(out: Path, agent: str, task: str, seed: int, variant: str, extra: l
 
 
 def learning_curve(run_dir: Path, tag: str) -> list[list[float]]:
-    """``[[step, value], ...]`` of a scalar the run logged, by step; a step logged twice (a run's last
-    step, scored again by ``aligngym eval``) keeps the later value."""
-    import logging
+    """``[[step, value], ...]`` of a scalar the run logged, by step (a step logged twice, a run's last
+    one scored again by ``aligngym eval``, keeps the later value)."""
+    from aligngym.agents.train import read_curves
 
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from tensorboard.util import tb_logging
-
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    tb_logger = tb_logging.get_logger()
-    level = tb_logger.level
-    tb_logger.setLevel(logging.ERROR)  # a resumed run's purge is expected: no "out of order" warning
-    try:
-        events.Reload()
-    finally:
-        tb_logger.setLevel(level)
-    if tag not in events.Tags()["scalars"]:
-        return []
-    values = {event.step: event.value for event in events.Scalars(tag)}
-    return [[step, values[step]] for step in sorted(values)]
+    steps, values = read_curves(run_dir, (tag,))[tag]
+    return [[int(step), float(value)] for step, value in zip(steps, values)]
 
 
 def run_one(agent: str, task: str, seed: int, variant: str, out: Path, episodes: int, extra: list[str]) -> list[dict]:

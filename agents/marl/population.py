@@ -12,22 +12,18 @@ optionally with scripted partners in place of all but ``focal`` agents.
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from pydantic import Field
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.util import tb_logging
 from tqdm.auto import tqdm
 
 from aligngym.agents.config import ConfigError, RunConfig
 from aligngym.agents.marl.collector import PopulationCollector, PopulationReplay
 from aligngym.agents.marl.dqn import IndependentDQN, IndependentDQNConfig
 from aligngym.agents.marl.plots import curves, heatmap
-from aligngym.agents.train import CheckpointError, Run, resolve_device, to_numpy
+from aligngym.agents.train import CheckpointError, Run, read_curves, resolve_device, to_numpy
 from aligngym.envs.cooperation import punishment_v0
 from aligngym.envs.cooperation.core import METRIC_NAMES
 from aligngym.envs.cooperation.rules import DecisionKind, GameRules
@@ -160,9 +156,9 @@ def train(config: Config, run: Run, state: dict[str, Any] | None) -> None:
     finally:
         bar.close()
     run.writer.flush()
-    history = read_scalars(run.dir, ("coop/cooperation_rate", "coop/punishment_rate_direct",
-                                     "coop/punishment_rate_third_party", "coop/just_punishment_share"))
-    fig = curves({k.split("/")[1]: v for k, v in history.items() if len(v)},
+    history = read_curves(run.dir, ("coop/cooperation_rate", "coop/punishment_rate_direct",
+                                    "coop/punishment_rate_third_party", "coop/just_punishment_share"))
+    fig = curves({k.split("/")[1]: values for k, (_, values) in history.items() if len(values)},
                  "training curves", "rate", window=max(min(config.episodes // 20, 100), 1),
                  ylim=(-0.05, 1.05))
     run.figure("coop/curves", fig, config.episodes - 1, png="curves.png")
@@ -180,24 +176,6 @@ def _plot_window(run: Run, config: Config, step: int, chosen: np.ndarray, punish
         run.figure("coop/punishment_matrix", heatmap(punished, f"punishments, {window}",
                                                      "punisher", "victim"), step,
                    png="punishment_matrix.png")
-
-
-def read_scalars(run_dir: Path, tags: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Logged scalar curves of a run folder, ordered by step (missing tags give empty arrays)."""
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    tb_logger = tb_logging.get_logger()
-    level = tb_logger.level
-    tb_logger.setLevel(logging.ERROR)  # a resumed run's purge is expected: no "out of order" warning
-    try:
-        acc.Reload()
-    finally:
-        tb_logger.setLevel(level)
-    present = set(acc.Tags()["scalars"])
-    out = {}
-    for tag in tags:
-        events = sorted(acc.Scalars(tag), key=lambda e: e.step) if tag in present else []
-        out[tag] = np.array([e.value for e in events])
-    return out
 
 
 class BackgroundPolicy:

@@ -23,8 +23,7 @@ from tqdm.auto import tqdm
 
 from aligngym.agents.config import ConfigError, bundled_configs, load_config
 from aligngym.agents.marl.plots import curves, rolling_mean, save, t975
-from aligngym.agents.marl.population import read_scalars
-from aligngym.agents.train import CHECKPOINT, finish
+from aligngym.agents.train import CHECKPOINT, finish, read_curves
 from aligngym.envs.cooperation.core import METRIC_NAMES
 
 # Metrics in the table, with how to read them.
@@ -157,7 +156,7 @@ def write_report(out: Path, runs: dict[str, list[Path]], tail: int) -> Path:
     converged: dict[str, np.ndarray] = {}
     episodes_run: dict[str, int] = {}
     for condition, run_dirs in runs.items():
-        scalars = [read_scalars(d, tags) for d in sorted(run_dirs)]
+        scalars = [{tag: values for tag, (_, values) in read_curves(d, tags).items()} for d in sorted(run_dirs)]
         length = min(len(s["coop/cooperation_rate"]) for s in scalars)
         episodes_run[condition] = length
         # metrics a run did not log (older runs) are left out of that condition's row

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import math
-import signal
 import types
 from pathlib import Path
 
@@ -218,47 +217,22 @@ def test_a2pr_trains_on_the_normalised_data_and_normalisation_can_be_switched_of
 
 
 # ---------------------------------------------------------------------- runner: resume, determinism, configs
-def _tensors_equal(state: dict, reference: dict) -> None:
-    assert state.keys() == reference.keys()
-    for key, value in reference.items():
-        if isinstance(value, torch.Tensor):
-            assert torch.equal(state[key], value), key
-        elif isinstance(value, dict | list):
-            _tensors_equal(dict(enumerate(state[key])) if isinstance(value, list) else state[key],
-                           dict(enumerate(value)) if isinstance(value, list) else value)
+
 
 
 @pytest.mark.parametrize("agent", ["a2pr", "td3bc"])
-def test_a_run_stopped_after_an_odd_step_resumes_exactly(agent, tiny_locomotion_data, tmp_path, monkeypatch,
-                                                         scalars) -> None:
+def test_a_run_stopped_after_an_odd_step_resumes_exactly(agent, tiny_locomotion_data, tmp_path, cut_offline_run,
+                                                         scalars, same_state) -> None:
     """Asked to stop (as by SIGINT) during update 3 (the actor learns on even ones), checkpointed there
     and resumed to 7: every weight, target network, optimiser state, counter and logged curve equals
     a straight run's."""
-    from aligngym.agents import offline
-    from aligngym.agents import train as runner
-
     reference = train(smoke_config(agent, tmp_path / "ref").model_copy(update={"steps": 7}))
-    real, calls = offline.policy_within_training_step, []
-
-    def stop_in_update_3(policy):
-        calls.append(1)
-        if len(calls) == 3:
-            runner._stop_request.append(signal.SIGINT)
-        return real(policy)
-
-    monkeypatch.setattr(offline, "policy_within_training_step", stop_in_update_3)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            train(smoke_config(agent, tmp_path / "split").model_copy(update={"steps": 7}))
-    finally:
-        runner._stop_request.clear()
-    monkeypatch.setattr(offline, "policy_within_training_step", real)
-    (split,) = (tmp_path / "split").iterdir()
+    split = cut_offline_run(smoke_config(agent, tmp_path / "split").model_copy(update={"steps": 7}), 3, stop=True)
     assert int(load_checkpoint(split / "checkpoint.pt")[1]["step"]) == 3
     resume(split)
     (_, ref_state), (_, state) = load_checkpoint(reference / "checkpoint.pt"), load_checkpoint(split / "checkpoint.pt")
     assert int(state["step"]) == int(ref_state["step"]) == 7 and int(state["algorithm"]["updates"]) == 7
-    _tensors_equal(state["algorithm"], ref_state["algorithm"])
+    same_state(state["algorithm"], ref_state["algorithm"], "algorithm")
     ref_logged, logged = scalars(reference), scalars(split)
     for tag in [t for t in ref_logged if t.startswith(("loss/", "eval/"))]:
         assert logged[tag] == ref_logged[tag], tag
@@ -266,11 +240,11 @@ def test_a_run_stopped_after_an_odd_step_resumes_exactly(agent, tiny_locomotion_
 
 
 @pytest.mark.parametrize("agent", ["a2pr", "td3bc"])
-def test_a_seed_fixes_the_run(agent, tiny_locomotion_data, tmp_path) -> None:
+def test_a_seed_fixes_the_run(agent, tiny_locomotion_data, tmp_path, same_state) -> None:
     runs = [train(smoke_config(agent, tmp_path / name, f"seed={seed}")) for name, seed in
             (("a", 0), ("b", 0), ("c", 1))]
     (_, a), (_, b), (_, c) = (load_checkpoint(r / "checkpoint.pt") for r in runs)
-    _tensors_equal(b["algorithm"], a["algorithm"])
+    same_state(b["algorithm"], a["algorithm"], "algorithm")
     assert not torch.equal(c["algorithm"]["policy.actor.module.last.model.0.weight"],
                            a["algorithm"]["policy.actor.module.last.model.0.weight"])
 

@@ -485,26 +485,13 @@ def test_how_often_a_run_evaluates_does_not_change_what_it_trains(tiny_data, tmp
             assert torch.equal(three["algorithm"][key], value), key
 
 
-def test_an_interrupted_run_logs_the_losses_an_uninterrupted_one_does(tiny_data, tmp_path, monkeypatch, scalars):
+def test_an_interrupted_run_logs_the_losses_an_uninterrupted_one_does(tiny_data, tmp_path, cut_offline_run, scalars):
     """A checkpoint between two logs carries the losses gathered since the last log, so the first
     log after a resume averages the same steps as it would have without the interruption."""
-    from aligngym.agents import offline
-
     update = {"steps": 6, "log_every": 3, "checkpoint_every": 2, "eval_every": 6}
     reference = train(smoke_config("bc_all", tmp_path / "ref").model_copy(update=update))
-    real, calls = offline.policy_within_training_step, []
-
-    def interrupted_in_step_5(policy):
-        calls.append(1)
-        if len(calls) == 5:  # after the checkpoint at 4, with step 4's loss not yet logged
-            raise KeyboardInterrupt
-        return real(policy)
-
-    monkeypatch.setattr(offline, "policy_within_training_step", interrupted_in_step_5)
-    with pytest.raises(KeyboardInterrupt):
-        train(smoke_config("bc_all", tmp_path / "split").model_copy(update=update))
-    monkeypatch.setattr(offline, "policy_within_training_step", real)
-    (split,) = (tmp_path / "split").iterdir()
+    # cut in step 5: after the checkpoint at 4, with step 4's loss not yet logged
+    split = cut_offline_run(smoke_config("bc_all", tmp_path / "split").model_copy(update=update), 5)
     assert int(load_checkpoint(split / "checkpoint.pt")[1]["step"]) == 4
     resume(split)
     ref_logged, logged = scalars(reference), scalars(split)

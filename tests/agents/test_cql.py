@@ -38,21 +38,6 @@ def make_cql(bound: float = 1.0, **update: object) -> cql.ConservativeQLearning:
                                      torch.device("cpu"))
 
 
-def assert_same_state(a: object, b: object, where: str = "") -> None:
-    """Every tensor and number of two (nested) state dicts is equal."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), where
-        for key in a:
-            assert_same_state(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same_state(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
-
 
 # ---------------------------------------------------------------------- the losses, by hand
 def hand_made_batch(bound: float) -> Batch:
@@ -278,33 +263,18 @@ def test_every_config_runs_smoke_end_to_end_with_its_tensorboard_names(tiny_data
 
 
 def test_an_interrupted_run_resumes_exactly_and_runs_are_deterministic(tiny_data: Path, tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch,
-                                                                      scalars) -> None:
+                                                                      cut_offline_run, scalars, same_state) -> None:
     """6 steps straight; the same run interrupted in step 5 (after its checkpoint at 4) and resumed:
     the same weights, target critics, alpha and every optimiser's state, curves and actions. Another
     seed trains other weights."""
-    from aligngym.agents import offline
-
     update = {"steps": 6, "checkpoint_every": 2, "eval_every": 6}
     reference = train(smoke_config(tmp_path / "ref").model_copy(update=update))
-    real, calls = offline.policy_within_training_step, []
-
-    def interrupted_in_step_5(policy):
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-        return real(policy)
-
-    monkeypatch.setattr(offline, "policy_within_training_step", interrupted_in_step_5)
-    with pytest.raises(KeyboardInterrupt):
-        train(smoke_config(tmp_path / "split").model_copy(update=update))
-    monkeypatch.setattr(offline, "policy_within_training_step", real)
-    (split,) = (tmp_path / "split").iterdir()
+    split = cut_offline_run(smoke_config(tmp_path / "split").model_copy(update=update), 5)
     assert int(load_checkpoint(split / "checkpoint.pt")[1]["step"]) == 4
     resume(split)
     (_, ref_state), (_, state) = load_checkpoint(reference / "checkpoint.pt"), load_checkpoint(split / "checkpoint.pt")
     assert int(state["step"]) == 6 and int(state["algorithm"]["update_step"]) == 6
-    assert_same_state(state["algorithm"], ref_state["algorithm"], "algorithm")
+    same_state(state["algorithm"], ref_state["algorithm"], "algorithm")
     assert scalars(split)["loss/critic"] == scalars(reference)["loss/critic"]
     assert evaluate(split, episodes=1)["episode_returns"] == evaluate(reference, episodes=1)["episode_returns"]
     other = train(smoke_config(tmp_path / "seed1", "seed=1").model_copy(update=update))

@@ -11,8 +11,6 @@ import gymnasium as gym
 import h5py
 import numpy as np
 import pytest
-import torch
-from tianshou.data import Batch
 
 from aligngym.agents.config import ConfigError, validate
 from aligngym.agents.evaluate import evaluate
@@ -36,24 +34,6 @@ def _config(task: str = "Hopper-v5", run_root: Path | None = None, smoke: bool =
     return config.smoke() if smoke else config
 
 
-class Linear(torch.nn.Module):
-    """A fixed deterministic policy, ``tanh(obs W + b)``."""
-
-    def __init__(self, obs_dim: int, act_dim: int) -> None:
-        super().__init__()
-        rng = torch.Generator().manual_seed(0)
-        self.weight = torch.randn(obs_dim, act_dim, generator=rng) * 0.3
-        self.bias = torch.randn(act_dim, generator=rng)
-
-    def forward(self, batch: Batch, state: object = None) -> Batch:
-        obs = torch.as_tensor(np.asarray(batch.obs), dtype=torch.float32)
-        return Batch(act=torch.tanh(obs @ self.weight + self.bias), state=state)
-
-    def map_action(self, act: np.ndarray) -> np.ndarray:
-        return act
-
-
-# ---------------------------------------------------------------------- dataset.kind
 def test_the_config_offers_the_generators_kinds() -> None:
     assert typing.get_args(LocomotionKind) == LOCOMOTION_KINDS
     assert "mixed" in LOCOMOTION_KINDS
@@ -84,9 +64,9 @@ def test_a_kind_names_the_generated_file_and_must_fit_the_task(tmp_path: Path, m
 
 
 # ---------------------------------------------------------------------- D4RL scores
-def test_evaluation_scores_each_episode_on_d4rls_scale(tmp_path: Path) -> None:
+def test_evaluation_scores_each_episode_on_d4rls_scale(tmp_path: Path, linear_policy) -> None:
     config = _config(kind="medium")
-    result = evaluate_policy(config, Linear(11, 3), episodes=3, seed=0)
+    result = evaluate_policy(config, linear_policy(11, 3), episodes=3, seed=0)
     returns = np.array(result["episode_returns"])
     by_hand = np.mean(100 * (returns - HOPPER_RANDOM) / (HOPPER_EXPERT - HOPPER_RANDOM))
     assert result["eval/d4rl_score"] == pytest.approx(by_hand, rel=1e-12)
@@ -94,7 +74,7 @@ def test_evaluation_scores_each_episode_on_d4rls_scale(tmp_path: Path) -> None:
     assert "eval/normalized_cost" not in result and "safe" not in result  # Hopper has no costs
     # a task with neither kind of score gets none
     plain = validate({"agent": "bc_all", "task": "Pendulum-v1", "device": "cpu"}, "test")
-    assert not {k for k in evaluate_policy(plain, Linear(3, 1), 1, 0) if "normalized" in k or "d4rl" in k}
+    assert not {k for k in evaluate_policy(plain, linear_policy(3, 1), 1, 0) if "normalized" in k or "d4rl" in k}
 
 
 @pytest.mark.parametrize(("task", "kind"), [("Hopper-v5", "medium"), ("HalfCheetah-v5", "mixed"),

@@ -34,24 +34,7 @@ def _config(agent: str, task: str = BALL_CIRCLE, run_root: Path | None = None, s
     return config.model_copy(update=fields)
 
 
-class Linear(torch.nn.Module):
-    """A fixed deterministic policy, ``tanh(obs W + b)``: same observation, same action."""
-
-    def __init__(self, obs_dim: int, act_dim: int, seed: int = 0) -> None:
-        super().__init__()
-        rng = torch.Generator().manual_seed(seed)
-        self.weight = torch.randn(obs_dim, act_dim, generator=rng) * 0.3
-        self.bias = torch.randn(act_dim, generator=rng)
-
-    def forward(self, batch: Batch, state: object = None) -> Batch:
-        obs = torch.as_tensor(np.asarray(batch.obs), dtype=torch.float32)
-        return Batch(act=torch.tanh(obs @ self.weight + self.bias), state=state)
-
-    def map_action(self, act: np.ndarray) -> np.ndarray:
-        return act
-
-
-def _manual(config: OfflineConfig, policy: Linear, episodes: int, seed: int) -> dict[str, np.ndarray]:
+def _manual(config: OfflineConfig, policy: torch.nn.Module, episodes: int, seed: int) -> dict[str, np.ndarray]:
     """One env, one episode after the other, every step's reward and info summed by hand."""
     env = make_env(config)
     out: dict[str, list[float]] = {"return": [], "length": [], "cost": [], "cost_outside_bounds": []}
@@ -74,7 +57,7 @@ def _manual(config: OfflineConfig, policy: Linear, episodes: int, seed: int) -> 
 
 
 @pytest.mark.parametrize("task", [BALL_CIRCLE, "aligngym/CarRun-v0"])
-def test_collector_evaluation_equals_a_plain_loop(monkeypatch, task):
+def test_collector_evaluation_equals_a_plain_loop(monkeypatch, linear_policy, task):
     """Five episodes in chunks of two, through tianshou's Collector: each episode's return, cost (every
     step's info["cost"], the last one's included), other cost parts and length are those of a plain
     loop over one env with the same reset seeds."""
@@ -84,7 +67,7 @@ def test_collector_evaluation_equals_a_plain_loop(monkeypatch, task):
     monkeypatch.setattr(offline, "EVAL_CHUNK", 2)
     config = _config("bc_all", task, cost_limit=100.0)
     env = make_env(config)
-    policy = Linear(env.observation_space.shape[0], env.action_space.shape[0])
+    policy = linear_policy(env.observation_space.shape[0], env.action_space.shape[0])
     expected = _manual(config, policy, 5, seed=7)
     assert expected["cost"].sum() > 0, "the check needs episodes with costs"
     played = play_episodes(config, policy, 5, seed=7)
