@@ -21,7 +21,7 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	touch $@ $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/aligngym train configs/quickstart.yaml
+	$(BIN)/aligngym train quickstart
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
