@@ -4,7 +4,7 @@ Every agent module defines a ``Config`` subclass of :class:`RunConfig` (extra ke
 listed in :data:`AGENTS`; its defaults are the agent's paper settings, so a file holds only what
 differs. :func:`load_config` takes a YAML file or the name of a bundled config (``fisor/cpu``,
 ``quickstart``: the files of the repository's ``configs/``, shipped inside the package as
-``aligngym.configs``), reads it with a safe loader that refuses a key given twice, follows its
+``aligngym.configs``), reads it with ``yaml.safe_load`` and refuses a key given twice, follows its
 ``extends:`` chain (a file it builds on, resolved relative to the file; keys of the file win, sections
 merge key by key), applies ``--set key.sub=value`` overrides, picks the agent's class from the
 ``agent`` key and validates. Any problem raises :class:`ConfigError` naming the file, the key, what
@@ -156,28 +156,31 @@ def validate(data: dict[str, Any], source: str) -> RunConfig:
         raise ConfigError(format_validation_error(err, cls, source)) from None
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.safe_load``'s loader, but a mapping that names a key twice is an error (PyYAML keeps the
-    last one without a word: a doubled ``steps:`` would silently be the other experiment)."""
+def _repeated_key(text: str) -> str | None:
+    """The first key a mapping of the YAML ``text`` names twice, as a message naming both lines; None
+    when there is none. PyYAML keeps the last one without a word (a doubled ``steps:`` would silently
+    be the other experiment). Reads the parser's events only: nothing is constructed."""
+    open_nodes: list[dict[str, Any]] = []  # per open mapping / sequence: its keys so far, and whether a key is next
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            try:
-                if key in seen:
-                    raise DuplicateKeyError(key, seen[key], line)
-                seen[key] = line
-            except TypeError:  # an unhashable key: the base class says so
-                break
-        return super().construct_mapping(node, deep=deep)
+    def finished() -> None:  # a node ended inside the innermost open mapping: key and value alternate
+        if open_nodes and open_nodes[-1]["keys"] is not None:
+            open_nodes[-1]["at_key"] = not open_nodes[-1]["at_key"]
 
-
-class DuplicateKeyError(yaml.YAMLError):
-    def __init__(self, key: Any, first: int, second: int) -> None:
-        super().__init__(f"key '{key}' is given twice (lines {first} and {second}); keep one")
-        self.key, self.first, self.second = key, first, second
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            open_nodes.append({"keys": {} if isinstance(event, yaml.MappingStartEvent) else None, "at_key": True})
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            open_nodes.pop()
+            finished()
+        elif isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent)):
+            node = open_nodes[-1] if open_nodes else None
+            if node is not None and node["keys"] is not None and node["at_key"] and isinstance(event, yaml.ScalarEvent):
+                line = event.start_mark.line + 1
+                if event.value in node["keys"]:
+                    return f"key '{event.value}' is given twice (lines {node['keys'][event.value]} and {line}); keep one"
+                node["keys"][event.value] = line
+            finished()
+    return None
 
 
 def bundled_configs() -> Path:
@@ -217,15 +220,17 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
-    except DuplicateKeyError as err:
-        raise ConfigError(f"{path}: {err}") from None
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+        repeated = _repeated_key(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (a config is YAML text)") from None
     except OSError as err:
         raise ConfigError(f"cannot read {path}: {err.strerror or err}") from None
+    if repeated is not None:
+        raise ConfigError(f"{path}: {repeated}")
     if data is None:
         raise ConfigError(f"{path}: the file is empty")
     if not isinstance(data, dict):
