@@ -496,10 +496,8 @@ def offline_train(module: Any, config: OfflineConfig, run: Run, state: dict[str,
                         f"{config.task}, step {step}: {config.eval_episodes} episodes"), step)
                 bar.set_postfix(ret=f"{scores.get('eval/normalized_return', scores['eval/return']):.2f}",
                                 cost=f"{scores.get('eval/normalized_cost', scores['eval/cost']):.2f}")
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                check_finite(algorithm, step)
-                save()
-            elif run.stopping():  # SIGINT / SIGTERM: keep every finished update
+            # SIGINT / SIGTERM (run.stopping()): a checkpoint now, keeping every finished update
+            if step % config.checkpoint_every == 0 or step == config.steps or run.stopping():
                 check_finite(algorithm, step)
                 save()
             if run.stopping() and step < config.steps:

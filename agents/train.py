@@ -220,13 +220,20 @@ def previous_checkpoint(directory: Path, k: int) -> Path:
     return directory / f"{Path(CHECKPOINT).stem}.{k}{Path(CHECKPOINT).suffix}"
 
 
-def checkpoint_files(directory: Path) -> list[Path]:
-    """The run folder's checkpoints, the latest first."""
+def _older_checkpoints(directory: Path) -> dict[int, Path]:
+    """The checkpoints before the latest by ``k`` (:func:`previous_checkpoint`)."""
+    stem, suffix = Path(CHECKPOINT).stem, Path(CHECKPOINT).suffix
     older = {}
-    for path in directory.glob(f"{Path(CHECKPOINT).stem}.*{Path(CHECKPOINT).suffix}"):
-        index = path.name[len(Path(CHECKPOINT).stem) + 1:-len(Path(CHECKPOINT).suffix)]
+    for path in directory.glob(f"{stem}.*{suffix}"):
+        index = path.name[len(stem) + 1:-len(suffix)]
         if index.isdigit():
             older[int(index)] = path
+    return older
+
+
+def checkpoint_files(directory: Path) -> list[Path]:
+    """The run folder's checkpoints, the latest first."""
+    older = _older_checkpoints(directory)
     latest = directory / CHECKPOINT
     return ([latest] if latest.is_file() else []) + [older[k] for k in sorted(older)]
 
@@ -358,8 +365,7 @@ class Run:
         """Write the latest checkpoint; the one it replaces becomes ``checkpoint.1.pt`` (and so on, up
         to ``keep_checkpoints`` in all). The latest is never absent: the one before is linked, not moved."""
         keep, latest = self.config.keep_checkpoints, self.checkpoint_path
-        for path in checkpoint_files(self.dir)[1:]:
-            index = int(path.name.split(".")[-2])
+        for index, path in _older_checkpoints(self.dir).items():
             if index >= keep:  # keep_checkpoints was lowered
                 path.unlink(missing_ok=True)
         if keep > 1 and latest.is_file():

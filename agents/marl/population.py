@@ -147,9 +147,8 @@ def train(config: Config, run: Run, state: dict[str, Any] | None) -> None:
             bar.update(1)
             bar.set_postfix(coop=f"{metrics['cooperation_rate']:.2f}",
                             reward=f"{metrics['mean_reward']:.1f}")
-            if pop.episode % config.checkpoint_every == 0 or pop.episode == config.episodes:
-                run.save(pop.state_dict())
-            elif run.stopping():  # SIGINT / SIGTERM: keep every finished episode
+            # SIGINT / SIGTERM (run.stopping()): a checkpoint now, keeping every finished episode
+            if pop.episode % config.checkpoint_every == 0 or pop.episode == config.episodes or run.stopping():
                 run.save(pop.state_dict())
             if run.stopping() and pop.episode < config.episodes:
                 raise run.interrupted(pop.episode)
