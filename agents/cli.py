@@ -275,13 +275,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\naligngym: interrupted.{hint}", file=sys.stderr)
         return 130
     except Exception as err:
-        if _raised(err, _BAD_INPUT):
-            print(f"aligngym: error: {err}", file=sys.stderr)
-            return 2
-        if _raised(err, _FAILED):
-            print(f"aligngym: error: {err}", file=sys.stderr)
-            return 1
-        raise
+        status = 2 if _raised(err, _BAD_INPUT) else 1 if _raised(err, _FAILED) else 0
+        if not status:
+            raise
+        print(f"aligngym: error: {err}", file=sys.stderr)
+        return status
 
 
 def _quiet_stdout() -> None:
