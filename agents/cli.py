@@ -207,14 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Safe tasks (aligngym/BallCircle-v0 ...): PPO-Lagrangian behaviour "
                                     "runs over a sweep of cost limits plus noisy rollouts, DSRL's grid "
                                     "filter, one HDF5. Locomotion (Hopper-v5, HalfCheetah-v5, "
-                                    "Walker2d-v5): D4RL's random/medium/expert/medium-replay/"
+                                    "Walker2d-v5): a SAC run as D4RL's, then D4RL's random/medium/expert/medium-replay/"
                                     "medium-expert files and a low-quality mixed one (90% random + "
                                     "10% expert transitions), <Task>-<kind>-<size>-s<seed>.hdf5. "
                                     "Rerunning resumes from finished stages.")
     g.add_argument("task", help="a safe task id (aligngym/BallCircle-v0, or BallCircle) or "
                                 "Hopper-v5/HalfCheetah-v5/Walker2d-v5")
     g.add_argument("--size", choices=("tiny", "small", "full"), default="small",
-                   help="tiny: seconds (tests); small: minutes on 2 cores; full: DSRL-sized (default small)")
+                   help="tiny: seconds (tests); small: minutes for a safe task, about an hour for a "
+                        "locomotion robot (200k SAC steps); full: DSRL- and D4RL-sized, hours (default small)")
     g.add_argument("--seed", type=int, default=0, help="the same seed gives the same file (default 0)")
     g.add_argument("--out", default=None, help="output file (locomotion: folder) instead of the data directory")
     g.add_argument("--force", action="store_true", help="replace an existing file")

@@ -26,43 +26,53 @@ Safe tasks (DSRL, ``scripts/train_trpol_expert.py`` + FSRL's ``TrajectoryBuffer`
 4. **Write** the D4RL/DSRL HDF5 atomically into the data directory, with DSRL's attributes
    (``max_episode_reward`` ...) and how the file was made.
 
-D4RL locomotion (``Hopper-v5``, ``HalfCheetah-v5``, ``Walker2d-v5``): one PPO run with a
-checkpoint after every rollout; ``expert`` = rollouts of the checkpoint whose training episodes
-scored best, ``medium`` = rollouts of the earlier checkpoint whose return is closest to a third
-of the way from the random policy's return to the expert's (D4RL's "about a third of the expert";
-measured from random, so that it also means something where returns are negative, as in
-HalfCheetah), ``medium-replay`` = every training episode up to that checkpoint, ``random`` =
-uniform actions, ``medium-expert`` = medium + expert, and ``mixed`` = low-quality mixed data as in
+D4RL locomotion (``Hopper-v5``, ``HalfCheetah-v5``, ``Walker2d-v5``): one SAC run (stable-baselines3,
+with the settings of rlkit's SAC that D4RL's behaviour agents were trained with: learning rates 3e-4,
+batch 256, 256 x 256 nets, discount 0.99, tau 0.005, automatic entropy tuning, one gradient step per
+environment step; ``full`` runs D4RL's 1M steps) that snapshots its actor every
+``checkpoint_every`` steps with the mean return of the training episodes since the last snapshot.
+``expert`` = rollouts of the snapshot whose training episodes scored best, ``medium`` = rollouts of
+the earlier snapshot whose return is closest to a third of the way from the random policy's return to
+the expert's (D4RL's "about a third of the expert"; measured from random, so that it also means
+something where returns are negative, as in HalfCheetah), both played with the policy's own sampled
+actions as D4RL's were; ``medium-replay`` = every training episode up to that snapshot (the replay
+buffer of the run up to the medium policy), ``random`` = uniform actions, ``medium-expert`` = medium +
+expert, and ``mixed`` = low-quality mixed data as in
 A2PR's suboptimal mixed datasets: ``1 - MIXED_EXPERT_SHARE`` (90 %) of the plan's transitions from
 the random set and ``MIXED_EXPERT_SHARE`` (10 %) from the expert set, the first rows of each (whole
 episodes, the last one cut where the share ends and marked as a timeout). The share counts
 transitions, not episodes: offline learners sample transitions, and a Hopper expert episode lasts
 up to 1000 steps where a random one ends after about 20, so 10 % of the episodes would be most of
 the transitions. ``mixed`` is made from the random and expert stages, with no further training.
-A run whose best checkpoint does not beat the random policy is refused (a DatasetError: nothing was
+A run whose best snapshot does not beat the random policy is refused (a DatasetError: nothing was
 learned to make medium or expert data of). The files record D4RL's reference returns
 (``ref_min_score`` / ``ref_max_score``, :data:`~aligngym.envs.data.dataset.D4RL_REFERENCE_RETURNS`)
 for D4RL's normalised score ``100 (R - random) / (expert - random)``
-(:func:`~aligngym.envs.data.dataset.d4rl_normalized_score`); the robots are Gymnasium's v5 models,
-so these scores compare with published D4RL figures only loosely.
+(:func:`~aligngym.envs.data.dataset.d4rl_normalized_score`) and the behaviour policies' scores
+(``behaviour_expert_score``, ``behaviour_medium_score``); the robots are Gymnasium's v5 models,
+so these scores compare with published D4RL figures only loosely. Deviations from D4RL: the first
+``warmup`` steps (10,000) play uniformly random actions (SB3's and Spinning Up's habit; rlkit plays
+its untrained policy for 1,000), medium-replay holds whole episodes (D4RL's also cuts episodes at
+its 1000-step training iterations), and the ``small`` size trains 200,000 steps: its experts are
+weaker than D4RL's.
 
-Every behaviour run is at least long enough for each of its environments to finish two episodes at
-the task's time limit (this lengthens only ``tiny`` runs: HalfCheetah never terminates, its episodes
-last 1000 steps). At the ``tiny`` size (seconds, for tests) the locomotion runs start PPO with a
-calmer exploration (log std -1, recorded in the stages' recipe): with PPO's default std of 1,
-HalfCheetah's control cost leaves its first policies below uniform random actions, and a few
-thousand steps would not make an expert that beats them.
+A safe task's behaviour run is at least long enough for each of its environments to finish two
+episodes at the task's time limit (this lengthens only ``tiny`` runs of the MuJoCo velocity tasks,
+whose episodes last 1000 steps). The ``tiny`` locomotion plan (seconds, for tests) trains a smaller
+SAC (64 x 64, batch 64) for 3,000 steps.
 
-Resumable: every finished stage (a behaviour run with its saved policy, a set of noisy rollouts)
+Resumable: every finished stage (a behaviour run with its saved policies, a set of rollouts)
 is written to ``<data dir>/.work/<Task>-<size>-s<seed>/`` (whatever ``--out`` says) and skipped when the command runs again (stages
 made with another plan, tuning or seed, as recorded in ``recipe.json`` there, are deleted and redone).
-A behaviour run also saves its progress about ``SAVES_PER_RUN`` times (``run<k>.partial/``: the PPO
-weights and optimiser, the Lagrangian's state, the observation and reward statistics, the episodes
-so far, all without pickles) and an interrupted run goes on from its last save, with fresh episodes
-(the ones under way at the save are dropped) and environment and PPO seeds offset by the save's
-number. Deterministic: the same task, size and seed give the same file (on the same machine; the
+A behaviour run also saves its progress about ``SAVES_PER_RUN`` times (``run<k>.partial/``: the
+weights and optimisers, the Lagrangian's state or SAC's entropy coefficient, the observation and
+reward statistics, the episodes so far, all without pickles) and an interrupted run goes on from its
+last save, with fresh episodes (the ones under way at the save are dropped), SAC's replay buffer
+refilled from the saved episodes, and environment and learner seeds offset by the save's number. Deterministic: the same task, size and seed give the same file (on the same machine; the
 behaviour nets run on one thread); a run resumed from a save gives other data than an
-uninterrupted one (deterministic again for the same save). Deviations from DSRL: PPO instead of TRPO, far fewer environment steps on CPU.
+uninterrupted one (deterministic again for the same save). Deviations from DSRL: PPO instead of TRPO,
+far fewer environment steps on CPU. A locomotion run of the ``full`` plan takes hours on one core
+(benchmarks/RESULTS.md: SAC's update is bound by its matrix products, not by SB3's overhead).
 """
 
 from __future__ import annotations
@@ -79,7 +89,7 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 import torch
-from stable_baselines3 import PPO
+from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecNormalize
 from tqdm import tqdm
@@ -88,13 +98,12 @@ from aligngym.envs.data.dataset import (D4RL_REFERENCE_RETURNS, LOCK, LOCOMOTION
                                         OfflineDataset, atomic_write, check_writable, claim_folder,
                                         d4rl_normalized_score, data_dir, dataset_path, load_dataset, write_dataset)
 from aligngym.envs.data.filters import grid_filter
-from aligngym.envs.safety.specs import SAFE_TASKS, BehaviourTuning, SafeTaskSpec, task_spec
+from aligngym.envs.safety.specs import SAFE_TASKS, SafeTaskSpec, task_spec
 
 # the locomotion robots and D4RL's reference returns of each (d4rl/infos.py REF_MIN_SCORE /
 # REF_MAX_SCORE), defined once in envs/data/dataset.py, which scores them
 LOCOMOTION = D4RL_REFERENCE_RETURNS
 MIXED_EXPERT_SHARE = 0.1  # the share of expert transitions in a ``mixed`` set (the rest: random)
-TINY_LOCOMOTION_TUNING = BehaviourTuning(initial_log_std=-1.0)  # see the module docstring
 PID_GAINS = (0.05, 0.005, 0.1)  # FSRL's PID Lagrangian (KP, KI, KD)
 SWEEP = (0.1, 0.9)  # fractions of a behaviour run between which the cost limit sweeps
 SAVES_PER_RUN = 10  # a behaviour run saves its progress this many times, so that it can resume
@@ -122,6 +131,28 @@ PLANS = {
                   episodes=400, transitions=50_000),
     "full": Plan(runs=4, steps_per_run=500_000, n_envs=16, n_steps=256, noise=(0.2, 0.5, 1.0),
                  noisy_episodes=100, episodes=1500, transitions=1_000_000),
+}
+
+
+@dataclass(frozen=True)
+class LocomotionPlan:
+    """How much work one locomotion dataset size is: a SAC run, then rollouts of its snapshots."""
+
+    steps: int                   # environment steps of the SAC run (D4RL: 1M)
+    warmup: int                  # uniformly random steps before SAC learns
+    checkpoint_every: int        # environment steps between policy snapshots (medium / expert candidates)
+    transitions: int             # transitions per dataset kind (medium-replay: as many as its run made)
+    n_envs: int                  # parallel environments of the rollouts
+    batch: int = 256             # SAC's minibatch
+    net: tuple[int, ...] = (256, 256)  # SAC's actor and critics
+
+
+LOCOMOTION_PLANS = {
+    # tiny: seconds, for tests (a smaller SAC; a few thousand steps cannot make a real expert)
+    "tiny": LocomotionPlan(steps=3_000, warmup=500, checkpoint_every=250, transitions=2_000, n_envs=4, batch=64,
+                           net=(64, 64)),
+    "small": LocomotionPlan(steps=200_000, warmup=10_000, checkpoint_every=5_000, transitions=100_000, n_envs=8),
+    "full": LocomotionPlan(steps=1_000_000, warmup=10_000, checkpoint_every=10_000, transitions=1_000_000, n_envs=16),
 }
 
 
@@ -410,31 +441,26 @@ def _ppo(venv: VecEnv, plan: Plan, seed: int, log_std_init: float = 0.0) -> PPO:
                policy_kwargs={"net_arch": list(plan.net), "activation_fn": torch.nn.Tanh, "log_std_init": log_std_init})
 
 
-def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, run: int, policy_path: Path,
-               checkpoints: list[tuple[int, float]] | None = None,
-               tuning: BehaviourTuning | None = None) -> list[dict[str, np.ndarray]]:
-    """One PPO(-Lagrangian) behaviour run; returns every episode it played. Saves its progress next
-    to ``policy_path`` (``<stem>.partial/``) and goes on from the last save if there is one.
-    ``tuning``: a locomotion run's (a safe task's comes with its spec)."""
+def _train_run(env_id: str, spec: SafeTaskSpec, plan: Plan, seed: int, run: int,
+               policy_path: Path) -> list[dict[str, np.ndarray]]:
+    """One PPO-Lagrangian behaviour run of a safe task; returns every episode it played. Saves its
+    progress next to ``policy_path`` (``<stem>.partial/``) and goes on from the last save if there is one."""
     started = time.perf_counter()
     given_plan = plan
     recorder = EpisodeRecorder(plan.n_envs)
-    given_tuning = tuning
-    tuning = spec.behaviour if spec is not None else tuning or BehaviourTuning()
+    tuning = spec.behaviour
     plan = replace(plan, steps_per_run=int(plan.steps_per_run * tuning.steps_scale))
-    # every environment must finish a couple of episodes, however long they are (HalfCheetah's last
-    # 1000 steps: a tiny run would otherwise finish none)
-    horizon = spec.max_episode_steps if spec is not None else gym.spec(env_id).max_episode_steps
-    if horizon:
-        plan = replace(plan, steps_per_run=max(plan.steps_per_run, 2 * plan.n_envs * horizon))
+    # every environment must finish a couple of episodes, however long they are (a MuJoCo velocity
+    # task's last 1000 steps: a tiny run would otherwise finish none)
+    plan = replace(plan, steps_per_run=max(plan.steps_per_run, 2 * plan.n_envs * spec.max_episode_steps))
     partial = PartialRun(policy_path.with_suffix(".partial"))
     saved = partial.load()
     resumed = 0 if saved is None else int(saved["saves"])  # offsets the seeds of a resumed run
-    penalty = PIDLagrangian() if spec is not None else None
-    limit = _schedule(run, spec.max_cost, max(SWEEP[0], tuning.penalty_start)) if spec is not None else None
+    penalty = PIDLagrangian()
+    limit = _schedule(run, spec.max_cost, max(SWEEP[0], tuning.penalty_start))
     # a cost step is priced in units of the task's typical reward per step, so that lambda ~ 1 means
     # "as bad as a step's reward is good" on every task (rewards per step differ 100-fold across tasks)
-    cost_unit = spec.reward_per_step if spec is not None else 1.0
+    cost_unit = spec.reward_per_step
     venv = _wrap_recording(make_vec_env(env_id, plan.n_envs, seed + 7919 * resumed), recorder, penalty, cost_unit,
                            tuning.alive_bonus)
     if tuning.normalize:  # the recorder below it keeps the raw observations and rewards
@@ -444,13 +470,11 @@ def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, ru
     episodes: list[dict[str, np.ndarray]] = []
     if saved is not None:
         try:
-            episodes = _restore(saved, model, venv if tuning.normalize else None, penalty, checkpoints)
+            episodes = _restore(saved, model, venv if tuning.normalize else None, penalty)
         except Exception as err:  # a save this code cannot use (its nets or spaces differ)
             venv.close()
             partial.set_aside(err)
-            if checkpoints is not None:
-                checkpoints.clear()
-            return _train_run(env_id, spec, given_plan, seed, run, policy_path, checkpoints, given_tuning)
+            return _train_run(env_id, spec, given_plan, seed, run, policy_path)
         state = saved
     rollout = plan.n_steps * plan.n_envs
     save_every = max(1, round(math.ceil(plan.steps_per_run / rollout) / SAVES_PER_RUN))
@@ -464,8 +488,7 @@ def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, ru
         state.update(saves=state["saves"] + 1, timesteps=model.num_timesteps,
                      seconds=earlier_seconds + time.perf_counter() - started,
                      policy=model.policy.state_dict(), optimizer=model.policy.optimizer.state_dict(),
-                     checkpoints=list(checkpoints or []),
-                     penalty=(penalty.integral, penalty.previous_cost, penalty.value) if penalty else None)
+                     penalty=(penalty.integral, penalty.previous_cost, penalty.value))
         if tuning.normalize:
             for name in ("obs_rms", "ret_rms"):
                 stats = getattr(venv, name)
@@ -490,11 +513,8 @@ def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, ru
             episodes.extend(fresh)
             bar.update(rollout)
             progress = self.num_timesteps / plan.steps_per_run
-            if fresh and penalty is not None and progress >= tuning.penalty_start:
+            if fresh and progress >= tuning.penalty_start:
                 penalty.update(float(np.mean([e["costs"].sum() for e in fresh])), limit(progress))
-            if fresh and checkpoints is not None:  # locomotion: snapshot the policy and its return
-                checkpoints.append((len(episodes), float(np.mean([e["rewards"].sum() for e in fresh]))))
-                self.model.save(policy_path.with_name(f"{policy_path.stem}_{len(checkpoints) - 1}.zip"))
 
     remaining = plan.steps_per_run - model.num_timesteps
     if remaining > 0:
@@ -508,14 +528,13 @@ def _train_run(env_id: str, spec: SafeTaskSpec | None, plan: Plan, seed: int, ru
     return episodes
 
 
-def _restore(saved: dict[str, Any], model: PPO, normalizer: VecNormalize | None, penalty: PIDLagrangian | None,
-             checkpoints: list[tuple[int, float]] | None) -> list[dict[str, np.ndarray]]:
+def _restore(saved: dict[str, Any], model: PPO, normalizer: VecNormalize | None,
+             penalty: PIDLagrangian) -> list[dict[str, np.ndarray]]:
     """Put a behaviour run's save back into a fresh model and its helpers; returns its episodes."""
     model.policy.load_state_dict(saved["policy"])
     model.policy.optimizer.load_state_dict(saved["optimizer"])
     model.num_timesteps = int(saved["timesteps"])
-    if penalty is not None:
-        penalty.integral, penalty.previous_cost, penalty.value = (float(v) for v in saved["penalty"])
+    penalty.integral, penalty.previous_cost, penalty.value = (float(v) for v in saved["penalty"])
     if normalizer is not None:
         for name in ("obs_rms", "ret_rms"):
             stats, kept = getattr(normalizer, name), saved[name]
@@ -524,8 +543,6 @@ def _restore(saved: dict[str, Any], model: PPO, normalizer: VecNormalize | None,
             stats.mean = kept["mean"].numpy().astype(np.float64)
             stats.var = kept["var"].numpy().astype(np.float64)
             stats.count = float(kept["count"])
-    if checkpoints is not None:
-        checkpoints[:] = [(int(n), float(r)) for n, r in saved["checkpoints"]]
     return saved.pop("episodes")
 
 
@@ -543,24 +560,37 @@ def _normalizer(policy_path: Path | None) -> Callable[[np.ndarray], np.ndarray]:
     return lambda obs: np.clip((obs - mean) / np.sqrt(var + eps), -clip, clip).astype(np.float32)
 
 
-def _rollouts(env_id: str, policy_path: Path | None, noise: float, plan: Plan, seed: int,
+def _saved_policy(policy_path: Path, venv: VecEnv) -> Callable[[np.ndarray, bool], np.ndarray]:
+    """A saved behaviour policy as ``act(observations, deterministic)``: a safe task's PPO (``.zip``, with
+    its observation statistics) or a locomotion run's SAC actor (``.pt``, weights read without pickles)."""
+    if policy_path.suffix == ".pt":
+        snapshot = torch.load(policy_path, map_location="cpu", weights_only=True)
+        sac = SAC("MlpPolicy", venv, buffer_size=1, device="cpu", policy_kwargs={"net_arch": list(snapshot["net"])})
+        sac.actor.load_state_dict(snapshot["actor"])
+        return lambda obs, deterministic: sac.predict(obs, deterministic=deterministic)[0]
+    model = PPO.load(policy_path, device="cpu")
+    normalize = _normalizer(policy_path)
+    return lambda obs, deterministic: model.predict(normalize(obs), deterministic=deterministic)[0]
+
+
+def _rollouts(env_id: str, policy_path: Path | None, noise: float, plan: Plan | LocomotionPlan, seed: int,
               episodes: int | None = None, transitions: int | None = None,
               deterministic: bool = True) -> list[dict[str, np.ndarray]]:
     """Episodes of a saved policy, its mean action plus Gaussian noise of scale ``noise`` (or its
     own sampled actions with ``deterministic=False``); ``policy_path=None``: uniform actions."""
-    model = PPO.load(policy_path, device="cpu") if policy_path is not None else None
-    normalize = _normalizer(policy_path)
     recorder = EpisodeRecorder(plan.n_envs)
     venv = _wrap_recording(make_vec_env(env_id, plan.n_envs, seed), recorder, None)
+    act = _saved_policy(policy_path, venv) if policy_path is not None else None
     rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)  # a policy's own sampled actions
     obs = venv.reset()
     collected: list[dict[str, np.ndarray]] = []
     steps = 0
     while (episodes is not None and len(collected) < episodes) or (transitions is not None and steps < transitions):
-        if model is None:
+        if act is None:
             actions = rng.uniform(venv.action_space.low, venv.action_space.high, (plan.n_envs, *venv.action_space.shape))
         else:
-            actions = model.predict(normalize(obs), deterministic=deterministic)[0]
+            actions = act(obs, deterministic)
             actions = actions + noise * rng.standard_normal(actions.shape)
         venv.step_async(actions)
         obs, *_ = venv.step_wait()
@@ -569,6 +599,129 @@ def _rollouts(env_id: str, policy_path: Path | None, noise: float, plan: Plan, s
         steps += sum(len(e["rewards"]) for e in fresh)
     venv.close()
     return collected[:episodes] if episodes is not None else collected
+
+
+# ---------------------------------------------------------------------- locomotion: SAC as D4RL's behaviour agents
+def _sac(venv: VecEnv, plan: LocomotionPlan, seed: int) -> SAC:
+    """D4RL's behaviour learner with rlkit's settings: SAC, learning rates 3e-4, batch 256, tau 0.005,
+    discount 0.99, automatic entropy tuning towards -|A|, a 256 x 256 actor and twin critics, one gradient
+    step per environment step after ``plan.warmup`` uniformly random steps; the buffer holds the whole run."""
+    return SAC("MlpPolicy", venv, learning_rate=3e-4, buffer_size=plan.steps, learning_starts=plan.warmup,
+               batch_size=plan.batch, tau=0.005, gamma=0.99, train_freq=1, gradient_steps=1, ent_coef="auto",
+               seed=seed, device="cpu", verbose=0, policy_kwargs={"net_arch": list(plan.net)})
+
+
+def _train_sac(env_id: str, plan: LocomotionPlan, seed: int, policy_path: Path,
+               checkpoints: list[tuple[int, float]]) -> list[dict[str, np.ndarray]]:
+    """The locomotion behaviour run: SAC for ``plan.steps`` environment steps; returns every episode it
+    played (the run's replay buffer, in order). Every ``plan.checkpoint_every`` steps after the warm-up it
+    snapshots the actor (``<stem>_<k>.pt``) and appends ``(episodes so far, mean return of the episodes
+    finished since the last snapshot)`` to ``checkpoints``. Saves its progress ``SAVES_PER_RUN`` times
+    (``<stem>.partial/``: the nets, their optimisers, the entropy coefficient, the checkpoints and the
+    episodes) and goes on from the last save: the replay buffer is refilled from the saved episodes."""
+    started = time.perf_counter()
+    partial = PartialRun(policy_path.with_suffix(".partial"))
+    saved = partial.load()
+    resumed = 0 if saved is None else int(saved["saves"])  # offsets the seeds of a resumed run
+    recorder = EpisodeRecorder(1)
+    venv = _wrap_recording(make_vec_env(env_id, 1, seed + 7919 * resumed), recorder, None)
+    model = _sac(venv, plan, seed * 1000 + 7919 * resumed)
+    state: dict[str, Any] = {"saves": 0, "parts": 0, "seconds": 0.0, "window": []}
+    episodes: list[dict[str, np.ndarray]] = []
+    checkpoints.clear()
+    if saved is not None:
+        try:
+            episodes = _restore_sac(saved, model, checkpoints)
+        except Exception as err:  # a save this code cannot use (its nets or spaces differ)
+            venv.close()
+            partial.set_aside(err)
+            return _train_sac(env_id, plan, seed, policy_path, checkpoints)
+        state = saved
+    window: list[float] = [float(r) for r in state["window"]]  # returns since the last snapshot
+    save_every = max(1, plan.steps // SAVES_PER_RUN)
+    first_timestep = model.num_timesteps
+    bar = tqdm(total=plan.steps, initial=first_timestep, desc=f"{env_id} behaviour run (SAC)", unit="step",
+               leave=False, mininterval=1.0)
+    saved_episodes, earlier_seconds = len(episodes), float(state["seconds"])
+
+    def save() -> None:
+        nonlocal saved_episodes
+        state.update(saves=state["saves"] + 1, timesteps=model.num_timesteps,
+                     seconds=earlier_seconds + time.perf_counter() - started,
+                     policy=model.policy.state_dict(), actor_optimizer=model.actor.optimizer.state_dict(),
+                     critic_optimizer=model.critic.optimizer.state_dict(),
+                     log_ent_coef=model.log_ent_coef.detach().clone(),
+                     ent_coef_optimizer=model.ent_coef_optimizer.state_dict(),
+                     checkpoints=list(checkpoints), window=list(window))
+        state["parts"] = partial.save(state, episodes[saved_episodes:])
+        saved_episodes = len(episodes)
+
+    def tick(done: int, may_save: bool) -> None:
+        fresh = recorder.take()
+        episodes.extend(fresh)
+        window.extend(float(e["rewards"].sum()) for e in fresh)
+        bar.update(done - bar.n)
+        if done > plan.warmup and done % plan.checkpoint_every == 0 and window:
+            checkpoints.append((len(episodes), float(np.mean(window))))
+            window.clear()
+            _save_actor(model, plan, policy_path.with_name(f"{policy_path.stem}_{len(checkpoints) - 1}.pt"))
+        if may_save and done > first_timestep and done % save_every == 0:
+            save()
+
+    class _Progress(BaseCallback):
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_start(self) -> None:
+            # SB3 makes a step's gradient update between its rollout's end and the next one's start:
+            # what happens here sees the policy after every step it counts
+            tick(self.model.num_timesteps, may_save=True)
+
+    remaining = plan.steps - model.num_timesteps
+    if remaining > 0:
+        model.learn(remaining, callback=_Progress(), reset_num_timesteps=saved is None)
+    tick(model.num_timesteps, may_save=False)
+    bar.close()
+    _save_actor(model, plan, policy_path)
+    venv.close()
+    return episodes
+
+
+def _save_actor(model: SAC, plan: LocomotionPlan, path: Path) -> None:
+    """A policy snapshot: the actor's weights and its layer widths (:func:`_saved_policy` reads it)."""
+    def write(tmp_name: str) -> None:
+        with open(tmp_name, "wb") as fh:
+            torch.save({"net": list(plan.net), "actor": model.actor.state_dict()}, fh)
+
+    atomic_write(path, write)
+
+
+def _restore_sac(saved: dict[str, Any], model: SAC,
+                 checkpoints: list[tuple[int, float]]) -> list[dict[str, np.ndarray]]:
+    """Put a SAC run's save back into a fresh model, its replay buffer refilled from the saved
+    episodes; returns the episodes."""
+    model.policy.load_state_dict(saved["policy"])
+    model.actor.optimizer.load_state_dict(saved["actor_optimizer"])
+    model.critic.optimizer.load_state_dict(saved["critic_optimizer"])
+    with torch.no_grad():
+        model.log_ent_coef.copy_(saved["log_ent_coef"])
+    model.ent_coef_optimizer.load_state_dict(saved["ent_coef_optimizer"])
+    model.num_timesteps = int(saved["timesteps"])
+    checkpoints[:] = [(int(n), float(r)) for n, r in saved["checkpoints"]]
+    episodes = saved.pop("episodes")
+    if episodes:
+        arrays = episodes_to_dataset(episodes, {}).arrays
+        buffer, n = model.replay_buffer, len(arrays["rewards"])
+        if n > buffer.buffer_size:
+            raise ValueError(f"the save holds {n} transitions, the buffer {buffer.buffer_size}")
+        buffer.observations[:n, 0] = arrays["observations"]
+        buffer.next_observations[:n, 0] = arrays["next_observations"]
+        buffer.actions[:n, 0] = model.policy.scale_action(arrays["actions"])
+        buffer.rewards[:n, 0] = arrays["rewards"]
+        buffer.dones[:n, 0] = arrays["terminals"] | arrays["timeouts"]
+        buffer.timeouts[:n, 0] = arrays["timeouts"]
+        buffer.pos, buffer.full = n % buffer.buffer_size, n == buffer.buffer_size
+    return episodes
 
 
 # ---------------------------------------------------------------------- entry points
@@ -690,24 +843,20 @@ def _fit_grid(returns: np.ndarray, costs: np.ndarray, episodes: int, seed: int) 
 
 def _generate_locomotion(env_id: str, size: str, seed: int, out: Path | None, force: bool,
                          root: Path) -> list[Path]:
-    plan = PLANS[size]
+    plan = LOCOMOTION_PLANS[size]
     ref_min, ref_max = LOCOMOTION[env_id]
     paths = {kind: (Path(out) / dataset_path(env_id, size, seed, kind).name if out is not None
                     else dataset_path(env_id, size, seed, kind)) for kind in LOCOMOTION_KINDS}
     for path in paths.values():
         _target(path, force)
     started = time.perf_counter()
-    tuning = TINY_LOCOMOTION_TUNING if size == "tiny" else BehaviourTuning()
-    recipe: dict[str, Any] = {"plan": asdict(plan), "seed": seed}
-    if tuning != BehaviourTuning():  # recorded only when set, so that the other sizes' stages stay valid
-        recipe["behaviour"] = asdict(tuning)
-    work = Workspace(root, recipe)
-    policy = work.policy("run0")
+    work = Workspace(root, {"plan": asdict(plan), "seed": seed, "learner": "SAC"})
+    policy = work.root / "run0.pt"
     checkpoints_file = work.root / "checkpoints.json"
     checkpoints: list[tuple[int, float]] = []
 
-    def train() -> OfflineDataset:  # the policies and checkpoints.json are on disk before the stage is
-        replay = episodes_to_dataset(_train_run(env_id, None, plan, seed, 0, policy, checkpoints, tuning), {})
+    def train() -> OfflineDataset:  # the snapshots and checkpoints.json are on disk before the stage is
+        replay = episodes_to_dataset(_train_sac(env_id, plan, seed, policy, checkpoints), {})
         checkpoints_file.write_text(json.dumps(checkpoints))
         return replay
 
@@ -726,8 +875,8 @@ def _generate_locomotion(env_id: str, size: str, seed: int, out: Path | None, fo
                            f"uniform random actions ({random_return:.1f}); generate a larger size")
     medium_target = random_return + (expert_return - random_return) / 3
     medium = int(np.argmin([abs(ret - medium_target) for _, ret in checkpoints[:expert + 1]]))
-    medium_policy = policy.with_name(f"{policy.stem}_{medium}.zip")
-    expert_policy = policy.with_name(f"{policy.stem}_{expert}.zip")
+    medium_policy = policy.with_name(f"{policy.stem}_{medium}.pt")
+    expert_policy = policy.with_name(f"{policy.stem}_{expert}.pt")
     made: dict[str, OfflineDataset] = {
         "random": random,
         "medium": work.stage(f"medium{medium}", lambda: episodes_to_dataset(
@@ -749,13 +898,16 @@ def _generate_locomotion(env_id: str, size: str, seed: int, out: Path | None, fo
         ds = made[kind]
         rets = ds.episode_returns()
         attrs = {"env_id": env_id, "kind": kind, "size": size, "seed": seed, "generator": "aligngym data generate",
-                 "behaviour": "PPO (stable-baselines3); expert = best checkpoint, medium = checkpoint nearest "
-                              "a third of the way from random to expert"
+                 "behaviour": "SAC (stable-baselines3, D4RL's settings); expert = best snapshot, medium = the "
+                              "earlier snapshot nearest a third of the way from random to expert"
                               + ("; mixed = the first random transitions and a share of the first expert ones"
                                  if kind == "mixed" else ""),
                  "plan": asdict(plan), "ref_min_score": ref_min, "ref_max_score": ref_max,
                  "behaviour_expert_return": expert_return, "behaviour_medium_return": checkpoints[medium][1],
-                 "behaviour_random_return": random_return, **(mixed if kind == "mixed" else {}),
+                 "behaviour_random_return": random_return,
+                 "behaviour_expert_score": float(d4rl_normalized_score(env_id, expert_return)),
+                 "behaviour_medium_score": float(d4rl_normalized_score(env_id, checkpoints[medium][1])),
+                 "behaviour_steps": plan.steps, **(mixed if kind == "mixed" else {}),
                  "max_episode_reward": float(rets.max()), "min_episode_reward": float(rets.min()),
                  "seconds": work.seconds(started)}
         written.append(write_dataset(paths[kind], ds.arrays, attrs))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -78,7 +79,6 @@ def test_ppo_trains_on_the_penalised_reward_with_the_alive_bonus_but_the_data_ke
 
 
 def test_a_tasks_initial_log_std_reaches_ppo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dataclasses import replace
 
     from aligngym.envs.safety.specs import BehaviourTuning
 
@@ -171,16 +171,21 @@ def test_tiny_locomotion_kinds(data_home: Path, capsys: pytest.CaptureFixture[st
                                                          "medium-expert", "mixed"}
     assert paths == [dataset_path("Hopper-v5", "tiny", 0, kind) for kind in gen.LOCOMOTION_KINDS]
     assert paths[-1].name == "Hopper-v5-mixed-tiny-s0.hdf5"
-    # the run lets each of its 4 environments finish two 1000-step episodes, with a calmer start (log std -1)
-    recipe = json.loads((data_home / ".work" / "Hopper-v5-tiny-s0" / "recipe.json").read_text())
-    assert recipe["behaviour"]["initial_log_std"] == -1.0
-    assert load_dataset(data_home / ".work" / "Hopper-v5-tiny-s0" / "run0.hdf5").attrs["seconds"] <= elapsed
+    work = data_home / ".work" / "Hopper-v5-tiny-s0"
+    recipe = json.loads((work / "recipe.json").read_text())
+    assert recipe["learner"] == "SAC" and recipe["plan"] == json.loads(json.dumps(asdict(gen.LOCOMOTION_PLANS["tiny"])))
+    replay = load_dataset(work / "run0.hdf5")  # the SAC run: every step it played, in order
+    assert replay.attrs["seconds"] <= elapsed and len(replay) <= gen.LOCOMOTION_PLANS["tiny"].steps
     medium, expert, both = kinds["medium"], kinds["expert"], kinds["medium-expert"]
     assert len(both) == len(medium) + len(expert)
     assert len(kinds["random"]) >= 2_000 and "costs" in kinds["random"].arrays
     assert expert.attrs["ref_min_score"] == pytest.approx(-20.272305)
     assert expert.attrs["ref_max_score"] == pytest.approx(3234.3)
     assert expert.attrs["behaviour_expert_return"] >= expert.attrs["behaviour_medium_return"]
+    for who in ("expert", "medium"):  # the behaviour policies' D4RL scores, recorded in every file
+        assert kinds["mixed"].attrs[f"behaviour_{who}_score"] == pytest.approx(
+            gen.d4rl_normalized_score("Hopper-v5", expert.attrs[f"behaviour_{who}_return"]))
+    assert expert.attrs["behaviour_steps"] == gen.LOCOMOTION_PLANS["tiny"].steps
     assert gen.d4rl_normalized_score("Hopper-v5", 3234.3) == pytest.approx(100.0)
     assert gen.d4rl_normalized_score("Hopper-v5", -20.272305) == pytest.approx(0.0)
     buffer = kinds["medium-replay"].to_replay_buffer()
@@ -197,9 +202,16 @@ def test_tiny_locomotion_kinds(data_home: Path, capsys: pytest.CaptureFixture[st
     medium_at = min(range(best + 1), key=lambda i: abs(returns[i] - target))
     episodes_then = json.loads(checkpoints_file.read_text())[medium_at][0]
     assert len(kinds["medium-replay"].episode_returns()) == episodes_then
+    np.testing.assert_array_equal(kinds["medium-replay"].arrays["observations"],
+                                  replay.arrays["observations"][:len(kinds["medium-replay"])])
+    # the snapshots are plain weights (read without pickles); medium and expert are played by them
+    snapshots = sorted(work.glob("run0_*.pt"))
+    assert len(snapshots) == len(returns) >= 3
+    assert set(torch.load(snapshots[0], weights_only=True)) == {"net", "actor"}
+    assert (work / f"medium{medium_at}.hdf5").is_file() and (work / f"expert{best}.hdf5").is_file()
     # mixed: the first 90 % of the plan's transitions from the random set, then the first 10 % from the
     # expert set; the episodes cut where a share ends become timeouts
-    mixed, random, n = kinds["mixed"], kinds["random"], gen.PLANS["tiny"].transitions
+    mixed, random, n = kinds["mixed"], kinds["random"], gen.LOCOMOTION_PLANS["tiny"].transitions
     assert gen.MIXED_EXPERT_SHARE == 0.1 and len(mixed) == n == 2_000
     assert (mixed.attrs["mixed_random_transitions"], mixed.attrs["mixed_expert_transitions"]) == (1_800, 200)
     for key in ("observations", "actions", "rewards", "next_observations", "terminals"):
@@ -234,14 +246,13 @@ def test_tiny_locomotion_kinds(data_home: Path, capsys: pytest.CaptureFixture[st
         gen.generate("Hopper-v5", "tiny", seed=0, force=True)
 
 
-def test_tiny_halfcheetah_finishes_its_long_episodes_and_learns_past_random(data_home: Path) -> None:
-    """HalfCheetah never terminates: its episodes last 1000 steps, longer than the tiny plan's 2048
-    steps over 4 environments; the run lasts until each environment has finished two."""
+def test_tiny_halfcheetah_learns_past_random(data_home: Path) -> None:
+    """HalfCheetah never terminates: its episodes last 1000 steps, three in the tiny SAC run."""
     paths = gen.generate("HalfCheetah-v5", "tiny", seed=0)
     kinds = {load_dataset(p).attrs["kind"]: load_dataset(p) for p in paths}
     assert set(kinds) == set(gen.LOCOMOTION_KINDS)
     replay = load_dataset(data_home / ".work" / "HalfCheetah-v5-tiny-s0" / "run0.hdf5")
-    assert len(replay) == 2 * 4 * 1_000 and (replay.episode_lengths() == 1_000).all()
+    assert len(replay) == gen.LOCOMOTION_PLANS["tiny"].steps == 3_000 and (replay.episode_lengths() == 1_000).all()
     for kind in ("random", "medium", "expert"):
         assert (kinds[kind].episode_lengths() == 1_000).all(), kind
     expert = kinds["expert"]
@@ -321,7 +332,6 @@ def test_cli_data_commands(data_home: Path, capsys: pytest.CaptureFixture[str]) 
 
 def test_tuned_behaviour_runs_normalise_and_a_new_recipe_redoes_the_stages(data_home: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from dataclasses import replace
 
     from aligngym.envs.safety.specs import BehaviourTuning
 
@@ -359,7 +369,6 @@ def test_an_interrupted_behaviour_run_goes_on_from_its_last_save(data_home: Path
     # BallCircle (whose episodes cost) with DroneCircle's tuning uses every part of a save:
     # normalised inputs and rewards, and a penalty from 40 % of the run (tiny: 8 rollouts of 512
     # steps, a save at the start of rollouts 2..8)
-    from dataclasses import replace
 
     spec = replace(gen.SAFE_TASKS["aligngym/BallCircle-v0"], behaviour=gen.SAFE_TASKS["aligngym/DroneCircle-v0"].behaviour)
     monkeypatch.setitem(gen.SAFE_TASKS, spec.env_id, spec)
@@ -496,6 +505,7 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_training(env_id,
         raise AssertionError("trained before checking --out")
 
     monkeypatch.setattr(gen, "_train_run", no_training)
+    monkeypatch.setattr(gen, "_train_sac", no_training)
     monkeypatch.setenv("ALIGNGYM_DATA", str(tmp_path / "data"))
     (tmp_path / "a_file").write_text("x")
     bad = [(tmp_path / "a_file" / "x.hdf5", "a_file is a file, not a folder"),
@@ -507,3 +517,84 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_training(env_id,
             gen.generate(env_id, "tiny", seed=0, out=out, force=True)
     with pytest.raises(DatasetError, match="seed must be an integer >= 0, got -1"):
         gen.generate(env_id, "tiny", seed=-1, out=tmp_path / "x.hdf5")
+
+
+# ---------------------------------------------------------------------- locomotion: the SAC behaviour run
+def test_the_locomotion_behaviour_learner_has_d4rls_sac_settings() -> None:
+    venv = gen.make_vec_env("Hopper-v5", 1, 0)
+    plan = gen.LOCOMOTION_PLANS["full"]
+    assert (plan.steps, plan.transitions, plan.batch, plan.net) == (1_000_000, 1_000_000, 256, (256, 256))
+    model = gen._sac(venv, plan, 0)
+    assert model.learning_rate == 3e-4 and model.batch_size == 256 and model.tau == 0.005 and model.gamma == 0.99
+    assert model.train_freq.frequency == 1 and model.gradient_steps == 1 and model.learning_starts == plan.warmup
+    assert model.replay_buffer.buffer_size == plan.steps and model.target_entropy == -3.0  # -|A|, Hopper's 3 joints
+    layers = [m.out_features for m in model.actor.latent_pi if isinstance(m, torch.nn.Linear)]
+    assert layers == [256, 256] and len(model.critic.q_networks) == 2
+
+
+def test_an_interrupted_sac_run_goes_on_from_its_last_save(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = replace(gen.LOCOMOTION_PLANS["tiny"], steps=1_000, warmup=200, checkpoint_every=100)
+    policy = tmp_path / "run0.pt"
+    saves, real_save = [], gen.PartialRun.save
+
+    def save_then_stop(self: gen.PartialRun, state: dict, new: list) -> int:
+        saves.append(state["timesteps"])
+        parts = real_save(self, state, new)
+        if len(saves) == 4:
+            raise KeyboardInterrupt  # as a user's Ctrl-C, after the fourth save
+        return parts
+
+    monkeypatch.setattr(gen.PartialRun, "save", save_then_stop)
+    checkpoints: list[tuple[int, float]] = []
+    with pytest.raises(KeyboardInterrupt):
+        gen._train_sac("Hopper-v5", plan, 0, policy, checkpoints)
+    assert saves == [100, 200, 300, 400]  # SAVES_PER_RUN = 10 saves over 1000 steps
+    state = gen.PartialRun(policy.with_suffix(".partial")).load()
+    assert state["timesteps"] == 400 and [tuple(c) for c in state["checkpoints"]] == checkpoints != []
+    assert sum(len(e["rewards"]) for e in state["episodes"]) <= 400
+    monkeypatch.setattr(gen.PartialRun, "save", real_save)
+
+    resumed = []
+    real_learn = gen.SAC.learn
+
+    def learn(model: gen.SAC, total_timesteps: int, **kwargs: object) -> gen.SAC:
+        weights = model.policy.state_dict()
+        buffer, n = model.replay_buffer, sum(len(e["rewards"]) for e in state["episodes"])
+        resumed.append(dict(
+            at=(model.num_timesteps, total_timesteps),
+            weights=all(torch.equal(weights[k], v) for k, v in state["policy"].items()),
+            adam=all(torch.equal(model.critic.optimizer.state_dict()["state"][i]["exp_avg"], v["exp_avg"])
+                     for i, v in state["critic_optimizer"]["state"].items()),
+            alpha=torch.equal(model.log_ent_coef, state["log_ent_coef"]),
+            buffer=(buffer.pos == n and np.array_equal(buffer.observations[:n, 0], np.concatenate(
+                [e["observations"] for e in state["episodes"]])) and not buffer.observations[n:].any())))
+        return real_learn(model, total_timesteps, **kwargs)
+
+    monkeypatch.setattr(gen.SAC, "learn", learn)
+    episodes = gen._train_sac("Hopper-v5", plan, 0, policy, checkpoints)
+    assert resumed == [dict(at=(400, 600), weights=True, adam=True, alpha=True, buffer=True)]
+    assert checkpoints[:len(state["checkpoints"])] == [tuple(c) for c in state["checkpoints"]]
+    assert len(checkpoints) > len(state["checkpoints"])  # snapshots go on after the resume
+    assert len(list(tmp_path.glob("run0_*.pt"))) == len(checkpoints) and policy.is_file()
+    for old, new in zip(state["episodes"], episodes):  # the saved episodes come first, once
+        np.testing.assert_array_equal(old["observations"], new["observations"])
+    assert len(episodes) > len(state["episodes"])
+
+
+def test_saving_progress_does_not_change_an_uninterrupted_sac_run(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = replace(gen.LOCOMOTION_PLANS["tiny"], steps=600, warmup=200, checkpoint_every=100)
+    runs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        checkpoints: list[tuple[int, float]] = []
+        runs.append((gen._train_sac("Hopper-v5", plan, 3, tmp_path / name / "run0.pt", checkpoints), checkpoints))
+        monkeypatch.setattr(gen.PartialRun, "save", lambda self, state, new: state["parts"])  # b: no saves
+    (with_saves, marks_a), (without, marks_b) = runs
+    assert marks_a == marks_b and len(with_saves) == len(without) > 0
+    for a, b in zip(with_saves, without):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    snapshot = torch.load(tmp_path / "a" / "run0.pt", weights_only=True)
+    assert all(torch.equal(v, torch.load(tmp_path / "b" / "run0.pt", weights_only=True)["actor"][k])
+               for k, v in snapshot["actor"].items())
