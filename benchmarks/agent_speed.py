@@ -12,7 +12,9 @@
 2. FISOR only: actions per second when acting: ``--states`` states at once (an evaluation's parallel
    episodes), each with 16 candidates through 5 denoising steps and the Q_h ensemble; the figure
    counts env actions (states), not candidates.
-3. Peak memory while each agent is built and trained: CUDA's max allocated on a GPU; on a CPU the
+3. The arithmetic of one update (torch's FlopCounterMode: matrix products), and its ratio to the
+   last agent's: the floor of the cost ratio where both are bound by their matrix products.
+4. Peak memory while each agent is built and trained: CUDA's max allocated on a GPU; on a CPU the
    process's peak resident set over the agent's turn (Linux: the high-water mark is reset before
    it, ``/proc/self/clear_refs``), with the part the agent added to what the process held before it.
 
@@ -121,6 +123,7 @@ class Trainee:
     obs_dim: int
     rates: list[float] = field(default_factory=list)
     memory: str = ""
+    flops: float = 0.0
 
 
 def build_fisor(device: torch.device) -> Trainee:
@@ -148,6 +151,18 @@ def build_locomotion(name: str, device: torch.device) -> Trainee:
     return Trainee(name, algo, buffer, config.batch_size,
                    f"batch {config.batch_size}, HalfCheetah's shapes; parameters {params:,} (target copies included)",
                    obs_dim)
+
+
+def flops_per_update(trainee: Trainee, updates: int = 4) -> float:
+    """The floating-point operations of one update (mean over ``updates``: TD3+BC's actor learns every
+    second one), counted by torch's FlopCounterMode (matrix products and convolutions only)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with policy_within_training_step(trainee.algorithm.policy), counter:
+        for _ in range(updates):
+            trainee.algorithm.update(trainee.buffer, trainee.batch_size)
+    return counter.get_total_flops() / updates
 
 
 def timed_updates(trainee: Trainee, updates: int, device: torch.device) -> float:
@@ -196,18 +211,19 @@ def main() -> None:
         timed_updates(trainee, 3, device)  # warm-up
         trainee.rates.append(timed_updates(trainee, args.updates, device))
         trainee.memory = peak_memory(device, before)
+        trainee.flops = flops_per_update(trainee)
         trainees.append(trainee)
     for _ in range(args.rounds - 1):
         for trainee in trainees:
             trainee.rates.append(timed_updates(trainee, args.updates, device))
     base = trainees[-1]
     print(f"| agent | updates/s (median of {args.rounds} x {args.updates}) | cost per update vs {base.name} "
-          f"| peak memory | setting |")
-    print("|---|---|---|---|---|")
+          f"| MFLOP per update (vs {base.name}) | peak memory | setting |")
+    print("|---|---|---|---|---|---|")
     for trainee in trainees:
         ratio = statistics.median(b / t for t, b in zip(trainee.rates, base.rates))
-        print(f"| {trainee.name} | {statistics.median(trainee.rates):.2f} | {ratio:.2f}x | {trainee.memory} "
-              f"| {trainee.note} |")
+        print(f"| {trainee.name} | {statistics.median(trainee.rates):.2f} | {ratio:.2f}x | {trainee.flops / 1e6:,.0f} "
+              f"({trainee.flops / base.flops:.1f}x) | {trainee.memory} | {trainee.note} |")
     fisor = next((t for t in trainees if t.name == "fisor"), None)
     if fisor is not None:
         config = fisor.algorithm.config
