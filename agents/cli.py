@@ -113,13 +113,20 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 def _cmd_data(args: argparse.Namespace) -> int:
     from aligngym.agents.config import ConfigError
-    from aligngym.envs.data.dataset import check_writable, load_dataset, plot_dataset, summary
+    from aligngym.envs.data.dataset import DatasetError, check_writable, load_dataset, plot_dataset, summary
 
     if args.action == "generate":
         from aligngym.envs.data.generate import generate
 
+        options = {}
+        for option in args.option:
+            name, sep, value = option.partition("=")
+            try:
+                options[name.strip()] = float(value)
+            except ValueError:
+                raise DatasetError(f"--option takes NAME=NUMBER (e.g. p=0.3), got {option!r}") from None
         paths = generate(args.task, args.size, args.seed, Path(args.out).expanduser() if args.out else None,
-                         args.force)
+                         args.force, options)
         for path in paths:
             print(f"wrote {path}")
         print(f"inspect it: aligngym data info {paths[0]}")
@@ -210,15 +217,21 @@ def build_parser() -> argparse.ArgumentParser:
                                     "Walker2d-v5): a SAC run as D4RL's, then D4RL's random/medium/expert/medium-replay/"
                                     "medium-expert files and a low-quality mixed one (90% random + "
                                     "10% expert transitions), <Task>-<kind>-<size>-s<seed>.hdf5. "
+                                    "Stochastic tasks (DoC's): the paper's behaviour policies, "
+                                    "<Task>[-p0.3]-<size>-s<seed>.hdf5. "
                                     "Rerunning resumes from finished stages.")
-    g.add_argument("task", help="a safe task id (aligngym/BallCircle-v0, or BallCircle) or "
-                                "Hopper-v5/HalfCheetah-v5/Walker2d-v5")
+    g.add_argument("task", help="a safe task id (aligngym/BallCircle-v0, or BallCircle), "
+                                "Hopper-v5/HalfCheetah-v5/Walker2d-v5, or a stochastic task "
+                                "(aligngym/BernoulliBandit-v0, aligngym/SlipperyFrozenLake-v0)")
     g.add_argument("--size", choices=("tiny", "small", "full"), default="small",
                    help="tiny: seconds (tests); small: minutes for a safe task, about an hour for a "
                         "locomotion robot (200k SAC steps); full: DSRL- and D4RL-sized, hours (default small)")
     g.add_argument("--seed", type=int, default=0, help="the same seed gives the same file (default 0)")
     g.add_argument("--out", default=None, help="output file (locomotion: folder) instead of the data directory")
     g.add_argument("--force", action="store_true", help="replace an existing file")
+    g.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="a stochastic task's option (aligngym/BernoulliBandit-v0: p, default 0.1; "
+                        "aligngym/SlipperyFrozenLake-v0: success_prob, default 1/3); repeatable")
     i = data.add_parser("info", help="keys, sizes, return and cost statistics of a dataset file (locomotion: "
                                      "also the episodes' D4RL scores)")
     i.add_argument("file")

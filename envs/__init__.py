@@ -29,6 +29,9 @@ GYMNASIUM_ENVS: dict[str, str] = {
     # Safety-Gymnasium's velocity-constrained MuJoCo robots (DSRL's Offline*Velocity-v1)
     **{f"aligngym/{name}Velocity-v1": f"aligngym.envs.safety.velocity:{name}VelocityEnv" for name in (
         "Ant", "HalfCheetah", "Hopper", "Walker2d", "Swimmer")},
+    # DoC's tasks where the return is partly luck
+    "aligngym/BernoulliBandit-v0": "aligngym.envs.stochastic.bandit:BernoulliBanditEnv",
+    "aligngym/SlipperyFrozenLake-v0": "aligngym.envs.stochastic.frozen_lake:SlipperyFrozenLakeEnv",
 }
 
 # Gymnasium id -> "module:attr" of its batched VectorEnv, what
@@ -44,10 +47,12 @@ def _register() -> None:
             pettingzoo.register("parallel", env_id, entry_point=f"{module}:parallel_env")
             pettingzoo.register("aec", env_id, entry_point=f"{module}:env")
     from aligngym.envs.safety.specs import SAFE_TASKS
+    from aligngym.envs.stochastic import STOCHASTIC_EPISODE_STEPS
 
     for env_id, entry_point in GYMNASIUM_ENVS.items():
         if env_id not in gymnasium.registry:
-            steps = SAFE_TASKS[env_id].max_episode_steps if env_id in SAFE_TASKS else None
+            steps = (SAFE_TASKS[env_id].max_episode_steps if env_id in SAFE_TASKS
+                     else STOCHASTIC_EPISODE_STEPS.get(env_id))
             gymnasium.register(id=env_id, entry_point=entry_point, max_episode_steps=steps,
                                vector_entry_point=GYMNASIUM_VECTOR_ENVS.get(env_id))
 

@@ -726,8 +726,19 @@ def _restore_sac(saved: dict[str, Any], model: SAC,
 
 # ---------------------------------------------------------------------- entry points
 def generate(env_id: str, size: str = "small", seed: int = 0, out: Path | None = None,
-             force: bool = False) -> list[Path]:
-    """Make the dataset(s) of ``env_id``; returns the written paths (see the module docstring)."""
+             force: bool = False, options: dict[str, float] | None = None) -> list[Path]:
+    """Make the dataset(s) of ``env_id``; returns the written paths (see the module docstring; a
+    stochastic task's, with its ``options``: :mod:`aligngym.envs.stochastic.data`)."""
+    from aligngym.envs.stochastic.data import generate_stochastic, stochastic_task
+
+    try:
+        stochastic = stochastic_task(env_id)
+    except DatasetError:
+        stochastic = None
+    if stochastic is not None:
+        return generate_stochastic(stochastic, size, seed, out, force, **(options or {}))
+    if options:
+        raise DatasetError(f"{env_id} takes no --option (only the stochastic tasks have options)")
     if size not in PLANS:
         raise DatasetError(f"size must be one of {', '.join(PLANS)}, got {size!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:

@@ -6,9 +6,10 @@ probability ``1 - p``, so the data holds as many lucky wins of the bad arm (``(1
 of the good one (``p (1 - p)``); conditioning on a return of 1 then picks each arm half of the time.
 
 =================  ============================================================================
-Observation        ``Box(0, 0, (1,), float32)``: always ``[0.0]``, the bandit's single state (a
+Observation        ``Box(0, 1, (1,), float32)``: always ``[0.0]``, the bandit's single state (a
                    float vector so that it fits the float32 ``observations`` of the HDF5 layout
-                   and any MLP or sequence model without a special case)
+                   and any MLP or sequence model without a special case; the bound 1 only spares
+                   Gymnasium's checker a degenerate box)
 Action             ``Discrete(2)``: the arm
 Reward             1 with probability ``ARM_PROBS(p)[arm] = [p, 1 - p][arm]``, else 0
 Termination        after every step (episodes of length 1; registered with
@@ -71,7 +72,7 @@ class BernoulliBanditEnv(gym.Env[np.ndarray, np.int64]):
     def __init__(self, p: float = DEFAULT_P) -> None:
         self.p = check_probability("p", p, ENV_ID)
         self.arm_probs = arm_probs(self.p)
-        self.observation_space = spaces.Box(0.0, 0.0, (1,), np.float32)
+        self.observation_space = spaces.Box(0.0, 1.0, (1,), np.float32)
         self.action_space = spaces.Discrete(2)
         self._observation = np.zeros(1, dtype=np.float32)
 

@@ -102,33 +102,36 @@ def transition_matrix(success_prob: float) -> np.ndarray:
 
 def value_iteration(success_prob: float, gamma: float = 0.99,
                     tol: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
-    """The optimal greedy policy of the lake with slip ``success_prob`` and its action values.
+    """The optimal policy of the lake with slip ``success_prob`` for the discounted return.
 
-    Returns ``(policy, q_values)``: ``policy[s]`` the optimal action in state ``s`` (0 in holes and
-    the goal, where nothing is decided), ``q_values[s, a]`` the discounted value. ``gamma`` < 1
-    (0.99 as DoC's DQN) breaks the ties that undiscounted reaching probabilities leave (in the
-    start state, pressing against the wall is as safe as moving and never reaches the goal late)
-    in favour of reaching the goal sooner, which is what the 100-step limit rewards. Ties left
-    after that go to the lowest action index (``argmax``), so the policy is the same on every
-    machine.
+    Returns ``(policy, q_values)``: ``policy[s]`` the greedy action in state ``s`` (0 in holes and
+    the goal, where nothing is decided), ``q_values[s, a]`` the optimal discounted action values.
+    The discount (0.99, the usual one of a DQN such as DoC's) makes reaching the goal sooner worth
+    more, which is what the 100-step limit rewards; undiscounted reaching probabilities would tie
+    pressing against a wall forever with progress. Ties left after that go to the lowest action index
+    (``argmax`` of values rounded to 10 decimals), so the policy is the same on every machine.
+
+    This is the optimal *stationary, discounted* policy, the policy a converged DQN represents; it
+    need not maximise the probability of arriving within exactly 100 steps. For q = 1/3 it reaches
+    the goal within 100 steps with probability 0.740, against 0.744 for the best policy that also
+    knows the time left (:func:`best_success_rate`); the gap is larger between q = 0.5 and 0.9
+    (0.725 against 0.822 at q = 0.6), where a policy that cannot see the clock must choose between
+    a slow safe path and a fast risky one.
     """
-    if not 0.0 < gamma <= 1.0:
-        raise ValueError(f"gamma must lie in (0, 1], got {gamma!r}")
+    if not 0.0 < gamma < 1.0:
+        raise ValueError(f"gamma must lie in (0, 1), got {gamma!r}")
     table = transition_matrix(success_prob)
     # reward 1 for entering the goal; nothing follows a hole or the goal
     reward = table @ GOAL.astype(np.float64)  # [s, a]: probability of entering the goal
     continues = table * ~TERMINAL[None, None, :]
     values = np.zeros(N_STATES)
-    for _ in range(100_000):
+    while True:  # a gamma-contraction: converges
         q_values = reward + gamma * continues @ values
         q_values[TERMINAL] = 0.0
-        new = q_values.max(axis=1)
-        if np.max(np.abs(new - values)) < tol:
-            values = new
+        change = np.max(np.abs(q_values.max(axis=1) - values))
+        values = q_values.max(axis=1)
+        if change < tol:
             break
-        values = new
-    q_values = reward + gamma * continues @ values
-    q_values[TERMINAL] = 0.0
     # round before argmax: actions equal in exact arithmetic may differ in the last bits
     policy = np.argmax(np.round(q_values, 10), axis=1).astype(np.int64)
     return policy, q_values
@@ -162,6 +165,20 @@ def success_rate(policy: np.ndarray, success_prob: float, horizon: int = MAX_EPI
         reached += occupancy[GOAL].sum()
         occupancy[TERMINAL] = 0.0  # ended episodes leave the lake
     return float(reached)
+
+
+def best_success_rate(success_prob: float, horizon: int = MAX_EPISODE_STEPS) -> float:
+    """The highest probability any policy has of reaching the goal within ``horizon`` steps,
+    including policies that know the steps left (finite-horizon dynamic programming): the ceiling
+    for agents whose context includes the timestep, slightly above :func:`value_iteration`'s."""
+    table = transition_matrix(success_prob)
+    reward = table @ GOAL.astype(np.float64)
+    continues = table * ~TERMINAL[None, None, :]
+    values = np.zeros(N_STATES)  # values[s]: best probability of arriving with the steps left so far
+    for _ in range(horizon):
+        values = (reward + continues @ values).max(axis=1)
+        values[TERMINAL] = 0.0
+    return float(values[START])
 
 
 class SlipperyFrozenLakeEnv(gym.Env[np.ndarray, np.int64]):
