@@ -35,6 +35,8 @@ AGENTS: dict[str, str] = {
     "cql": "aligngym.agents.baselines.cql",
     "a2pr": "aligngym.agents.a2pr",
     "td3bc": "aligngym.agents.baselines.td3bc",
+    "doc": "aligngym.agents.doc",
+    "dt": "aligngym.agents.baselines.dt",
 }
 
 

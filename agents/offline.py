@@ -18,6 +18,11 @@ around it:
   ``dataset.size`` / ``dataset.seed`` (and, for a locomotion robot, ``dataset.kind``: ``Hopper-v5``'s
   ``medium`` file ...), or ``dataset.path`` (any D4RL/DSRL HDF5 file: D4RL's own
   ``hopper-medium-v2.hdf5`` trains ``task: Hopper-v5``);
+- ``task_options`` go to ``gym.make`` for every env the run makes (training's, evaluation's), and a
+  stochastic task's generated dataset is the file made with the same options
+  (:func:`~aligngym.envs.stochastic.data.load_stochastic`: ``task_options: {p: 0.3}`` trains on
+  ``BernoulliBandit-v0-p0.3-full-s0.hdf5``, whose recorded ``p`` is checked); an unknown option or a
+  bad value stops the run before its folder exists;
 - every ``log_every`` steps the mean of each loss goes to ``loss/*`` (a statistic ``loss_actor`` as
   ``loss/actor``), the learning rates (``train/lr_actor``, ...: each optimiser named after the
   algorithm's attribute holding it, ``actor_optim``), the step rate and the agent's other statistics
@@ -31,7 +36,9 @@ around it:
   expert, and ``eval/d4rl_score``, the same x 100 as D4RL's tables report it, :func:`normalized_scores`),
   with the image ``eval/reward_cost`` (tasks with costs):
   the episodes on the reward-cost plane and the cost limit; ``aligngym eval``'s ``eval.json`` lists
-  each episode's return and cost too;
+  each episode's return and cost too; an agent module's optional ``exact_scores(config, algorithm)``
+  adds scores computed from the policy itself rather than played (the tabular agents' expected return
+  on the bandit, ``eval/expected_return``: a sampled return over few episodes is noisy);
 - a checkpoint (weights, optimiser states, step, the random states of the buffer's sampler,
   numpy, torch and CUDA, the losses gathered since the last log, and a checksum of the training
   data) every ``checkpoint_every`` steps and at the end; ``aligngym train --resume`` continues bit
@@ -70,9 +77,11 @@ from tqdm import tqdm
 
 from aligngym.agents.config import ConfigError, RunConfig, agent_module
 from aligngym.agents.train import CheckpointError, Run, TrainingDiverged, resolve_device, to_numpy
-from aligngym.envs.data.dataset import (D4RL_REFERENCE_RETURNS, LOCOMOTION_KINDS, OfflineDataset,
+from aligngym.envs.data.dataset import (D4RL_REFERENCE_RETURNS, LOCOMOTION_KINDS, DatasetError, OfflineDataset,
                                         d4rl_normalized_score, dataset_path, load_dataset, locomotion_task,
                                         reward_cost_figure)
+from aligngym.envs.stochastic.data import STOCHASTIC_TASKS, load_stochastic
+from aligngym.envs.stochastic.data import task_options as stochastic_options
 
 # envs/data/dataset.py's LOCOMOTION_KINDS, spelt out for the config schema (a test keeps them equal)
 LocomotionKind = Literal["random", "medium", "expert", "medium-replay", "medium-expert", "mixed"]
@@ -100,6 +109,9 @@ class OfflineConfig(RunConfig):
     length_key: ClassVar[str] = "steps"
     logs_checkpoint_step: ClassVar[bool] = True
 
+    # keyword options of the task's env (gym.make's): the Bernoulli bandit's p; a stochastic task's
+    # generated dataset is then the file made with the same options (aligngym data generate --option)
+    task_options: dict[str, float | int | bool | str] = Field(default_factory=dict)
     dataset: DatasetConfig = DatasetConfig()
     cost_limit: float = Field(10.0, ge=0)  # threshold L: normalised cost, BC-Safe's filter, Lagrangian target
     steps: int = Field(1_000_000, ge=1)  # gradient steps
@@ -154,7 +166,7 @@ def make_env(config: OfflineConfig) -> gym.Env:
         raise ConfigError(f"task '{config.task}' is not a registered environment"
                           + (f" (did you mean '{hint[0]}'?)" if hint else "")
                           + "; aligngym's ids: " + ", ".join(sorted(k for k in gym.registry if k.startswith("aligngym/"))))
-    env = gym.make(config.task)
+    env = make_with_options(config) if config.task_options else gym.make(config.task)
     if hasattr(env.unwrapped, "set_target_cost"):
         env.unwrapped.set_target_cost(config.cost_limit)
     return env
@@ -167,8 +179,32 @@ def load_data(config: OfflineConfig, env: gym.Env) -> OfflineDataset:
     check_kind(config)
     if ds.path is not None:  # the user's own file: no generate command makes it
         return load_dataset(ds.path, env=env.unwrapped)
+    if config.task in STOCHASTIC_TASKS:  # one file per set of options (BernoulliBandit-v0-p0.3-full-s0.hdf5)
+        return load_stochastic(config.task, ds.size, ds.seed, env=env.unwrapped, **config.task_options)
+    if config.task_options:
+        raise ConfigError(f"task_options: {config.task}'s generated datasets are made with the env's defaults, "
+                          f"not with {', '.join(config.task_options)}; train on data of your own made with "
+                          f"them (dataset.path), or drop task_options")
     return load_dataset(dataset_path(config.task, ds.size, ds.seed, ds.kind), env=env.unwrapped, env_id=config.task,
                         size=ds.size, seed=ds.seed)
+
+
+def make_with_options(config: OfflineConfig) -> gym.Env:
+    """``gym.make(task, **task_options)``, an unknown option or a bad value a ConfigError naming it (a
+    stochastic task's options are checked against its list first, the others by the env itself)."""
+    options = config.task_options
+    if config.task in STOCHASTIC_TASKS:
+        try:
+            stochastic_options(config.task, **options)
+        except DatasetError as err:
+            raise ConfigError(f"task_options: {err}") from None
+    try:
+        return gym.make(config.task, **options)
+    except TypeError as err:  # a keyword the env's constructor does not take
+        raise ConfigError(f"task_options: {config.task} does not take the options {', '.join(options)} "
+                          f"({err})") from None
+    except ValueError as err:  # the env's own check of a value
+        raise ConfigError(f"task_options: {err}") from None
 
 
 def check_kind(config: OfflineConfig) -> None:
@@ -489,6 +525,7 @@ def offline_train(module: Any, config: OfflineConfig, run: Run, state: dict[str,
                 with _own_random_streams(buffer):  # training continues as if it had not evaluated
                     scores = evaluate_policy(config, algorithm.policy, config.eval_episodes, seed=10_000 + step,
                                              progress=_progress_on(bar, config.eval_episodes))
+                    scores.update(exact_scores(module, config, algorithm))
                 run.log("eval", step, {k.split("/", 1)[1]: v for k, v in scores.items() if k.startswith("eval/")})
                 if "eval/normalized_cost" in scores:  # a task with costs (not a locomotion robot)
                     run.figure("eval/reward_cost", reward_cost_figure(
@@ -569,6 +606,17 @@ def algorithm_rates(algorithm: Algorithm) -> dict[str, float]:
             for name, optim in zip(optimizer_names(algorithm), algorithm._optimizers)}
 
 
+def exact_scores(module: Any, config: OfflineConfig, algorithm: Algorithm) -> dict[str, float]:
+    """The scores the agent ``module`` computes exactly instead of from played episodes (its optional
+    ``exact_scores(config, algorithm)``: the tabular agents' ``eval/expected_return`` on the bandit);
+    none for the others."""
+    score = getattr(module, "exact_scores", None)
+    if score is None:
+        return {}
+    with torch.no_grad():
+        return dict(score(config, algorithm))
+
+
 def offline_evaluate(module: Any, config: OfflineConfig, state: dict[str, Any], episodes: int) -> dict[str, Any]:
     """``aligngym eval RUN_DIR``: the checkpoint's policy over ``episodes`` episodes."""
     device = resolve_device(config.device)
@@ -579,6 +627,7 @@ def offline_evaluate(module: Any, config: OfflineConfig, state: dict[str, Any], 
               disable=None if config.show_progress else True, dynamic_ncols=True) as bar:
         result: dict[str, Any] = evaluate_policy(config, algorithm.policy, episodes, seed=20_000,
                                                  progress=_progress_on(bar))
+    result.update(exact_scores(module, config, algorithm))
     result["cost_limit"] = config.cost_limit
     result["episodes"] = episodes
     return result
