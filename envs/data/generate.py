@@ -31,9 +31,11 @@ with the settings of rlkit's SAC that D4RL's behaviour agents were trained with:
 batch 256, 256 x 256 nets, discount 0.99, tau 0.005, automatic entropy tuning, one gradient step per
 environment step; ``full`` runs D4RL's 1M steps) that snapshots its actor every
 ``checkpoint_every`` steps with the mean return of the training episodes since the last snapshot.
-``expert`` = rollouts of the snapshot whose training episodes scored best, ``medium`` = rollouts of
-the earlier snapshot whose return is closest to a third of the way from the random policy's return to
-the expert's (D4RL's "about a third of the expert"; measured from random, so that it also means
+``expert`` = rollouts of the best of the ``EXPERT_CANDIDATES`` (5) snapshots whose training episodes
+scored best, each scored again on ``SCORING_EPISODES`` (16) fresh episodes (the best of a few noisy
+training windows over a whole run flatters: in Hopper's small run the best window's snapshot (2662)
+played 1978 on fresh episodes, the best rescored one 2787), ``medium`` = rollouts of the earlier snapshot whose training return is
+closest to a third of the way from the random policy's return to the expert's fresh score (D4RL's "about a third of the expert"; measured from random, so that it also means
 something where returns are negative, as in HalfCheetah), both played with the policy's own sampled
 actions as D4RL's were; ``medium-replay`` = every training episode up to that snapshot (the replay
 buffer of the run up to the medium policy), ``random`` = uniform actions, ``medium-expert`` = medium +
@@ -104,6 +106,8 @@ from aligngym.envs.safety.specs import SAFE_TASKS, SafeTaskSpec, task_spec
 # REF_MAX_SCORE), defined once in envs/data/dataset.py, which scores them
 LOCOMOTION = D4RL_REFERENCE_RETURNS
 MIXED_EXPERT_SHARE = 0.1  # the share of expert transitions in a ``mixed`` set (the rest: random)
+EXPERT_CANDIDATES = 5  # a locomotion run's snapshots with the best training returns, each scored again ...
+SCORING_EPISODES = 16  # ... by this many fresh episodes: the best of them plays the expert data
 PID_GAINS = (0.05, 0.005, 0.1)  # FSRL's PID Lagrangian (KP, KI, KD)
 SWEEP = (0.1, 0.9)  # fractions of a behaviour run between which the cost limit sweeps
 SAVES_PER_RUN = 10  # a behaviour run saves its progress this many times, so that it can resume
@@ -876,18 +880,26 @@ def _generate_locomotion(env_id: str, size: str, seed: int, out: Path | None, fo
     random = work.stage("random", lambda: episodes_to_dataset(
         _rollouts(env_id, None, 0.0, plan, seed + 1, transitions=plan.transitions), {}))
     random_return = float(np.mean(random.episode_returns()))
-    # expert: the checkpoint whose training episodes scored best; medium: the earlier checkpoint
-    # nearest a third of the way from random to expert (both played with their own sampled
-    # actions, as they were scored; their stages are named by checkpoint)
-    expert = int(np.argmax([ret for _, ret in checkpoints]))
-    expert_return = checkpoints[expert][1]
+    # expert: of the snapshots whose training episodes scored best, the one that scores best on fresh
+    # episodes (a window of a few training episodes is noisy, and its maximum over the run flatters);
+    # medium: the earlier snapshot whose training episodes came nearest a third of the way from random
+    # to that expert (all played with their own sampled actions, as they were scored; their stages are
+    # named by snapshot)
+    def snapshot(k: int) -> Path:
+        return policy.with_name(f"{policy.stem}_{k}.pt")
+
+    candidates = sorted(range(len(checkpoints)), key=lambda k: -checkpoints[k][1])[:EXPERT_CANDIDATES]
+    rescored = {k: float(np.mean(work.stage(f"score{k}", lambda k=k: episodes_to_dataset(
+        _rollouts(env_id, snapshot(k), 0.0, plan, seed + 4, episodes=SCORING_EPISODES, deterministic=False),
+        {})).episode_returns())) for k in candidates}
+    expert = max(candidates, key=lambda k: (rescored[k], -k))
+    expert_return = rescored[expert]
     if expert_return <= random_return:
         raise DatasetError(f"{env_id}: the behaviour run's best return ({expert_return:.1f}) does not beat "
                            f"uniform random actions ({random_return:.1f}); generate a larger size")
     medium_target = random_return + (expert_return - random_return) / 3
     medium = int(np.argmin([abs(ret - medium_target) for _, ret in checkpoints[:expert + 1]]))
-    medium_policy = policy.with_name(f"{policy.stem}_{medium}.pt")
-    expert_policy = policy.with_name(f"{policy.stem}_{expert}.pt")
+    medium_policy, expert_policy = snapshot(medium), snapshot(expert)
     made: dict[str, OfflineDataset] = {
         "random": random,
         "medium": work.stage(f"medium{medium}", lambda: episodes_to_dataset(

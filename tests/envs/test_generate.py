@@ -190,13 +190,18 @@ def test_tiny_locomotion_kinds(data_home: Path, capsys: pytest.CaptureFixture[st
     assert gen.d4rl_normalized_score("Hopper-v5", -20.272305) == pytest.approx(0.0)
     buffer = kinds["medium-replay"].to_replay_buffer()
     assert len(buffer) == len(kinds["medium-replay"])
-    # medium: the checkpoint nearest a third of the way from random to expert
+    # expert: of the 5 snapshots with the best training returns, the best on 16 fresh episodes
     checkpoints_file = data_home / ".work" / "Hopper-v5-tiny-s0" / "checkpoints.json"
     returns = [ret for _, ret in json.loads(checkpoints_file.read_text())]
+    top = sorted(range(len(returns)), key=lambda k: -returns[k])[:5]
+    scores = {k: load_dataset(work / f"score{k}.hdf5").episode_returns() for k in top}
+    assert {len(v) for v in scores.values()} == {16} and len(list(work.glob("score*.hdf5"))) == 5
+    best = max(top, key=lambda k: scores[k].mean())
+    assert expert.attrs["behaviour_expert_return"] == pytest.approx(scores[best].mean())
+    # medium: the checkpoint nearest a third of the way from random to the expert's fresh score
     random_return = expert.attrs["behaviour_random_return"]
     assert random_return == pytest.approx(np.mean(kinds["random"].episode_returns()))
-    target = random_return + (max(returns) - random_return) / 3
-    best = int(np.argmax(returns))
+    target = random_return + (scores[best].mean() - random_return) / 3
     assert expert.attrs["behaviour_medium_return"] == min(returns[:best + 1], key=lambda r: abs(r - target))
     # medium-replay: every training episode up to the medium checkpoint, and no later one
     medium_at = min(range(best + 1), key=lambda i: abs(returns[i] - target))
@@ -240,8 +245,10 @@ def test_tiny_locomotion_kinds(data_home: Path, capsys: pytest.CaptureFixture[st
             f"figures loosely): min {scores.min():.1f}  mean {scores.mean():.1f}  max {scores.max():.1f}") in out
     assert main(["data", "plot", str(paths[-1]), "--out", str(data_home / "mixed.png")]) == 0  # a return histogram
     assert (data_home / "mixed.png").stat().st_size > 1000
-    # a run that learned nothing makes no medium or expert data
+    # a run that learned nothing makes no medium or expert data: its snapshots score as random actions do
     checkpoints_file.write_text(json.dumps([[n, -1e6] for n, _ in json.loads(checkpoints_file.read_text())]))
+    for k in range(5):  # the candidates now: the first five snapshots
+        shutil.copy(work / "random.hdf5", work / f"score{k}.hdf5")
     with pytest.raises(DatasetError, match="does not beat uniform random actions"):
         gen.generate("Hopper-v5", "tiny", seed=0, force=True)
 
