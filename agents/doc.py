@@ -70,24 +70,90 @@ DoC also reaches 0.90 (10 of 10 seeds at p = 0.1; at p = 0.3 8 of 10 seeds reach
 does its work when something else pushes ``z`` towards the reward: with the official value gradient
 into ``z``, ``energy_weight: 0`` falls to 0.63 (0.89, 0.10, 0.89) where the min-max keeps 0.87.
 
-**The sequence form (not built yet).** For FrozenLake the paper uses three GPT-2 stacks (3 layers,
-1 head, width 128, context and future length 20, latent 32): a future encoder ``q(z | tau_{t:t+K})``,
-a prior ``p(z | tau_{<=t})`` (trained with ``KL(sg(q) || p)``, which the official code never trains),
-the policy and value heads on the past and ``z`` (the value on ``sg(z)``), and an InfoNCE energy over
-``(r_t, s_{t+1})`` with in-batch negatives and the same gradient reversal into ``q``; inference picks
-the best of K = 100 prior samples by value. It belongs in this module beside the tabular form, its
-batches from :meth:`~aligngym.envs.data.dataset.OfflineDataset.sample_segments`.
+**The sequence form** (``form: sequence``; ``auto``, the default, picks it for any task whose episodes
+last more than one step: the slippery FrozenLake, ``configs/doc/frozen_lake.yaml``; the official
+``models/stochastic_decision_transformer.py``). Three GPT stacks of :mod:`aligngym.agents.sequence`
+(:class:`~aligngym.agents.sequence.TrajectoryTransformer`: 3 layers, 1 head, width 128, inner 512, ReLU,
+dropout 0.1, timestep embeddings, LayerNorm on the embeddings) over ``(r_{t-1}, s_t, a_t)`` tokens, and
+MLP(256, 256) heads. One step draws ``batch_size`` (64) windows of ``context_len + future_len - 1`` (39)
+steps from :meth:`~aligngym.envs.data.dataset.OfflineDataset.sample_segments`; each of the first
+``context_len`` (20) steps ``t`` is a training example with its own latent:
+
+1. **Posterior** ``q(z_t | s_t, a_t, r_t, s_{t+1}, ...)``: the future stack, attending anti-causally (a
+   token sees itself and later tokens of the window), read at step ``t``'s first token, a linear head
+   giving a diagonal Gaussian over ``z`` (``latent_size`` 32); ``z_t`` drawn by reparameterisation.
+2. **Policy** ``pi(a_t | past, s_t, z_t)``: the context stack's output at ``s_t``'s token and ``z_t``,
+   cross-entropy on the dataset's action.
+3. **Value** ``V(past, s_t, sg(z_t))``: squared error against the undiscounted return-to-go; a readout
+   of ``z`` that does not shape it (its gradient reaches the context stack, not the posterior).
+4. **Prior** ``p(z_t | past, s_t)``: the prior stack at ``s_t``'s token (the official second-to-last token
+   when acting), trained by ``KL(sg(q) || p)`` (weight ``prior_weight``, 1).
+5. **Posterior's KL** ``KL(q || sg(p))`` with weight ``posterior_kl_weight`` (0.1): the two halves of a
+   VAE's prior term, each trained on its own side (as KL balancing): the prior learns to match the
+   posterior at full weight; the posterior is pulled towards what the prior can reach only by a beta-VAE's
+   beta < 1, because a latent that must encode the episode's choices (the behaviour is 40 % random)
+   collapses under a full-weight KL and the policy then falls back to behaviour cloning.
+6. **Mutual information** ``I((r_t, s_{t+1}); z_t | past, s_t, a_t)``, estimated by InfoNCE
+   (:func:`info_nce`) at every real step of the batch: a critic ``g(sg(h_t), z_t) . e(r_t, s_{t+1})``
+   (``h_t`` the context stack at ``a_t``'s token; 128-wide embeddings), each step's own outcome its
+   positive and the batch's other steps' outcomes its negatives. The same min-max as the tabular form:
+   the critic ascends the estimate (its loss ``-beta I^``), the posterior descends it through
+   :func:`reverse_gradient` on ``z_t``.
+
+The losses are summed and one AdamW steps every network: lr 1e-4 with a linear warm-up over 1000 steps
+(``warmup_steps``), weight decay 1e-4, the gradient's global norm clipped at 0.25, 10,000 steps (the
+official settings, this form's ``Config`` defaults). **Acting** (:class:`DoCSequencePolicy`): from the
+episode so far (the last ``context_len`` steps, kept by the Collector in the policy's ``state``,
+:class:`~aligngym.agents.sequence.SequencePolicy`), ``prior_samples`` (100) latents drawn from the
+prior, the one of highest value kept, the policy's most likely action under it; a new draw at every
+step (the official ``sample_per_step=True``). The runner logs ``loss/policy``, ``loss/value``,
+``loss/prior``, ``loss/posterior_kl``, ``loss/energy`` and ``train/mi_estimate``.
+
+Departures of the sequence form from the official code:
+
+- **The prior is trained** (``KL(sg(q) || p)``); the official code stops its gradient inside the only
+  loss that reads it, so it acts from an untrained prior network.
+- **The MI term's sign and estimator.** The official energy is ``pos_embed_i . neg_embed_j`` over the
+  first future state alone (no reward), minimised jointly by the energy network and the encoder (which
+  raises the MI the paper constrains). Here: InfoNCE over ``(r_t, s_{t+1})`` at every step, maximised by
+  the critic and minimised by the posterior (gradient reversal). The critic reads the context stack's
+  features with their gradient stopped, so the contrastive term shapes only the critic and the posterior.
+- **The value is a stop-gradient readout of z** (the official value loss trains the encoder too).
+- **The posterior's KL** is ``0.1 KL(q || sg(p))`` where the official uses ``KL(q || sg(p))`` at weight
+  1 against its untrained prior.
+- **A latent per step.** The official code encodes one future window (the ``future_len`` steps after the
+  context) into one ``z`` that conditions every step of the context. Here each context step ``t`` has
+  its own ``z_t`` from the window's steps ``t`` onwards (at least ``future_len``, 20, up to 39 for the
+  earliest step, fewer where the episode ends), which is what the policy at ``t`` is conditioned on when
+  it acts: the future from the present. One anti-causal pass of the future stack gives all of them.
+- **Tokens** ``(r_{t-1}, s_t, a_t)``: the official ``R`` slot holds the reward of the same step, ``r_t``,
+  which the state token then sees before the action that earns it (a leak; on FrozenLake ``r_t = 1``
+  means the goal is reached by this step's action). The reward before a window's first step is not in
+  the segment and enters as 0 (on FrozenLake every reward before the last step is 0).
+- **Discrete actions**: a cross-entropy over action logits and the most likely action when acting (the
+  official regresses one-hot actions through ``tanh`` with a squared error); no ``tanh`` on the value
+  (returns-to-go need no squashing). The Gaussians' log-variances are clamped to [-10, 5].
+- The blocks are ``torch.nn.TransformerEncoderLayer`` (pre-LayerNorm, as GPT-2's) rather than HF's
+  GPT-2; each stack has its own embeddings (the official shares them across the three stacks, so the
+  encoder's reversed MI gradient would also reach the policy's inputs).
+- Windows come from ``sample_segments`` (an episode drawn in proportion to its length, the window where
+  it fits, right-padded), seeded from numpy's global stream; the learning-rate warm-up counts steps in a
+  checkpointed counter, so a resumed run continues the schedule. Evaluation plays ``eval_episodes``
+  (100, the official 10) episodes every 1000 steps through the runner's Collector.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from pydantic import Field, PositiveInt
 from tianshou.algorithm.algorithm_base import OfflineAlgorithm, TrainingStats
 from tianshou.algorithm.optim import TorchOptimizerFactory
@@ -95,20 +161,37 @@ from tianshou.data import ReplayBuffer
 
 from aligngym.agents import tabular
 from aligngym.agents.offline import offline_evaluate, offline_train
-from aligngym.agents.tabular import TabularConfig, TabularPolicy, transition_tables, truncated_normal
+from aligngym.agents.sequence import (SequenceConfig, SequencePolicy, TrajectoryTransformer, mlp, previous_rewards,
+                                      sample_windows, warmed_up_step)
+from aligngym.agents.tabular import TabularPolicy, transition_tables, truncated_normal
 from aligngym.envs.data.dataset import OfflineDataset
 
 
-class Config(TabularConfig):
-    steps: int = Field(10_000, ge=1)  # Adam steps (official run_tabular num_steps)
-    batch_size: int = Field(64, ge=1)  # transitions per step
+# the sequence form's defaults (agents/sequence.py: for every key a file leaves out): the official neural
+# settings of run_neural_dt.py (AdamW lr 1e-4 with a 1000-step warm-up, batch 64, 10k steps, latent 32);
+# 100 evaluation episodes every 1000 steps where the official plays 10 (a success rate over 10 episodes
+# moves in steps of 0.1)
+SEQUENCE_DEFAULTS: dict[str, Any] = {"learning_rate": 1e-4, "latent_size": 32, "eval_episodes": 100}
+
+
+class Config(SequenceConfig):
+    sequence_defaults: ClassVar[dict[str, Any]] = SEQUENCE_DEFAULTS
+
+    steps: int = Field(10_000, ge=1)  # optimiser steps (official run_tabular num_steps; the neural 10 x 1000)
+    batch_size: int = Field(64, ge=1)  # transitions per step (tabular) or trajectory windows (sequence)
     eval_every: int = Field(1_000, ge=1)  # the official code evaluates every 1000 steps ...
-    eval_episodes: int = Field(1_000, ge=1)  # ... on 1000 episodes (bandit pulls)
-    learning_rate: float = Field(0.01, gt=0)  # Adam, one optimiser over every table
+    eval_episodes: int = Field(1_000, ge=1)  # ... on 1000 episodes (bandit pulls; sequence: 100)
+    learning_rate: float = Field(0.01, gt=0)  # tabular: Adam over every table; sequence: AdamW's peak (1e-4)
     energy_weight: float = Field(1.0, ge=0)  # beta, the weight of the min-max MI term (0: no constraint)
-    num_rtg: int = Field(2, ge=2)  # return classes R: a return is one of 0 .. num_rtg - 1 (the bandit's 0, 1)
-    latent_size: PositiveInt | None = None  # Z, the latent's categories (None: |A| num_rtg, the official)
-    init_std: float = Field(1.0, gt=0)  # every table starts truncated-normal with this std (cut at 2 std)
+    num_rtg: int = Field(2, ge=2)  # tabular: return classes R, a return is one of 0 .. num_rtg - 1 (the bandit's 0, 1)
+    # tabular: Z, the latent's categories (None: |A| num_rtg, the official); sequence: the Gaussian z's size (32)
+    latent_size: PositiveInt | None = None
+    init_std: float = Field(1.0, gt=0)  # tabular: every table starts truncated-normal with this std (cut at 2 std)
+    future_len: int = Field(20, ge=1)  # sequence: K, the future steps the encoder reads at least (official future_len)
+    prior_samples: int = Field(100, ge=1)  # sequence: latents drawn from the prior when acting, the best by value kept
+    prior_weight: float = Field(1.0, ge=0)  # sequence: weight of KL(sg(q) || p), the prior's loss
+    posterior_kl_weight: float = Field(0.1, ge=0)  # sequence: weight of KL(q || sg(p)), the posterior's beta-VAE term
+    energy_dim: int = Field(128, ge=1)  # sequence: width of the InfoNCE critic's two embeddings (official 128)
 
 
 # ---------------------------------------------------------------------- the pieces of the objective
@@ -227,16 +310,187 @@ class DoC(OfflineAlgorithm[DoCPolicy]):
                                 loss_energy=loss_energy.item(), mi_estimate=mi.item())
 
 
+# ---------------------------------------------------------------------- the sequence form
+def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor, other_mean: torch.Tensor,
+                other_logvar: torch.Tensor) -> torch.Tensor:
+    """``KL(N(mean, e^logvar) || N(other_mean, e^other_logvar))`` of diagonal Gaussians, summed over the
+    last axis."""
+    return 0.5 * (other_logvar - logvar + (logvar.exp() + (mean - other_mean) ** 2) / other_logvar.exp() - 1).sum(-1)
+
+
+def info_nce(context: torch.Tensor, outcome: torch.Tensor) -> torch.Tensor:
+    """The InfoNCE estimate of ``I(outcome; context)`` from ``N`` paired embeddings ``[N, E]``: the
+    critic ``context_i . outcome_j``, row ``i``'s pair its positive and the other ``N - 1`` outcomes of
+    the batch its negatives; ``mean_i [score_ii - log sum_j exp(score_ij)] + log N`` (a lower bound,
+    at most ``log N``)."""
+    scores = context @ outcome.T
+    return (scores.diagonal() - torch.logsumexp(scores, dim=1)).mean() + math.log(len(scores))
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+LOGVAR_RANGE = (-10.0, 5.0)  # the Gaussians' log-variances are clamped here (a KL over a collapsed variance overflows)
+
+
+def gaussian_head(hidden: torch.Tensor, head: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    mean, logvar = head(hidden).chunk(2, dim=-1)
+    return mean, logvar.clamp(*LOGVAR_RANGE)
+
+
+@dataclass(kw_only=True)
+class DoCSequenceStats(TrainingStats):
+    loss_policy: float  # cross-entropy of the dataset's action under pi(. | past, s_t, z_t)
+    loss_value: float  # squared error of V(past, s_t, sg(z_t)) against the return-to-go
+    loss_prior: float  # KL(sg(q) || p): the prior's loss
+    loss_posterior_kl: float  # KL(q || sg(p)): the posterior's (unweighted)
+    loss_energy: float  # the critic's loss, -beta I^
+    mi_estimate: float  # I^, the InfoNCE estimate over (r_t, s_{t+1}) the posterior descends
+
+
+class DoCSequencePolicy(SequencePolicy):
+    """Acts by the latent whose value is best among ``prior_samples`` draws of the prior ``p(z | past,
+    s_t)``, drawn afresh at every step (the official ``sample_per_step=True``); holds the networks acting
+    needs: the context and prior stacks, the prior's, policy's and value's heads."""
+
+    def __init__(self, config: Config, action_space: gym.spaces.Discrete, observation_space: gym.Space,
+                 max_timestep: int) -> None:
+        super().__init__(action_space, observation_space, config.context_len)
+        width, latent, actions = config.embed_dim, int(config.latent_size or 32), int(action_space.n)
+        self.context = TrajectoryTransformer(self.obs_dim, actions, max_timestep, config)
+        self.prior = TrajectoryTransformer(self.obs_dim, actions, max_timestep, config)
+        self.prior_head = nn.Linear(width, 2 * latent)
+        self.policy_head = mlp(width + latent, config.head_hidden, actions)
+        self.value_head = mlp(width + latent, config.head_hidden, 1)
+        self.prior_samples = config.prior_samples
+
+    def past(self, rewards_before: torch.Tensor, states: torch.Tensor, actions: torch.Tensor,
+             timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(state_hidden, action_hidden, prior_mean, prior_logvar)`` at every step, ``[B, T, .]``: the
+        context stack's outputs at the state and action tokens, the prior read at the state token (the
+        official's second-to-last token when acting)."""
+        hidden = self.context(rewards_before, states, actions, timesteps)
+        prior_mean, prior_logvar = gaussian_head(self.prior(rewards_before, states, actions, timesteps)[:, :, 1],
+                                                 self.prior_head)
+        return hidden[:, :, 1], hidden[:, :, 2], prior_mean, prior_logvar
+
+    def value(self, state_hidden: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.value_head(torch.cat([state_hidden, z], dim=-1)).squeeze(-1)
+
+    def choose_latent(self, state_hidden: torch.Tensor, prior_mean: torch.Tensor,
+                      prior_logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z*, V(z*))`` per row of ``[N, .]`` inputs: the best by value of ``prior_samples`` prior draws."""
+        noise = torch.randn(prior_mean.shape[0], self.prior_samples, prior_mean.shape[1], device=prior_mean.device)
+        samples = prior_mean[:, None] + noise * (0.5 * prior_logvar[:, None]).exp()
+        values = self.value(state_hidden[:, None].expand(-1, self.prior_samples, -1), samples)
+        best = values.argmax(1)
+        rows = torch.arange(len(best), device=best.device)
+        return samples[rows, best], values[rows, best]
+
+    def act(self, states: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, timesteps: torch.Tensor,
+            lengths: torch.Tensor) -> torch.Tensor:
+        state_hidden, _, prior_mean, prior_logvar = self.past(previous_rewards(rewards), states, actions, timesteps)
+        state_hidden, prior_mean, prior_logvar = (self.last_step(x, lengths)
+                                                  for x in (state_hidden, prior_mean, prior_logvar))
+        z, _ = self.choose_latent(state_hidden, prior_mean, prior_logvar)
+        return self.policy_head(torch.cat([state_hidden, z], dim=-1)).argmax(-1)
+
+    @torch.no_grad()
+    def first_step_value(self, observations: np.ndarray) -> np.ndarray:
+        """``V(z*)`` of the latent chosen at an episode's first step from each of ``observations``: the
+        return the policy commits to (DoC's consistency: the return it then achieves on average)."""
+        device = next(self.parameters()).device
+        states = torch.as_tensor(np.asarray(observations, np.float32), device=device)[:, None]
+        zeros = torch.zeros(states.shape[:2], device=device)
+        state_hidden, _, prior_mean, prior_logvar = self.past(zeros, states, zeros.long(), zeros.long())
+        _, value = self.choose_latent(state_hidden[:, 0], prior_mean[:, 0], prior_logvar[:, 0])
+        return value.detach().cpu().numpy()
+
+
+class SequenceDoC(OfflineAlgorithm[DoCSequencePolicy]):
+    """DoC's sequence form (the module docstring): one AdamW over every network, the losses summed."""
+
+    def __init__(self, config: Config, env: gym.Env, dataset: OfflineDataset | None, device: torch.device) -> None:
+        max_timestep = config.timesteps_embedded(env)
+        super().__init__(policy=DoCSequencePolicy(config, env.action_space, env.observation_space, max_timestep))
+        obs_dim, width, latent = self.policy.obs_dim, config.embed_dim, int(config.latent_size or 32)
+        self.config = config
+        self.future = TrajectoryTransformer(obs_dim, int(env.action_space.n), max_timestep, config)
+        self.posterior_head = nn.Linear(width, 2 * latent)
+        self.energy_context = mlp(width + latent, config.head_hidden, config.energy_dim)  # g(past, s_t, a_t, z_t)
+        self.energy_outcome = mlp(obs_dim + 1, config.head_hidden, config.energy_dim)  # h(r_t, s_{t+1})
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))  # steps taken: the warm-up's clock
+        adamw = TorchOptimizerFactory(torch.optim.AdamW, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.model_optim = self._create_optimizer(self, adamw, max_grad_norm=config.grad_clip)
+        self.dataset = dataset
+        self.to(device)
+
+    def _update_with_batch(self, batch: Any) -> DoCSequenceStats:
+        if self.dataset is None:
+            raise RuntimeError("SequenceDoC was built without data (an evaluation): it cannot train")
+        length = self.config.context_len + self.config.future_len - 1
+        return self.learn(sample_windows(self.dataset, self.config.batch_size, length, self.updates.device))
+
+    def losses(self, windows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each loss of one step on ``windows`` of ``context_len + future_len - 1`` steps (the first
+        ``context_len`` are the context; each of them gets its own latent), ``z`` drawn once from the
+        posterior (torch's generator)."""
+        config, context = self.config, self.config.context_len
+        past = {key: windows[key][:, :context] for key in ("observations", "actions", "timesteps", "mask")}
+        valid = past["mask"].float()
+        rewards_before = previous_rewards(windows["rewards"])[:, :context]
+        state_hidden, action_hidden, prior_mean, prior_logvar = self.policy.past(
+            rewards_before, past["observations"], past["actions"], past["timesteps"])
+        # q(z_t | s_t, a_t, r_t, ...): the future stack's first token of each step, attending to later tokens only
+        future = self.future(windows["rewards"], windows["observations"], windows["actions"], windows["timesteps"],
+                             valid=windows["mask"], reverse=True)[:, :context, 0]
+        post_mean, post_logvar = gaussian_head(future, self.posterior_head)
+        z = post_mean + torch.randn_like(post_mean) * (0.5 * post_logvar).exp()
+        logits = self.policy.policy_head(torch.cat([state_hidden, z], dim=-1))
+        cross_entropy = F.cross_entropy(logits.flatten(0, 1), past["actions"].flatten(), reduction="none")
+        loss_policy = masked_mean(cross_entropy.view_as(valid), valid)
+        # the value reads z without shaping it
+        value = self.policy.value(state_hidden, z.detach())
+        loss_value = masked_mean((value - windows["returns_to_go"][:, :context]) ** 2, valid)
+        loss_prior = masked_mean(gaussian_kl(post_mean.detach(), post_logvar.detach(), prior_mean, prior_logvar), valid)
+        loss_posterior_kl = masked_mean(
+            gaussian_kl(post_mean, post_logvar, prior_mean.detach(), prior_logvar.detach()), valid)
+        # InfoNCE over (r_t, s_{t+1}) of every real step: the critic ascends it, the reversed gradient on z
+        # makes the posterior descend it; the context's features enter as a fixed input of the critic
+        real = past["mask"]
+        critic = self.energy_context(torch.cat([action_hidden.detach(), reverse_gradient(z)], dim=-1))[real]
+        outcome = torch.cat([windows["next_observations"][:, :context], windows["rewards"][:, :context, None]], -1)
+        mi = info_nce(critic, self.energy_outcome(outcome)[real])
+        return {"loss_policy": loss_policy, "loss_value": loss_value, "loss_prior": loss_prior,
+                "loss_posterior_kl": loss_posterior_kl, "loss_energy": -config.energy_weight * mi, "mi_estimate": mi}
+
+    def learn(self, windows: dict[str, torch.Tensor]) -> DoCSequenceStats:
+        parts = self.losses(windows)
+        config = self.config
+        total = (parts["loss_policy"] + parts["loss_value"] + config.prior_weight * parts["loss_prior"]
+                 + config.posterior_kl_weight * parts["loss_posterior_kl"] + parts["loss_energy"])
+        warmed_up_step(self.model_optim, total, self.updates, config)
+        return DoCSequenceStats(**{name: float(value.detach()) for name, value in parts.items()})
+
+
 # ---------------------------------------------------------------------- runner hooks
-def build(config: Config, env: gym.Env, dataset: OfflineDataset | None, device: torch.device) -> DoC:
-    """Tabular DoC for ``env`` (checked by :meth:`TabularConfig.check_env`); the return histogram
-    comes from the data (:meth:`DoC.process_buffer`) or, when a run is evaluated, the checkpoint."""
+def build(config: Config, env: gym.Env, dataset: OfflineDataset | None, device: torch.device) -> DoC | SequenceDoC:
+    """DoC in the config's form: tabular (checked by :meth:`TabularConfig.check_env`; the return
+    histogram comes from the data, :meth:`DoC.process_buffer`, or the checkpoint) or sequence (its
+    windows from ``dataset``; None when a run is evaluated)."""
+    if config.sequence:
+        return SequenceDoC(config, env, dataset, device)
     return DoC(config, env.action_space, env.observation_space, device)
 
 
-# the runner's hooks the tabular agents share: the data checked before a run starts (one-step episodes,
-# returns that are classes) and the bandit's exact expected return (eval/expected_return)
-select_data = tabular.select_data
+def select_data(config: Config, dataset: OfflineDataset) -> OfflineDataset:
+    """The runner's hook before a run starts: the tabular form's check (one-step episodes, returns that
+    are classes); the sequence form trains on every episode."""
+    return dataset if config.sequence else tabular.select_data(config, dataset)
+
+
+# the bandit's exact expected return (eval/expected_return); nothing on other tasks
 exact_scores = tabular.exact_scores
 
 

@@ -28,7 +28,9 @@ around it:
   algorithm's attribute holding it, ``actor_optim``), the step rate and the agent's other statistics
   (FISOR: ``feasible_share``, ``mean_weight``) to ``train/*``;
 - every ``eval_every`` steps (default: a tenth of the run) and at the end, ``eval_episodes`` episodes
-  are played through tianshou's ``Collector`` over a ``DummyVectorEnv`` (:func:`play_episodes`; the
+  are played through tianshou's ``Collector`` over a ``DummyVectorEnv`` (:func:`play_episodes`: a policy
+  that acts on the episode's history keeps it in its ``state``, which the Collector carries between
+  calls and clears when an episode ends, and reads each step's reward from ``info["step_reward"]``; the
   training bar counts them meanwhile) and ``eval/return``, ``eval/cost``, ``eval/normalized_return``,
   ``eval/normalized_cost``, ``eval/length``, ``eval/unsafe_episodes`` (share of episodes above
   ``cost_limit``) logged (DSRL's normalisation at ``cost_limit``; a locomotion robot has no cost
@@ -84,6 +86,8 @@ from aligngym.envs.stochastic.data import STOCHASTIC_TASKS, load_stochastic
 from aligngym.envs.stochastic.data import task_options as stochastic_options
 
 # envs/data/dataset.py's LOCOMOTION_KINDS, spelt out for the config schema (a test keeps them equal)
+STEP_REWARD_KEY = "step_reward"  # the evaluation envs' info entry with the reward of the step just taken
+
 LocomotionKind = Literal["random", "medium", "expert", "medium-replay", "medium-expert", "mixed"]
 
 
@@ -326,7 +330,11 @@ def normalized_scores(config: OfflineConfig, returns: np.ndarray, costs: np.ndar
 
 class _SeededReset(gym.Wrapper):
     """Its first reset without a seed uses ``seed`` (the collector resets all envs alike; each
-    evaluation episode has its own seed); later resets continue that env's stream."""
+    evaluation episode has its own seed); later resets continue that env's stream. Its ``info``
+    carries the reward of the step just taken as ``info["step_reward"]`` (0 after a reset): a policy
+    that acts on the episode's history (the sequence forms of DoC and DT, whose history the Collector
+    carries in the policy's ``state``) reads the rewards it has earned there; the episodes' summed
+    ``info`` entries leave it out."""
 
     def __init__(self, env: gym.Env, seed: int) -> None:
         super().__init__(env)
@@ -335,7 +343,12 @@ class _SeededReset(gym.Wrapper):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         if seed is None:
             seed, self._first_seed = self._first_seed, None
-        return super().reset(seed=seed, options=options)
+        obs, info = super().reset(seed=seed, options=options)
+        return obs, {**info, STEP_REWARD_KEY: 0.0}
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs, reward, terminated, truncated, {**info, STEP_REWARD_KEY: float(reward)}
 
 
 class _EpisodeBuffers(VectorReplayBuffer):
@@ -381,7 +394,7 @@ def _play(config: OfflineConfig, policy: torch.nn.Module, episodes: int, seed: i
         raise RuntimeError(f"an evaluation episode of {config.task} ran past {room} steps, the most recorded "
                            f"for a task without a time limit (register it with max_episode_steps)")
     info = {key: np.array([_total(r.info[key]) for r in records]) for key in records[0].info.keys()
-            if all(key in r.info for r in records) and _numeric(records[0].info[key])}
+            if key != STEP_REWARD_KEY and all(key in r.info for r in records) and _numeric(records[0].info[key])}
     return Episodes(returns=np.array([_total(r.rew) for r in records]),
                     lengths=np.array([len(r) for r in records], dtype=np.float64), info=info)
 

@@ -52,7 +52,7 @@ class TabularConfig(OfflineConfig):
         if steps != 1:
             raise ConfigError(f"{self.agent}'s tabular form learns one-step tasks, where a reward is the whole "
                               f"return (aligngym/BernoulliBandit-v0); {self.task} has episodes of up to {steps} "
-                              f"steps (its sequence form, for the slippery FrozenLake, is not built yet)")
+                              f"steps (the sequence form learns those: form: sequence, or auto)")
 
 
 def select_data(config: TabularConfig, dataset: OfflineDataset) -> OfflineDataset:

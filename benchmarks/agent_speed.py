@@ -5,7 +5,10 @@
 
 1. Gradient updates per second at the paper's batch sizes, on synthetic buffers of 100k transitions:
    FISOR (2048 sampled; the actor's two updates on 1024 each; the critics on 256) on BallCircle's
-   shapes; A2PR and TD3+BC (256) on HalfCheetah's (17 observations, 6 actions). The agents take turns:
+   shapes; A2PR and TD3+BC (256) on HalfCheetah's (17 observations, 6 actions); the sequence forms of
+   DoC and the Decision Transformer (64 windows, context 20; DoC's windows 39 steps: context and future
+   20) on the slippery FrozenLake's shapes (16 one-hot observations, 4 actions), the official neural
+   sizes (DoC: three 3-layer GPT stacks of width 128; DT: one). The agents take turns:
    ``--rounds`` rounds of ``--updates`` timed updates each (after 3 untimed ones); the table gives each
    agent's median rate and each one's cost per update relative to the last agent listed, the median of
    the per-round ratios (agents timed side by side, so the drift of a shared machine's load cancels).
@@ -40,14 +43,14 @@ from tianshou.data import Batch, ReplayBuffer
 from tianshou.utils.torch_utils import policy_within_training_step
 
 import aligngym.envs  # noqa: F401
-from aligngym.agents import a2pr
-from aligngym.agents.baselines import td3bc
+from aligngym.agents import a2pr, doc
+from aligngym.agents.baselines import dt, td3bc
 from aligngym.agents.fisor import FISOR
 from aligngym.agents.fisor import Config as FISORConfig
 from aligngym.agents.train import resolve_device
 from aligngym.envs.data.dataset import OfflineDataset
 
-AGENTS = ("fisor", "a2pr", "td3bc")
+AGENTS = ("fisor", "a2pr", "doc", "dt", "td3bc")  # the last is the reference of the cost ratios
 TRANSITIONS = 100_000
 
 
@@ -153,6 +156,33 @@ def build_locomotion(name: str, device: torch.device) -> Trainee:
                    obs_dim)
 
 
+def lake_dataset(n: int, episode_length: int = 25) -> OfflineDataset:
+    """``n`` synthetic transitions of the slippery FrozenLake's shapes: one-hot cells, action indices,
+    episodes of ``episode_length`` steps ending with reward 1."""
+    rng = np.random.default_rng(0)
+    cells = rng.integers(0, 16, n + 1)
+    eye = np.eye(16, dtype=np.float32)
+    ends = (np.arange(n) + 1) % episode_length == 0
+    return OfflineDataset(arrays={
+        "observations": eye[cells[:-1]], "next_observations": eye[cells[1:]],
+        "actions": rng.integers(0, 4, n).astype(np.int64), "rewards": ends.astype(np.float32),
+        "costs": np.zeros(n, np.float32), "terminals": ends, "timeouts": np.zeros(n, bool)})
+
+
+def build_sequence(name: str, device: torch.device) -> Trainee:
+    module = {"doc": doc, "dt": dt}[name]
+    env = gym.make("aligngym/SlipperyFrozenLake-v0")
+    config = module.Config(agent=name, task="aligngym/SlipperyFrozenLake-v0")  # form: sequence, official sizes
+    data = lake_dataset(TRANSITIONS)
+    algo = module.build(config, env, data, device)
+    env.close()
+    buffer = algo.process_buffer(data.to_replay_buffer())
+    params = sum(p.numel() for p in algo.parameters())
+    return Trainee(name, algo, buffer, config.batch_size,
+                   f"batch {config.batch_size} windows, context {config.context_len}, FrozenLake's shapes; "
+                   f"parameters {params:,}", 16)
+
+
 def flops_per_update(trainee: Trainee, updates: int = 4) -> float:
     """The floating-point operations of one update (mean over ``updates``: TD3+BC's actor learns every
     second one), counted by torch's FlopCounterMode (matrix products and convolutions only)."""
@@ -203,7 +233,8 @@ def main() -> None:
     print(f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}")
     builders: dict[str, Callable[[torch.device], Trainee]] = {
         "fisor": build_fisor, "a2pr": lambda d: build_locomotion("a2pr", d),
-        "td3bc": lambda d: build_locomotion("td3bc", d)}
+        "td3bc": lambda d: build_locomotion("td3bc", d), "doc": lambda d: build_sequence("doc", d),
+        "dt": lambda d: build_sequence("dt", d)}
     trainees: list[Trainee] = []
     for agent in dict.fromkeys(args.agents):  # each agent's peak over its build, warm-up and first round
         before = reset_peak(device)

@@ -631,7 +631,8 @@ class OfflineDataset:
         uniformly where it fits (at 0 when the episode is shorter than ``length``, then the
         window is right-padded with zeros and ``mask`` is False there). ``returns_to_go`` and
         ``costs_to_go`` are undiscounted sums from each step to the end of the whole episode;
-        ``timesteps`` is the step's index within its episode.
+        ``timesteps`` is the step's index within its episode. ``next_observations`` come too when
+        the file has them (the observation after a window's last step, or an episode's last).
         """
         if batch_size < 1 or length < 1:
             raise DatasetError(f"batch_size and length must be >= 1, got {batch_size}, {length}")
@@ -651,7 +652,7 @@ class OfflineDataset:
             out[~mask] = 0
             return out
 
-        return {
+        segments = {
             "observations": gather(self.arrays["observations"]),
             "actions": gather(self.arrays["actions"]),
             "rewards": gather(self.arrays["rewards"]),
@@ -661,6 +662,9 @@ class OfflineDataset:
             "timesteps": np.where(mask, offsets[:, None] + np.arange(length)[None, :], 0),
             "mask": mask,
         }
+        if "next_observations" in self.arrays:
+            segments["next_observations"] = gather(self.arrays["next_observations"])
+        return segments
 
 
 def _stats(values: np.ndarray, digits: int = 3) -> str:

@@ -8,6 +8,7 @@ load, exact resume and determinism through the runner; and the learning test on 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import gymnasium as gym
@@ -257,7 +258,7 @@ def test_task_options_of_other_tasks_go_to_the_env_and_refuse_generated_data() -
 
 def test_the_tabular_form_refuses_tasks_it_cannot_learn_and_data_whose_returns_are_not_classes() -> None:
     with pytest.raises(ConfigError, match=r"learns one-step tasks.*up to 100 steps"):
-        doc.Config(agent="doc", task="aligngym/SlipperyFrozenLake-v0").preflight()
+        doc.Config(agent="doc", task="aligngym/SlipperyFrozenLake-v0", form="tabular").preflight()
     with pytest.raises(ConfigError, match=r"needs discrete actions"):
         dt.Config(agent="dt", task="Hopper-v5", dataset={"kind": "medium"}).preflight()
     config = doc.Config(agent="doc", task=BANDIT)
@@ -274,7 +275,7 @@ def test_the_tabular_form_refuses_tasks_it_cannot_learn_and_data_whose_returns_a
 # ---------------------------------------------------------------------- configs and the runner
 def test_the_configs_hold_the_official_settings() -> None:
     for agent, module in (("doc", doc), ("dt", dt)):
-        assert {p.stem for p in (CONFIGS / agent).glob("*.yaml")} == {"paper"}
+        assert {p.stem for p in (CONFIGS / agent).glob("*.yaml")} == {"paper", "frozen_lake"}
         paper = load_config(f"{agent}/paper")
         defaults = module.Config(agent=agent, task=BANDIT)
         assert paper.model_dump() == defaults.model_dump(), "paper.yaml holds only the agent and the task"
@@ -380,3 +381,324 @@ def test_on_the_bandit_doc_plays_the_good_arm_and_the_decision_transformer_a_coi
     dt_returns = [expected_return("dt", seed) for seed in LEARNING_SEEDS]
     assert np.mean(doc_returns) >= 0.85, doc_returns
     assert np.mean(dt_returns) <= 0.6, dt_returns
+
+
+# ====================================================================== the sequence forms (FrozenLake)
+LAKE = "aligngym/SlipperyFrozenLake-v0"
+# a small network for the contract tests (the configs' official sizes run in the smoke tests)
+SMALL_BACKBONE = ("embed_dim=16", "layers=1", "inner_dim=32", "head_hidden=16", "context_len=4")
+
+
+def small(name: str) -> tuple[str, ...]:
+    return SMALL_BACKBONE + (("future_len=3", "prior_samples=5", "energy_dim=8") if name.startswith("doc") else ())
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Torch on one thread, as the runner trains (a second thread spins on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def lake_data(data_folder: Path) -> Path:
+    """The lake's tiny datasets (seed 0) at success_prob 0.6 (the configs') and 1 (deterministic)."""
+    for q in (0.6, 1.0):
+        if not stochastic_dataset_path(LAKE, "tiny", 0, success_prob=q).exists():
+            generate_stochastic(LAKE, "tiny", 0, success_prob=q)
+    return data_folder
+
+
+def lake_setup(name: str, *overrides: str):
+    """``(config, algorithm, dataset)`` of a small sequence-form network on the tiny lake data."""
+    from aligngym.agents.offline import setup
+
+    config = load_config(name, ["device=cpu", "dataset.size=tiny", *small(name), *overrides])
+    env, dataset, algorithm = setup(doc if config.agent == "doc" else dt, config, None, torch.device("cpu"))
+    env.close()
+    return config, algorithm, dataset
+
+
+def test_the_lake_configs_pick_the_sequence_form_with_the_official_neural_settings(lake_data) -> None:
+    for agent in ("doc", "dt"):
+        config = load_config(f"{agent}/frozen_lake")
+        assert config.form == "sequence" and config.task == LAKE and config.task_options == {"success_prob": 0.6}
+        assert (config.context_len, config.embed_dim, config.layers, config.heads, config.inner_dim) == \
+               (20, 128, 3, 1, 512)
+        assert (config.dropout, config.learning_rate, config.warmup_steps, config.weight_decay, config.grad_clip) == \
+               (0.1, 1e-4, 1_000, 1e-4, 0.25)
+        assert (config.batch_size, config.steps, config.eval_episodes) == (64, 10_000, 100)
+        assert load_config(f"{agent}/paper").form == "tabular"
+        assert load_config(f"{agent}/frozen_lake", ["learning_rate=0.001"]).learning_rate == 0.001
+    config = load_config("doc/frozen_lake")
+    assert (config.future_len, config.latent_size, config.prior_samples, config.energy_weight) == (20, 32, 100, 1.0)
+    with pytest.raises(ConfigError, match="heads"):
+        load_config("dt/frozen_lake", ["heads=3"])
+
+
+def test_sequence_windows_have_the_shapes_and_masks_of_the_segments(lake_data) -> None:
+    from aligngym.agents.sequence import sample_windows
+
+    _, _, dataset = lake_setup("doc/frozen_lake")
+    np.random.seed(0)
+    windows = sample_windows(dataset, 32, 7, torch.device("cpu"))
+    assert windows["observations"].shape == windows["next_observations"].shape == (32, 7, 16)
+    for key in ("actions", "timesteps", "rewards", "returns_to_go", "mask"):
+        assert windows[key].shape == (32, 7), key
+    assert windows["actions"].dtype == windows["timesteps"].dtype == torch.long and windows["mask"].dtype == torch.bool
+    mask = windows["mask"]
+    assert mask[:, 0].all() and not (~mask[:, :-1] & mask[:, 1:]).any(), "right padding only"
+    assert mask.sum() < mask.numel(), "some windows run past their episode's end"
+    assert (windows["observations"][mask].sum(-1) == 1).all() and (windows["observations"][~mask] == 0).all()
+    both = mask[:, :-1] & mask[:, 1:]  # s_{t+1} is the next step's observation inside an episode
+    assert torch.equal(windows["next_observations"][:, :-1][both], windows["observations"][:, 1:][both])
+    assert torch.equal((windows["timesteps"][:, 1:] - windows["timesteps"][:, :-1])[both], torch.ones(int(both.sum()),
+                                                                                                    dtype=torch.long))
+    rtg = windows["returns_to_go"]
+    torch.testing.assert_close((rtg[:, :-1] - rtg[:, 1:])[both], windows["rewards"][:, :-1][both])
+    np.random.seed(0)
+    again = sample_windows(dataset, 32, 7, torch.device("cpu"))
+    assert all(torch.equal(again[k], windows[k]) for k in windows), "drawn from numpy's global stream"
+
+
+def test_the_backbone_is_causal_and_the_future_encoder_anti_causal() -> None:
+    from aligngym.agents.sequence import TrajectoryTransformer
+
+    config = doc.Config(agent="doc", task=LAKE, embed_dim=16, layers=2, inner_dim=32)
+    torch.manual_seed(0)
+    net = TrajectoryTransformer(16, 4, 100, config).eval()
+    generator = torch.Generator().manual_seed(0)
+    returns, states = torch.randn(2, 6, generator=generator), torch.randn(2, 6, 16, generator=generator)
+    actions, timesteps = torch.randint(0, 4, (2, 6), generator=generator), torch.arange(6).expand(2, 6)
+    changed_states = states.clone()
+    changed_states[:, 3] += 1.0  # step 3's state token (token 10)
+    with torch.no_grad():
+        out, out_changed = net(returns, states, actions, timesteps), net(returns, changed_states, actions, timesteps)
+        assert out.shape == (2, 6, 3, 16)
+        flat, flat_changed = out.flatten(1, 2), out_changed.flatten(1, 2)
+        torch.testing.assert_close(flat[:, :10], flat_changed[:, :10], rtol=0, atol=0)  # earlier tokens unmoved
+        assert (flat[:, 10:] - flat_changed[:, 10:]).abs().amax(-1).min() > 1e-4  # it and every later token moved
+        back, back_changed = (net(returns, s, actions, timesteps, reverse=True).flatten(1, 2)
+                              for s in (states, changed_states))
+        torch.testing.assert_close(back[:, 11:], back_changed[:, 11:], rtol=0, atol=0)  # later tokens unmoved
+        assert (back[:, :11] - back_changed[:, :11]).abs().amax(-1).min() > 1e-4
+        # padding after step 3 (mask False) changes no real token, also in the anti-causal direction
+        valid = torch.tensor([[True] * 4 + [False] * 2] * 2)
+        padded_states = states.clone()
+        padded_states[:, 4:] = 5.0
+        real = net(returns, states, actions, timesteps, valid=valid, reverse=True)[:, :4]
+        real_padded = net(returns, padded_states, actions, timesteps, valid=valid, reverse=True)[:, :4]
+        torch.testing.assert_close(real, real_padded, rtol=0, atol=1e-6)
+        assert torch.isfinite(net(returns, states, actions, timesteps, valid=valid, reverse=True)).all()
+
+
+def test_the_infonce_estimate_is_higher_for_dependent_than_for_independent_pairs() -> None:
+    """Critics fitted to ascend the estimate on 256 pairs ``(x, y)``: ``y = x + noise`` (dependent) or
+    ``y`` drawn apart (independent); the estimate is a lower bound on the MI, at most log N."""
+    def fitted(dependent: bool) -> float:
+        generator = torch.Generator().manual_seed(1)
+        x = torch.randn(256, 2, generator=generator)
+        y = x + 0.3 * torch.randn(256, 2, generator=generator) if dependent else torch.randn(256, 2, generator=generator)
+        torch.manual_seed(0)
+        f, g = torch.nn.Linear(2, 8), torch.nn.Linear(2, 8)
+        optim = torch.optim.Adam([*f.parameters(), *g.parameters()], lr=0.05)
+        for _ in range(150):
+            optim.zero_grad()
+            (-doc.info_nce(f(x), g(y))).backward()
+            optim.step()
+        with torch.no_grad():
+            return float(doc.info_nce(f(x), g(y)))
+    dependent, independent = fitted(True), fitted(False)
+    # the MI of the dependent pairs is 2.5 nats (2 x 0.5 log(1 + 1 / 0.09)); a bilinear critic gets a good part
+    assert 0.7 < dependent <= math.log(256) + 1e-4, dependent
+    assert independent < 0.3 and dependent > independent + 0.5, (dependent, independent)
+
+
+def energy_gradients(algorithm, windows, reverse: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The gradients of the energy loss on the posterior's and the critic's parameters, with the
+    gradient reversal in place or replaced by the identity (the official code's sign)."""
+    original = doc.reverse_gradient
+    doc.reverse_gradient = original if reverse else (lambda x: x)
+    try:
+        torch.manual_seed(3)
+        loss = algorithm.losses(windows)["loss_energy"]
+    finally:
+        doc.reverse_gradient = original
+    posterior = [*algorithm.future.parameters(), *algorithm.posterior_head.parameters()]
+    critic = list(algorithm.energy_context.parameters())
+    grads = torch.autograd.grad(loss, posterior + critic, allow_unused=True)
+    return list(grads[:len(posterior)]), list(grads[len(posterior):])
+
+
+def test_the_critic_ascends_the_infonce_estimate_and_the_posterior_descends_it(lake_data) -> None:
+    from aligngym.agents.sequence import sample_windows
+
+    _, algorithm, dataset = lake_setup("doc/frozen_lake", "dropout=0")
+    np.random.seed(0)
+    windows = sample_windows(dataset, 16, 6, torch.device("cpu"))
+    posterior, critic = energy_gradients(algorithm, windows, reverse=True)
+    plain_posterior, plain_critic = energy_gradients(algorithm, windows, reverse=False)
+    assert max(float(g.abs().max()) for g in plain_posterior if g is not None) > 0
+    for reversed_grad, plain in zip(posterior, plain_posterior):
+        if plain is not None:
+            torch.testing.assert_close(reversed_grad, -plain)
+    for got, plain in zip(critic, plain_critic):
+        torch.testing.assert_close(got, plain)
+    # the context stack gets nothing from the energy (its features enter the critic as fixed inputs)
+    torch.manual_seed(3)
+    loss = algorithm.losses(windows)["loss_energy"]
+    grads = torch.autograd.grad(loss, list(algorithm.policy.context.parameters()), allow_unused=True)
+    assert all(g is None for g in grads)
+
+
+def test_the_value_is_a_readout_and_the_prior_learns_from_the_posterior(lake_data) -> None:
+    from aligngym.agents.sequence import sample_windows
+
+    _, algorithm, dataset = lake_setup("doc/frozen_lake", "dropout=0", "warmup_steps=0", "learning_rate=0.003")
+    np.random.seed(0)
+    windows = sample_windows(dataset, 16, 6, torch.device("cpu"))
+    torch.manual_seed(0)
+    parts = algorithm.losses(windows)
+    encoder = [*algorithm.future.parameters(), *algorithm.posterior_head.parameters()]
+    prior = [*algorithm.policy.prior.parameters(), *algorithm.policy.prior_head.parameters()]
+    assert all(g is None for g in torch.autograd.grad(parts["loss_value"], encoder, retain_graph=True,
+                                                      allow_unused=True)), "the value does not move the encoder"
+    assert any(g is not None and g.abs().max() > 0 for g in torch.autograd.grad(
+        parts["loss_value"], list(algorithm.policy.value_head.parameters()), retain_graph=True))
+    assert all(g is None for g in torch.autograd.grad(parts["loss_prior"], encoder, retain_graph=True,
+                                                      allow_unused=True)), "KL(sg(q) || p) trains p only"
+    prior_grads = torch.autograd.grad(parts["loss_prior"], prior, retain_graph=True, allow_unused=True)
+    assert sum(float(g.abs().sum()) for g in prior_grads if g is not None) > 0, "the prior gets gradients"
+    assert all(g is None for g in torch.autograd.grad(parts["loss_posterior_kl"], prior, allow_unused=True))
+    first = float(parts["loss_prior"].detach())
+    for _ in range(30):
+        algorithm.learn(windows)
+    torch.manual_seed(0)
+    assert float(algorithm.losses(windows)["loss_prior"].detach()) < 0.5 * first, "the prior's loss falls"
+
+
+
+def test_a_sequence_policy_keeps_each_episodes_history_over_the_collector(lake_data) -> None:
+    from aligngym.agents.offline import play_episodes
+    from aligngym.agents.sequence import SequencePolicy
+
+    class Recording(SequencePolicy):
+        def __init__(self) -> None:
+            super().__init__(gym.spaces.Discrete(4), gym.spaces.Box(0, 1, (16,), np.float32), context_len=3)
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+            self.seen: list[tuple[list[int], list[int], list[float]]] = []
+
+        def act(self, states, actions, rewards, timesteps, lengths):
+            last = self.last_step(timesteps, lengths)
+            self.seen.append((last.tolist(), lengths.tolist(), states.argmax(-1)[:, 0].tolist()))
+            return torch.full((len(lengths),), 1, dtype=torch.long)  # down
+
+    config = load_config("doc/frozen_lake", ["task_options.success_prob=1.0"])
+    policy = Recording()
+    played = play_episodes(config, policy, 2, seed=0)
+    # down, down, right... from the start: S(0) -> 4 -> 8 -> 12, a hole, after 3 steps
+    assert played.lengths.tolist() == [3.0, 3.0] and played.returns.tolist() == [0.0, 0.0]
+    assert "step_reward" not in played.info
+    timesteps = [t for t, _, _ in policy.seen]
+    assert timesteps == [[0, 0], [1, 1], [2, 2]]
+    assert [lengths for _, lengths, _ in policy.seen] == [[1, 1], [2, 2], [3, 3]]
+    direct = Recording()
+    obs = np.eye(16, dtype=np.float32)
+    state = None
+    for step, cell in enumerate([0, 4, 8, 9, 10]):  # past the context (3): the oldest step drops out
+        out = direct(Batch(obs=obs[[cell]], info=Batch(step_reward=np.array([0.5 * step]))), state)
+        state = out.state
+    assert direct.seen[-1] == ([4], [3], [8])
+    np.testing.assert_allclose(state[0, :, 17], [1.5, 2.0, 0.0])  # the reward after each kept step's action
+    fresh = direct(Batch(obs=obs[[0]], info=Batch(step_reward=np.array([0.0]))), np.zeros_like(state))
+    assert direct.seen[-1] == ([0], [1], [0]) and fresh.state[0, 0, 19] == 1.0
+
+
+def test_the_decision_transformer_asks_for_the_datas_best_return_less_what_it_earned(lake_data) -> None:
+    _, algorithm, _ = lake_setup("dt/frozen_lake", "task_options.success_prob=1.0")
+    policy = algorithm.policy
+    assert float(policy.target_return) == 1.0, "the best episode return of the data"
+    seen = {}
+
+    def record(returns_to_go, states, actions, timesteps):
+        seen["rtg"] = returns_to_go.clone()
+        return torch.zeros(*states.shape[:2], 4)
+
+    policy.action_logits = record
+    rewards = torch.tensor([[0.0, 0.25, 0.5, 0.0]])
+    policy.act(torch.zeros(1, 4, 16), torch.zeros(1, 4, dtype=torch.long), rewards, torch.arange(4)[None],
+               torch.tensor([4]))
+    torch.testing.assert_close(seen["rtg"], torch.tensor([[1.0, 1.0, 0.75, 0.25]]))
+
+
+@pytest.mark.parametrize("name", ["doc/frozen_lake", "dt/frozen_lake"])
+def test_the_sequence_configs_run_smoke_end_to_end(lake_data, tmp_path, name, scalars, capsys) -> None:
+    assert main(["train", name, "--smoke", "--set", f"run_root={tmp_path}", "--set", "show_progress=false"]) == 0
+    (run_dir,) = tmp_path.iterdir()
+    assert main(["eval", str(run_dir), "--episodes", "5"]) == 0
+    result = evaluate(run_dir, episodes=5)
+    assert result["checkpoint_step"] == 4 and len(result["episode_returns"]) == 5
+    assert set(result["episode_returns"]) <= {0.0, 1.0}
+    logged = scalars(run_dir)
+    assert {"loss/policy", "eval/return", "train/lr_model" if name.startswith("doc") else "train/lr_policy"} <= \
+           set(logged)
+    if name.startswith("doc"):
+        assert {"loss/value", "loss/prior", "loss/posterior_kl", "loss/energy", "train/mi_estimate"} <= set(logged)
+        # the warm-up: the learning rate after 4 steps is 4/1000 of the peak
+        assert logged["train/lr_model"][-1][1] == pytest.approx(1e-4 * 4 / 1000)
+
+
+@pytest.mark.parametrize("name", ["doc/frozen_lake", "dt/frozen_lake"])
+def test_a_stopped_sequence_run_resumes_exactly(lake_data, tmp_path, name, cut_offline_run, scalars,
+                                                same_state) -> None:
+    def config(root: Path):
+        return smoke_config(name, root, *small(name)).model_copy(update={"steps": 7})
+
+    reference = train(config(tmp_path / "ref"))
+    split = cut_offline_run(config(tmp_path / "split"), 3, stop=True)
+    assert int(load_checkpoint(split / "checkpoint.pt")[1]["step"]) == 3
+    resume(split)
+    (_, ref_state), (_, state) = load_checkpoint(reference / "checkpoint.pt"), load_checkpoint(split / "checkpoint.pt")
+    same_state(state["algorithm"], ref_state["algorithm"], "algorithm")
+    assert int(state["algorithm"]["updates"]) == 7
+    ref_logged, logged = scalars(reference), scalars(split)
+    for tag in [t for t in ref_logged if t.startswith(("loss/", "eval/", "train/mi"))]:
+        assert logged[tag] == ref_logged[tag], tag
+
+
+@pytest.mark.parametrize("name", ["doc/frozen_lake", "dt/frozen_lake"])
+def test_a_seed_fixes_the_sequence_run(lake_data, tmp_path, name, same_state) -> None:
+    runs = [train(smoke_config(name, tmp_path / label, *small(name), f"seed={seed}")) for label, seed in
+            (("a", 0), ("b", 0), ("c", 1))]
+    (_, a), (_, b), (_, c) = (load_checkpoint(r / "checkpoint.pt") for r in runs)
+    same_state(b["algorithm"], a["algorithm"], "algorithm")
+    key = "policy.context.embed_state.weight" if name.startswith("doc") else "policy.transformer.embed_state.weight"
+    assert not torch.equal(c["algorithm"][key], a["algorithm"][key])
+    if name.startswith("dt"):  # the target return travels with the checkpoint (eval runs without data)
+        assert float(a["algorithm"]["policy.target_return"]) == 1.0
+
+
+@pytest.mark.slow
+def test_on_the_deterministic_lake_a_small_doc_reaches_the_goal(data_folder) -> None:
+    """success_prob 1, the paper's 100 trajectories (epsilon-greedy 0.4, reaching the goal about half the
+    time): a small DoC (width 32, 1 layer, context and future 5) after 1500 steps at lr 1e-3 reaches the
+    goal in most episodes (0.92 on 50 episodes when written; about 25 s on one thread)."""
+    from tianshou.utils.torch_utils import policy_within_training_step as training_step
+
+    from aligngym.agents.offline import evaluate_policy, setup
+
+    if not stochastic_dataset_path(LAKE, "full", 0, success_prob=1.0).exists():
+        generate_stochastic(LAKE, "full", 0, success_prob=1.0)
+    config = load_config("doc/frozen_lake", [
+        "device=cpu", "task_options.success_prob=1.0", "embed_dim=32", "layers=1", "inner_dim=64", "head_hidden=64",
+        "context_len=5", "future_len=5", "batch_size=32", "warmup_steps=0", "learning_rate=0.001",
+        "prior_samples=20", "energy_dim=32", "dropout=0"])
+    env, data, algorithm = setup(doc, config, None, torch.device("cpu"))
+    env.close()
+    buffer = algorithm.process_buffer(data.to_replay_buffer())
+    with training_step(algorithm.policy):
+        for _ in range(1_500):
+            algorithm.update(buffer, config.batch_size)
+    assert evaluate_policy(config, algorithm.policy, 50, seed=0)["eval/return"] >= 0.6
