@@ -159,7 +159,7 @@ from tianshou.algorithm.algorithm_base import OfflineAlgorithm, TrainingStats
 from tianshou.algorithm.optim import TorchOptimizerFactory
 from tianshou.data import ReplayBuffer
 
-from aligngym.agents import tabular
+from aligngym.agents import sequence, tabular
 from aligngym.agents.offline import offline_evaluate, offline_train
 from aligngym.agents.sequence import (SequenceConfig, SequencePolicy, TrajectoryTransformer, mlp, previous_rewards,
                                       sample_windows, warmed_up_step)
@@ -484,13 +484,9 @@ def build(config: Config, env: gym.Env, dataset: OfflineDataset | None, device: 
     return DoC(config, env.action_space, env.observation_space, device)
 
 
-def select_data(config: Config, dataset: OfflineDataset) -> OfflineDataset:
-    """The runner's hook before a run starts: the tabular form's check (one-step episodes, returns that
-    are classes); the sequence form trains on every episode."""
-    return dataset if config.sequence else tabular.select_data(config, dataset)
-
-
-# the bandit's exact expected return (eval/expected_return); nothing on other tasks
+# the runner's hooks both forms' agents share: the data checked before a run starts (the tabular
+# form's one-step episodes and return classes) and the bandit's exact expected return
+select_data = sequence.select_data
 exact_scores = tabular.exact_scores
 
 

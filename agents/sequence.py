@@ -51,6 +51,7 @@ from torch import nn
 
 from aligngym.agents.config import ConfigError
 from aligngym.agents.offline import STEP_REWARD_KEY
+from aligngym.agents import tabular
 from aligngym.agents.tabular import TabularConfig
 from aligngym.envs.data.dataset import OfflineDataset
 
@@ -268,3 +269,9 @@ class SequencePolicy(Policy):
     def last_step(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``[envs, ...]``: each env's entry of ``hidden`` ``[envs, T, ...]`` at its last real step."""
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
+
+
+def select_data(config: SequenceConfig, dataset: OfflineDataset) -> OfflineDataset:
+    """The runner's hook before a run starts: the tabular form's check (one-step episodes, returns that
+    are classes, :func:`aligngym.agents.tabular.select_data`); the sequence form trains on every episode."""
+    return dataset if config.sequence else tabular.select_data(config, dataset)
