@@ -419,13 +419,17 @@ class PartialRun:
         if new_episodes:
             write_dataset(self.root / f"part{state['parts']}.hdf5", episodes_to_dataset(new_episodes, {}).arrays, {})
             state = {**state, "parts": state["parts"] + 1}
-
-        def write(tmp_name: str) -> None:
-            with open(tmp_name, "wb") as fh:
-                torch.save(state, fh)
-
-        atomic_write(self.state_path, write)
+        save_tensors(self.state_path, state)
         return state["parts"]
+
+
+def save_tensors(path: Path, obj: Any) -> None:
+    """``torch.save`` of tensors and plain values, atomically (read back with ``weights_only``)."""
+    def write(tmp_name: str) -> None:
+        with open(tmp_name, "wb") as fh:
+            torch.save(obj, fh)
+
+    atomic_write(path, write)
 
 
 def _schedule(run: int, max_cost: float, begin: float = SWEEP[0]) -> Callable[[float], float]:
@@ -693,11 +697,7 @@ def _train_sac(env_id: str, plan: LocomotionPlan, seed: int, policy_path: Path,
 
 def _save_actor(model: SAC, plan: LocomotionPlan, path: Path) -> None:
     """A policy snapshot: the actor's weights and its layer widths (:func:`_saved_policy` reads it)."""
-    def write(tmp_name: str) -> None:
-        with open(tmp_name, "wb") as fh:
-            torch.save({"net": list(plan.net), "actor": model.actor.state_dict()}, fh)
-
-    atomic_write(path, write)
+    save_tensors(path, {"net": list(plan.net), "actor": model.actor.state_dict()})
 
 
 def _restore_sac(saved: dict[str, Any], model: SAC,
