@@ -34,10 +34,11 @@ environment step; ``full`` runs D4RL's 1M steps) that snapshots its actor every
 ``expert`` = rollouts of the best of the ``EXPERT_CANDIDATES`` (5) snapshots whose training episodes
 scored best, each scored again on ``SCORING_EPISODES`` (16) fresh episodes (the best of a few noisy
 training windows over a whole run flatters: in Hopper's small run the best window's snapshot (2662)
-played 1978 on fresh episodes, the best rescored one 2787), ``medium`` = rollouts of the earlier snapshot whose training return is
-closest to a third of the way from the random policy's return to the expert's fresh score (D4RL's "about a third of the expert"; measured from random, so that it also means
-something where returns are negative, as in HalfCheetah), both played with the policy's own sampled
-actions as D4RL's were; ``medium-replay`` = every training episode up to that snapshot (the replay
+played 1978 on fresh episodes, the best rescored one 2787), ``medium`` = rollouts of the earlier
+snapshot whose training return is closest to a third of the way from the random policy's return to
+the expert's fresh score (D4RL's "about a third of the expert"; measured from random, so that it also
+means something where returns are negative, as in HalfCheetah), both played with the policy's own
+sampled actions as D4RL's were; ``medium-replay`` = every training episode up to that snapshot (the replay
 buffer of the run up to the medium policy), ``random`` = uniform actions, ``medium-expert`` = medium +
 expert, and ``mixed`` = low-quality mixed data as in
 A2PR's suboptimal mixed datasets: ``1 - MIXED_EXPERT_SHARE`` (90 %) of the plan's transitions from
@@ -70,8 +71,9 @@ A behaviour run also saves its progress about ``SAVES_PER_RUN`` times (``run<k>.
 weights and optimisers, the Lagrangian's state or SAC's entropy coefficient, the observation and
 reward statistics, the episodes so far, all without pickles) and an interrupted run goes on from its
 last save, with fresh episodes (the ones under way at the save are dropped), SAC's replay buffer
-refilled from the saved episodes, and environment and learner seeds offset by the save's number. Deterministic: the same task, size and seed give the same file (on the same machine; the
-behaviour nets run on one thread); a run resumed from a save gives other data than an
+refilled from the saved episodes, and environment and learner seeds offset by the save's number.
+Deterministic: the same task, size and seed give the same file (on the same machine; the behaviour
+nets run on one thread); a run resumed from a save gives other data than an
 uninterrupted one (deterministic again for the same save). Deviations from DSRL: PPO instead of TRPO,
 far fewer environment steps on CPU. A locomotion run of the ``full`` plan takes hours on one core
 (benchmarks/RESULTS.md: SAC's update is bound by its matrix products, not by SB3's overhead).
@@ -921,8 +923,9 @@ def _generate_locomotion(env_id: str, size: str, seed: int, out: Path | None, fo
         ds = made[kind]
         rets = ds.episode_returns()
         attrs = {"env_id": env_id, "kind": kind, "size": size, "seed": seed, "generator": "aligngym data generate",
-                 "behaviour": "SAC (stable-baselines3, D4RL's settings); expert = best snapshot, medium = the "
-                              "earlier snapshot nearest a third of the way from random to expert"
+                 "behaviour": "SAC (stable-baselines3, D4RL's settings); expert = the best of the top-scoring "
+                              "snapshots rescored on fresh episodes, medium = the earlier snapshot nearest a third "
+                              "of the way from random to expert"
                               + ("; mixed = the first random transitions and a share of the first expert ones"
                                  if kind == "mixed" else ""),
                  "plan": asdict(plan), "ref_min_score": ref_min, "ref_max_score": ref_max,
