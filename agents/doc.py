@@ -161,8 +161,8 @@ from tianshou.data import ReplayBuffer
 
 from aligngym.agents import sequence, tabular
 from aligngym.agents.offline import offline_evaluate, offline_train
-from aligngym.agents.sequence import (SequenceConfig, SequencePolicy, TrajectoryTransformer, mlp, previous_rewards,
-                                      sample_windows, warmed_up_step)
+from aligngym.agents.sequence import (SequenceConfig, SequencePolicy, TrajectoryTransformer, action_cross_entropy,
+                                      masked_mean, mlp, previous_rewards, sample_windows, warmed_up_step)
 from aligngym.agents.tabular import TabularPolicy, transition_tables, truncated_normal
 from aligngym.envs.data.dataset import OfflineDataset
 
@@ -327,10 +327,6 @@ def info_nce(context: torch.Tensor, outcome: torch.Tensor) -> torch.Tensor:
     return (scores.diagonal() - torch.logsumexp(scores, dim=1)).mean() + math.log(len(scores))
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (values * mask).sum() / mask.sum().clamp(min=1)
-
-
 LOGVAR_RANGE = (-10.0, 5.0)  # the Gaussians' log-variances are clamped here (a KL over a collapsed variance overflows)
 
 
@@ -448,8 +444,7 @@ class SequenceDoC(OfflineAlgorithm[DoCSequencePolicy]):
         post_mean, post_logvar = gaussian_head(future, self.posterior_head)
         z = post_mean + torch.randn_like(post_mean) * (0.5 * post_logvar).exp()
         logits = self.policy.policy_head(torch.cat([state_hidden, z], dim=-1))
-        cross_entropy = F.cross_entropy(logits.flatten(0, 1), past["actions"].flatten(), reduction="none")
-        loss_policy = masked_mean(cross_entropy.view_as(valid), valid)
+        loss_policy = action_cross_entropy(logits, past["actions"], valid)
         # the value reads z without shaping it
         value = self.policy.value(state_hidden, z.detach())
         loss_value = masked_mean((value - windows["returns_to_go"][:, :context]) ** 2, valid)

@@ -44,14 +44,15 @@ from typing import Any, ClassVar, Literal
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pydantic import Field, model_validator
 from tianshou.algorithm.algorithm_base import Policy
 from tianshou.data import Batch
 from torch import nn
 
+from aligngym.agents import tabular
 from aligngym.agents.config import ConfigError
 from aligngym.agents.offline import STEP_REWARD_KEY
-from aligngym.agents import tabular
 from aligngym.agents.tabular import TabularConfig
 from aligngym.envs.data.dataset import OfflineDataset
 
@@ -198,6 +199,18 @@ def sample_windows(dataset: OfflineDataset, batch_size: int, length: int,
     out["timesteps"] = torch.as_tensor(seg["timesteps"], dtype=torch.long, device=device)
     out["mask"] = torch.as_tensor(seg["mask"], dtype=torch.bool, device=device)
     return out
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of ``values`` over a window's real steps (``mask`` 1; padding counts nothing), 0 over none."""
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def action_cross_entropy(logits: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The dataset actions' cross-entropy under ``logits`` (``[B, T, A]``), averaged over the real steps
+    (``valid``, ``[B, T]`` of 0 / 1)."""
+    cross_entropy = F.cross_entropy(logits.flatten(0, 1), actions.flatten(), reduction="none")
+    return masked_mean(cross_entropy.view_as(valid), valid)
 
 
 def previous_rewards(rewards: torch.Tensor) -> torch.Tensor:

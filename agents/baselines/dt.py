@@ -57,8 +57,8 @@ from tianshou.data import ReplayBuffer
 
 from aligngym.agents import sequence, tabular
 from aligngym.agents.offline import offline_evaluate, offline_train
-from aligngym.agents.sequence import (SequenceConfig, SequencePolicy, TrajectoryTransformer, sample_windows,
-                                      warmed_up_step)
+from aligngym.agents.sequence import (SequenceConfig, SequencePolicy, TrajectoryTransformer, action_cross_entropy,
+                                      sample_windows, warmed_up_step)
 from aligngym.agents.tabular import TabularPolicy, transition_tables, truncated_normal
 from aligngym.envs.data.dataset import OfflineDataset
 
@@ -181,9 +181,7 @@ class SequenceDT(OfflineAlgorithm[ReturnConditionedSequencePolicy]):
     def loss(self, windows: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = self.policy.action_logits(windows["returns_to_go"], windows["observations"], windows["actions"],
                                            windows["timesteps"])
-        cross_entropy = F.cross_entropy(logits.flatten(0, 1), windows["actions"].flatten(), reduction="none")
-        valid = windows["mask"].flatten().float()
-        return (cross_entropy * valid).sum() / valid.sum().clamp(min=1)
+        return action_cross_entropy(logits, windows["actions"], windows["mask"].float())
 
     def learn(self, windows: dict[str, torch.Tensor]) -> DTTrainingStats:
         loss = self.loss(windows)
