@@ -32,6 +32,11 @@ GYMNASIUM_ENVS: dict[str, str] = {
     # DoC's tasks where the return is partly luck
     "aligngym/BernoulliBandit-v0": "aligngym.envs.stochastic.bandit:BernoulliBanditEnv",
     "aligngym/SlipperyFrozenLake-v0": "aligngym.envs.stochastic.frozen_lake:SlipperyFrozenLakeEnv",
+    # BARFI's tasks: the primary reward, and a good, bad or no heuristic in info["aux_reward"]
+    "aligngym/ShapingGridWorld-v0": "aligngym.envs.shaping.grid_world:ShapingGridWorldEnv",
+    "aligngym/ShapingMountainCar-v0": "aligngym.envs.shaping.mountain_car:ShapingMountainCarEnv",
+    "aligngym/ShapingCartPole-v0": "aligngym.envs.shaping.cart_pole:ShapingCartPoleEnv",
+    "aligngym/ShapingHalfCheetah-v0": "aligngym.envs.shaping.half_cheetah:ShapingHalfCheetahEnv",
 }
 
 # Gymnasium id -> "module:attr" of its batched VectorEnv, what
@@ -47,12 +52,14 @@ def _register() -> None:
             pettingzoo.register("parallel", env_id, entry_point=f"{module}:parallel_env")
             pettingzoo.register("aec", env_id, entry_point=f"{module}:env")
     from aligngym.envs.safety.specs import SAFE_TASKS
+    from aligngym.envs.shaping import SHAPING_EPISODE_STEPS
     from aligngym.envs.stochastic import STOCHASTIC_EPISODE_STEPS
 
+    episode_steps = {**STOCHASTIC_EPISODE_STEPS, **SHAPING_EPISODE_STEPS}
     for env_id, entry_point in GYMNASIUM_ENVS.items():
         if env_id not in gymnasium.registry:
             steps = (SAFE_TASKS[env_id].max_episode_steps if env_id in SAFE_TASKS
-                     else STOCHASTIC_EPISODE_STEPS.get(env_id))
+                     else episode_steps.get(env_id))
             gymnasium.register(id=env_id, entry_point=entry_point, max_episode_steps=steps,
                                vector_entry_point=GYMNASIUM_VECTOR_ENVS.get(env_id))
 
