@@ -37,6 +37,8 @@ AGENTS: dict[str, str] = {
     "td3bc": "aligngym.agents.baselines.td3bc",
     "doc": "aligngym.agents.doc",
     "dt": "aligngym.agents.baselines.dt",
+    "barfi": "aligngym.agents.barfi",
+    "reinforce": "aligngym.agents.baselines.reinforce",
 }
 
 

@@ -61,7 +61,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -72,7 +72,7 @@ import pettingzoo
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from tianshou.algorithm.algorithm_base import Algorithm
-from tianshou.data import Collector, CollectStats, VectorReplayBuffer
+from tianshou.data import Batch, Collector, CollectStats, VectorReplayBuffer
 from tianshou.env import DummyVectorEnv
 from tianshou.utils.torch_utils import policy_within_training_step
 from tqdm import tqdm
@@ -264,6 +264,7 @@ class Episodes:
     returns: np.ndarray  # sum of the step rewards
     lengths: np.ndarray  # steps
     info: dict[str, np.ndarray]  # each numeric ``info`` entry of the steps (not of the reset), summed
+    records: list[Batch] = field(default_factory=list, repr=False)  # each episode's steps (obs, act, rew, info ...)
 
     @property
     def costs(self) -> np.ndarray:
@@ -284,7 +285,8 @@ def play_episodes(config: OfflineConfig, policy: torch.nn.Module, episodes: int,
     keys = set.intersection(*(set(part.info) for part in parts))
     return Episodes(returns=np.concatenate([part.returns for part in parts]),
                     lengths=np.concatenate([part.lengths for part in parts]),
-                    info={key: np.concatenate([part.info[key] for part in parts]) for key in sorted(keys)})
+                    info={key: np.concatenate([part.info[key] for part in parts]) for key in sorted(keys)},
+                    records=[record for part in parts for record in part.records])
 
 
 def evaluate_policy(config: OfflineConfig, policy: torch.nn.Module, episodes: int, seed: int,
@@ -396,7 +398,7 @@ def _play(config: OfflineConfig, policy: torch.nn.Module, episodes: int, seed: i
     info = {key: np.array([_total(r.info[key]) for r in records]) for key in records[0].info.keys()
             if key != STEP_REWARD_KEY and all(key in r.info for r in records) and _numeric(records[0].info[key])}
     return Episodes(returns=np.array([_total(r.rew) for r in records]),
-                    lengths=np.array([len(r) for r in records], dtype=np.float64), info=info)
+                    lengths=np.array([len(r) for r in records], dtype=np.float64), info=info, records=records)
 
 
 def _numeric(values: Any) -> bool:
