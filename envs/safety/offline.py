@@ -17,6 +17,7 @@ An unknown ``render_mode`` is a ``ValueError`` naming the env and the modes it h
 from __future__ import annotations
 
 import numbers
+import re
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +161,32 @@ class MujocoCopyMixin:
         self.np_random.bit_generator.state = state["np_random"]  # type: ignore[attr-defined]
         for key, value in state["attributes"].items():
             setattr(self, key, value)
+
+
+_SETTOTALMASS = re.compile(r'\s+settotalmass="([^"]*)"')
+
+
+class TotalMassMixin:
+    """For a Gymnasium MuJoCo env (before it in the MRO): mujoco 4 deprecates the compiler's
+    ``settotalmass`` (``half_cheetah.xml`` uses it) and logs a warning to ``./MUJOCO_LOG.TXT`` on every
+    load; scaling after compiling, as the warning advises, gives a bit-identical model without the
+    log file."""
+
+    fullpath: str
+    width: int
+    height: int
+
+    def _initialize_simulation(self) -> tuple[Any, Any]:
+        import mujoco
+
+        xml = Path(self.fullpath).read_text()
+        match = _SETTOTALMASS.search(xml)
+        if match is None:
+            return super()._initialize_simulation()  # type: ignore[misc]
+        model = mujoco.MjModel.from_xml_string(xml[: match.start()] + xml[match.end():])
+        data = mujoco.MjData(model)
+        mujoco.mj_setTotalmass(model, float(match.group(1)))
+        mujoco.mj_setConst(model, data)
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)  # as MujocoEnv
+        model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
+        return model, mujoco.MjData(model)

@@ -67,11 +67,8 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported: headless rgb_array rendering
 
-import re  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 from gymnasium import utils  # noqa: E402
 from gymnasium.envs.mujoco.ant_v5 import AntEnv  # noqa: E402
@@ -80,9 +77,7 @@ from gymnasium.envs.mujoco.hopper_v5 import HopperEnv  # noqa: E402
 from gymnasium.envs.mujoco.swimmer_v5 import SwimmerEnv  # noqa: E402
 from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv  # noqa: E402
 
-from aligngym.envs.safety.offline import MujocoCopyMixin, OfflineEnvMixin  # noqa: E402
-
-_SETTOTALMASS = re.compile(r'\s+settotalmass="([^"]*)"')
+from aligngym.envs.safety.offline import MujocoCopyMixin, OfflineEnvMixin, TotalMassMixin  # noqa: E402
 
 __all__ = [
     "AntVelocityEnv",
@@ -93,7 +88,7 @@ __all__ = [
 ]
 
 
-class _VelocityCost(OfflineEnvMixin, MujocoCopyMixin):
+class _VelocityCost(OfflineEnvMixin, MujocoCopyMixin, TotalMassMixin):
     """Adds ``info["cost"] = float(speed > velocity_threshold)`` to a v5 MuJoCo env's step."""
 
     velocity_threshold: float
@@ -104,22 +99,6 @@ class _VelocityCost(OfflineEnvMixin, MujocoCopyMixin):
         # The v5 env pickles its own positional args; re-record ours so copies rebuild this class.
         utils.EzPickle.__init__(self, **kwargs)
         self._init_offline()
-
-    def _initialize_simulation(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
-        # mujoco 4 deprecates the compiler's settotalmass (half_cheetah.xml uses it) and logs a
-        # warning to ./MUJOCO_LOG.TXT on every load; scaling after compiling, as the warning
-        # advises, gives a bit-identical model without the log file.
-        xml = Path(self.fullpath).read_text()
-        match = _SETTOTALMASS.search(xml)
-        if match is None:
-            return super()._initialize_simulation()  # type: ignore[misc]
-        model = mujoco.MjModel.from_xml_string(xml[: match.start()] + xml[match.end():])
-        data = mujoco.MjData(model)
-        mujoco.mj_setTotalmass(model, float(match.group(1)))
-        mujoco.mj_setConst(model, data)
-        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)  # as MujocoEnv
-        model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
-        return model, mujoco.MjData(model)
 
     def speed(self, info: dict[str, Any]) -> float:
         """The constrained speed, from the finite-difference velocity the v5 env reports."""

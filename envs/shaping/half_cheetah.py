@@ -53,7 +53,7 @@ import numpy as np  # noqa: E402
 from gymnasium import utils  # noqa: E402
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv  # noqa: E402
 
-from aligngym.envs.safety.offline import check_render_mode, checked_action  # noqa: E402
+from aligngym.envs.safety.offline import TotalMassMixin, check_render_mode, checked_action  # noqa: E402
 from aligngym.envs.shaping import SHAPING_EPISODE_STEPS, check_aux  # noqa: E402
 
 ENV_ID = "aligngym/ShapingHalfCheetah-v0"
@@ -63,7 +63,7 @@ FEATURE_BOUNDS: tuple[np.ndarray, np.ndarray] | None = None
 _FIXED_WEIGHTS = ("forward_reward_weight", "ctrl_cost_weight")
 
 
-class ShapingHalfCheetahEnv(HalfCheetahEnv):
+class ShapingHalfCheetahEnv(TotalMassMixin, HalfCheetahEnv):
     feature_bounds: tuple[np.ndarray, np.ndarray] | None = FEATURE_BOUNDS
 
     def __init__(self, aux: str = "none", **kwargs: Any) -> None:
