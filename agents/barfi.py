@@ -18,9 +18,9 @@ theorem at the inner optimum (grad_theta J_phi = 0),
 
 with the inverse Hessian-vector product approximated by a truncated Neumann series (Lorraine et al.
 2020): ``p = -alpha * sum_{j=0..N} (I + alpha H)^j v`` (H the inner objective's Hessian, v = grad J).
-Here the derivatives are ``torch.func``'s: ``grad`` of the inner objective, ``jvp`` of that gradient
-for each Hessian-vector product (forward over reverse), ``grad`` of ``<grad_theta J_phi, p>`` for the
-mixed term. ``hypergradient: first_order`` takes H^-1 = -I instead (the official ``Barfi``: it aligns
+Here the derivatives are ``torch.func``'s: ``grad`` of the inner objective, ``vjp`` of that gradient
+for the Hessian-vector products (reverse over reverse, one graph for every term of the series), ``grad``
+of ``<grad_theta J_phi, p>`` for the mixed term. ``hypergradient: first_order`` takes H^-1 = -I instead (the official ``Barfi``: it aligns
 the inner and the outer policy gradients).
 
 The schedule, as ``BarfiNeumann`` (every ``delta`` = 3 episodes, in the order the code runs it):
@@ -54,11 +54,12 @@ of ``hidden`` units on the raw observation (never trained). The learned reward (
 sum (HalfCheetah); ``learn_primary_weight: false`` fixes phi2 = 1 (the official GridWorld). Optimisers:
 RMSprop (GridWorld, CartPole, MountainCar) or Adam (HalfCheetah), PyTorch's defaults otherwise.
 
-Defaults are the GridWorld settings of the official sweep (``PaperPlots/{good,bad}/barfineumann.json``),
-each the value of a one-value sweep where there was one and otherwise the choice named in the configs
-(``configs/barfi/*.yaml``): actor lr 5e-3, reward and gamma lr 5e-3, entropy 0.25, batch 1 episode,
-buffer 1000 episodes, delta 3, inner_mul 5, first_mul 150, hess_mul 15, 5 Neumann steps at alpha 5e-4,
-reward_l2 0, gamma_l2 0.25 (swept over 0.06-16), 2000 episodes.
+Defaults are the GridWorld settings of the official sweep (``PaperPlots/{good,bad}/barfineumann.json``):
+its single values (reward and gamma lr 5e-3, entropy 0.25, batch 1 episode, buffer 1000 episodes,
+delta 3, inner_mul 5, first_mul 150, hess_mul 15, 5 Neumann steps at alpha 5e-4, 2000 episodes) and,
+where it sweeps, one of its values: actor lr 1e-3 (of 5e-3 and 1e-3: in a trial at 5e-3 the softmax
+saturated during the naive warm-up and the policy stayed stuck against a wall), reward_l2 0 (of 0 and 0.06),
+gamma_l2 0.25 (of 0.06-16). The other tasks' settings are in ``configs/barfi/*.yaml``.
 
 Deviations from the official code, each small and each named:
 
@@ -88,7 +89,7 @@ import torch
 from pydantic import Field
 from tianshou.algorithm.algorithm_base import Policy
 from tianshou.data import Batch
-from torch.func import functional_call, grad, jvp
+from torch.func import grad, vjp
 from tqdm.auto import tqdm
 
 from aligngym.agents.config import ConfigError, RunConfig
@@ -254,19 +255,33 @@ class LinearPolicy(Policy):
     def params(self) -> dict[str, torch.Tensor]:
         return dict(self.linear.named_parameters())
 
-    def distribution(self, params: dict[str, torch.Tensor], feats: torch.Tensor) -> torch.distributions.Distribution:
-        out = functional_call(self.linear, params, (feats,))
+    def log_prob_entropy(self, params: dict[str, torch.Tensor], feats: torch.Tensor,
+                         act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``log pi(act | feats)`` and the policy's entropy there, with the linear layer's ``params``
+        (closed forms: cheaper than torch.distributions under torch.func's transforms)."""
+        out = torch.nn.functional.linear(feats, params["weight"], params["bias"])
         if self.discrete:
-            return torch.distributions.Categorical(logits=out, validate_args=False)
+            log_probs = torch.log_softmax(out, -1)
+            chosen = log_probs.gather(-1, act.long().unsqueeze(-1)).squeeze(-1)
+            return chosen, -(log_probs.exp() * log_probs).sum(-1)
         mean = torch.sigmoid(out) * self.span + self.low
-        return torch.distributions.Independent(torch.distributions.Normal(mean, self.std, validate_args=False), 1,
-                                               validate_args=False)
+        dims = mean.shape[-1]
+        log_prob = (-0.5 * ((act - mean) / self.std) ** 2).sum(-1) - dims * (math.log(self.std) + 0.5 * math.log(2 * math.pi))
+        entropy = torch.full_like(log_prob, dims * (0.5 + 0.5 * math.log(2 * math.pi) + math.log(self.std)))
+        return log_prob, entropy
+
+    def sample(self, feats: torch.Tensor) -> torch.Tensor:
+        out = self.linear(feats)
+        if self.discrete:
+            return torch.multinomial(torch.softmax(out, -1), 1).squeeze(-1)
+        mean = torch.sigmoid(out) * self.span + self.low
+        return mean + self.std * torch.randn_like(mean)
 
     def forward(self, batch: Batch, state: Any = None, **kwargs: Any) -> Batch:
         device = self.linear.weight.device
         with torch.no_grad():
             obs = torch.as_tensor(np.asarray(batch.obs, dtype=np.float32), device=device)
-            act = self.distribution(self.params(), self.features(obs)).sample()
+            act = self.sample(self.features(obs))
         return Batch(act=act.cpu().numpy(), state=state)
 
     def map_action(self, act: Any) -> Any:  # the env gets the sample clipped to its box; the buffer keeps the sample
@@ -350,11 +365,11 @@ def reinforce_objective(policy: LinearPolicy, params: dict[str, torch.Tensor], b
                         returns: torch.Tensor, entropy: float) -> torch.Tensor:
     """The official REINFORCE objective: the mean over episodes and the horizon of ``mask log pi G``,
     plus ``entropy x`` the mean entropy of the real steps."""
-    dist = policy.distribution(params, batch["feats"])
+    log_prob, policy_entropy = policy.log_prob_entropy(params, batch["feats"], batch["act"])
     mask = batch["mask"]
-    objective = (mask * dist.log_prob(batch["act"]) * returns).mean()
+    objective = (mask * log_prob * returns).mean()
     if entropy > 0:
-        objective = objective + entropy * (dist.entropy() * mask).sum() / mask.sum().clamp(min=1.0)
+        objective = objective + entropy * (policy_entropy * mask).sum() / mask.sum().clamp(min=1.0)
     return objective
 
 
@@ -527,9 +542,11 @@ class BarfiLearner(Learner):
         inner_grad = grad(inner, argnums=0)  # (theta, phi) -> grad_theta J_phi
         if config.hypergradient == "first_order":
             p = {n: -x for n, x in v.items()}
-        else:  # H u = d/de grad_theta J_phi(theta + e u): forward over reverse (H is symmetric)
-            p = neumann_inverse(lambda u: jvp(lambda t: inner_grad(t, phi), (theta,), (u,))[1], v,
-                                config.neumann_steps, config.neumann_alpha)
+        else:  # H u as the vector-Jacobian product of grad_theta J_phi (H is symmetric): reverse over
+            # reverse, its graph built once for every term (forward over reverse, torch.func.jvp, took
+            # about seven times as long here)
+            _, hessian_product = vjp(lambda t: inner_grad(t, phi), theta)
+            p = neumann_inverse(lambda u: hessian_product(u)[0], v, config.neumann_steps, config.neumann_alpha)
 
         def alignment(ph: dict[str, torch.Tensor]) -> torch.Tensor:
             g = inner_grad(theta, ph)
