@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from torch.func import grad, hessian
 import aligngym.envs  # noqa: F401  (registers the shaping tasks)
 from aligngym.agents.barfi import (BarfiLearner, Config, EpisodeBuffer, Features, discounted_returns,
                                    neumann_inverse, reinforce_objective)
+from aligngym.agents.cli import main
 from aligngym.agents.config import ConfigError, config_names, load_config
 from aligngym.agents.evaluate import evaluate
 from aligngym.agents.train import load_checkpoint, read_curves, resume, train
@@ -245,6 +249,34 @@ def test_a_resumed_run_continues_exactly(tmp_path):
     a, b = read_curves(reference, tags), read_curves(cut, tags)
     for tag in tags:
         assert np.array_equal(a[tag][0], b[tag][0]) and np.array_equal(a[tag][1], b[tag][1]), tag
+
+
+def test_sigterm_stops_at_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch, capsys):
+    import aligngym.agents.barfi as barfi
+
+    reference = train(_config("barfi/grid_world", tmp_path / "ref", *SHORT, "episodes=18", "checkpoint_every=100",
+                              smoke=False))
+    real, calls = barfi.play_episodes, {"n": 0}
+
+    def play(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # while the 4th group of episodes plays
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(barfi, "play_episodes", play)
+    code = main(["train", "barfi/grid_world", *(f"--set={o}" for o in (
+        f"run_root={tmp_path / 'cut'}", "show_progress=false", "device=cpu", *SHORT, "episodes=18",
+        "checkpoint_every=100"))])  # no regular checkpoint before the end: the signal's is the one
+    monkeypatch.undo()
+    (run_dir,) = (tmp_path / "cut").iterdir()
+    assert code == 143 and f"aligngym train --resume {run_dir}" in capsys.readouterr().err
+    assert load_checkpoint(run_dir / "checkpoint.pt")[1]["step"] == 12  # the interrupted group kept
+    resume(run_dir)
+    (_, ref), (_, got) = load_checkpoint(reference / "checkpoint.pt"), load_checkpoint(run_dir / "checkpoint.pt")
+    for key in ("policy", "reward"):
+        for name, tensor in ref[key].items():
+            assert torch.equal(tensor, got[key][name]), (key, name)
 
 
 def test_eval_rebuilds_the_policy_from_the_run_folder(tmp_path):
