@@ -543,8 +543,8 @@ class BarfiLearner(Learner):
         if config.hypergradient == "first_order":
             p = {n: -x for n, x in v.items()}
         else:  # H u as the vector-Jacobian product of grad_theta J_phi (H is symmetric): reverse over
-            # reverse, its graph built once for every term (forward over reverse, torch.func.jvp, took
-            # about seven times as long here)
+            # reverse, its graph built once for every term (forward over reverse, torch.func.jvp per term,
+            # takes 4-5x as long: benchmarks/barfi_speed.py)
             _, hessian_product = vjp(lambda t: inner_grad(t, phi), theta)
             p = neumann_inverse(lambda u: hessian_product(u)[0], v, config.neumann_steps, config.neumann_alpha)
 

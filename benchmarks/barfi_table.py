@@ -1,0 +1,194 @@
+"""BARFI against its REINFORCE baselines on the shaping tasks, with good and bad heuristics.
+
+    python benchmarks/barfi_table.py [--tasks grid_world cart_pole mountain_car half_cheetah]
+        [--aux good bad] [--seeds 10] [--workers 2] [--out benchmarks/barfi] [--set key=value ...]
+        [--report-only]
+
+For each task (the bundled configs ``barfi/<task>`` and ``reinforce/<task>``), heuristic
+(``task_options.aux``) and seed, four methods train through the runner: BARFI, and REINFORCE on the
+primary reward alone, on the naive sum ``r_primary + r_aux`` and with the heuristic as a potential
+(``reinforce --set reward=primary|naive|potential``). Run folders go to ``OUT/runs/<task>/<aux>/<method>/
+s<seed>`` (a rerun reuses finished runs and resumes unfinished ones); ``--set`` overrides apply to every
+run (``--set episodes=300`` for a short HalfCheetah table). Each run's primary return at the end of
+training is the mean primary return of its last tenth of training episodes (the paper's curves are
+training returns); ``OUT/results.json`` keeps it with the run's curves, so the pictures survive the run
+folders. Outputs:
+
+- ``OUT/table.md``: per task and heuristic, each method's final primary return, mean over seeds with
+  the 95 % interval (Student's t), the best mean of a row in bold;
+- ``OUT/curves.png``: the primary return over training per method (mean over seeds, smoothed), one
+  panel per task and heuristic;
+- ``OUT/barfi.png``: BARFI's learned weights (phi_bias, phi_primary, phi_aux, averaged over each
+  update's states) and discount over training, mean over seeds, per task and heuristic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+from doc_bandit import interval  # the t interval over seeds (benchmarks/doc_bandit.py)
+
+METHODS = {"barfi": ("barfi", []), "primary": ("reinforce", ["reward=primary"]),
+           "naive": ("reinforce", ["reward=naive"]), "potential": ("reinforce", ["reward=potential"])}
+NAMES = {"barfi": "BARFI", "primary": "REINFORCE, primary only", "naive": "REINFORCE, r_p + r_aux",
+         "potential": "REINFORCE, potential shaping"}
+BLEND_TAGS = ("barfi/phi_bias", "barfi/phi_primary", "barfi/phi_aux", "barfi/gamma")
+RETURN_TAG = "train/primary_return"
+
+
+def run_one(task: str, aux: str, method: str, seed: int, out: Path, extra: list[str]) -> dict:
+    """Train (or finish) one run; its final primary return and curves."""
+    from aligngym.agents.config import load_config
+    from aligngym.agents.train import finish, read_curves
+
+    agent, own = METHODS[method]
+    root = out / "runs" / task / aux / method / f"s{seed}"
+    config = load_config(f"{agent}/{task}", [*own, f"task_options.aux={aux}", f"seed={seed}", "show_progress=false",
+                                             "device=cpu", f"run_root={root}", *extra])
+    started = time.process_time()
+    run_dir = finish(config)
+    curves = read_curves(run_dir, (RETURN_TAG, *BLEND_TAGS))
+    steps, returns = curves[RETURN_TAG]
+    tail = max(1, len(returns) // 10)
+    return {"task": task, "aux": aux, "method": method, "seed": seed, "extra": extra, "episodes": config.episodes,
+            "final": float(returns[-tail:].mean()), "cpu_seconds": time.process_time() - started,
+            "curves": {tag: [c.tolist() for c in curves[tag]] for tag in (RETURN_TAG, *BLEND_TAGS) if len(curves[tag][0])}}
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    if window <= 1 or len(values) < window:
+        return values
+    return np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def mean_curve(rows: list[dict], tag: str) -> tuple[np.ndarray, np.ndarray] | None:
+    curves = [r["curves"][tag] for r in rows if tag in r["curves"]]
+    if not curves:
+        return None
+    length = min(len(c[0]) for c in curves)
+    steps = np.asarray(curves[0][0][:length])
+    return steps, np.mean([np.asarray(c[1][:length]) for c in curves], axis=0)
+
+
+def write_outputs(out: Path, results: list[dict], tasks: list[str], auxes: list[str], command: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = {(t, a, m): [r for r in results if (r["task"], r["aux"], r["method"]) == (t, a, m)]
+             for t in tasks for a in auxes for m in METHODS}
+    lines = [f"`{command}`, {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}; "
+             f"primary return at the end of training (mean of the last tenth of training episodes), mean over "
+             f"seeds [95 % interval]\n",
+             "| task | heuristic | seeds | episodes | " + " | ".join(NAMES[m] for m in METHODS) + " |",
+             "|---|---|---|---|" + "---|" * len(METHODS)]
+    for task in tasks:
+        for aux in auxes:
+            means = {m: np.mean([r["final"] for r in cells[task, aux, m]]) for m in METHODS if cells[task, aux, m]}
+            if not means:
+                continue
+            best = max(means, key=means.get)
+            row = []
+            for m in METHODS:
+                values = np.array([r["final"] for r in cells[task, aux, m]])
+                if not len(values):
+                    row.append("")
+                    continue
+                half = interval(values)
+                text = f"{values.mean():.1f} [{values.mean() - half:.1f}, {values.mean() + half:.1f}]"
+                row.append(f"**{text}**" if m == best else text)
+            seeds = max(len(cells[task, aux, m]) for m in METHODS)
+            episodes = next(r["episodes"] for m in METHODS for r in cells[task, aux, m])
+            lines.append(f"| {task} | {aux} | {seeds} | {episodes} | " + " | ".join(row) + " |")
+    cpu = sum(r["cpu_seconds"] for r in results)
+    lines.append(f"\nCPU time of the runs trained by this invocation and those before it: {cpu / 3600:.2f} h")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+    panels = [(t, a) for t in tasks for a in auxes if any(cells[t, a, m] for m in METHODS)]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    for ax, (task, aux) in zip(axes[0], panels):
+        for m in METHODS:
+            curve = mean_curve(cells[task, aux, m], RETURN_TAG)
+            if curve is not None:
+                steps, values = curve
+                window = max(1, len(values) // 30)
+                ax.plot(steps[window - 1:], smooth(values, window), label=NAMES[m], lw=1.3)
+        ax.set_title(f"{task}, {aux} heuristic", fontsize=9)
+        ax.set_xlabel("episode")
+        ax.set_ylabel("primary return")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(len(BLEND_TAGS), len(panels), figsize=(4 * len(panels), 2.2 * len(BLEND_TAGS)),
+                             squeeze=False)
+    for col, (task, aux) in enumerate(panels):
+        for row, tag in enumerate(BLEND_TAGS):
+            ax = axes[row][col]
+            curve = mean_curve(cells[task, aux, "barfi"], tag)
+            if curve is not None:
+                steps, values = curve
+                window = max(1, len(values) // 30)
+                ax.plot(steps[window - 1:], smooth(values, window), lw=1.3)
+            ax.set_title(f"{task}, {aux}: {tag.split('/')[1]}", fontsize=8)
+            if row == len(BLEND_TAGS) - 1:
+                ax.set_xlabel("episode")
+    fig.tight_layout()
+    fig.savefig(out / "barfi.png", dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=["grid_world", "cart_pole", "mountain_car"])
+    parser.add_argument("--aux", nargs="+", default=["good", "bad"], choices=["none", "good", "bad"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "barfi")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--report-only", action="store_true", help="write the outputs from results.json")
+    args = parser.parse_args(argv)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    results = json.loads(path.read_text()) if path.is_file() else []
+    command = "python benchmarks/barfi_table.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if not args.report_only:
+        # seed by seed (every method and heuristic of a seed before the next seed): a table cut short
+        # has as many seeds of every method
+        jobs = [(t, a, m, s) for s in range(args.seeds) for t in args.tasks for a in args.aux for m in args.methods
+                if not any((r["task"], r["aux"], r["method"], r["seed"], r["extra"]) == (t, a, m, s, args.extra)
+                           for r in results)]
+        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+            futures = {pool.submit(run_one, *job, out, args.extra): job for job in jobs}
+            for k, future in enumerate(as_completed(futures), 1):
+                job = futures[future]
+                try:
+                    row = future.result()
+                except Exception as err:  # one failed run is reported; the others go on
+                    print(f"[{k}/{len(jobs)}] {job} failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+                    continue
+                results.append(row)
+                path.write_text(json.dumps(results))
+                print(f"[{k}/{len(jobs)}] {job}: {row['final']:.1f}", file=sys.stderr, flush=True)
+    chosen = [r for r in results if r["extra"] == args.extra and r["task"] in args.tasks and r["aux"] in args.aux]
+    write_outputs(out, chosen, args.tasks, args.aux, command)
+
+
+if __name__ == "__main__":
+    main()
