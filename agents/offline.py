@@ -277,7 +277,9 @@ def play_episodes(config: OfflineConfig, policy: torch.nn.Module, episodes: int,
     """Play ``episodes`` episodes of ``config``'s task with ``policy`` as it acts outside training
     (no exploration noise, its eval mode; tianshou's ``map_action`` to the env's actions) through
     tianshou's :class:`~tianshou.data.Collector` over a ``DummyVectorEnv``: ``EVAL_CHUNK`` side by
-    side, one env each, episode ``i`` from reset seed ``seed + i``."""
+    side, one env each, episode ``i`` from reset seed ``seed + i``. ``records`` holds each episode's
+    steps (BARFI plays its training episodes here too: ``config`` may be any run config with ``task``
+    and ``task_options``)."""
     parts = []
     for start in range(0, episodes, EVAL_CHUNK):
         report = None if progress is None else (lambda done, t, start=start: progress(start + done, t))
