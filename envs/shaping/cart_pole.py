@@ -1,9 +1,10 @@
 """``aligngym/ShapingCartPole-v0``: Gymnasium's ``CartPole-v1`` with BARFI's PD-controller heuristic
-(``barfi-cp``'s ``CartPoleGoodAux`` / ``CartPoleBadAux`` / ``CartPoleNoAux``).
+(``barfi-cp``'s ``CartPoleGoodAux`` / ``CartPoleBadAuxDebug`` / ``CartPoleNoAux``).
 
 The heuristic rewards agreeing with a PD controller on the pole angle. With ``D = 0.1`` that
 controller balances for about 303 steps (a helpful but imperfect teacher); with ``D = 0.5`` it
-balances for the full 500, and the bad heuristic *penalises* agreeing with it.
+balances for the full 500, and the bad heuristic *penalises* agreeing with it and pays for
+disagreeing: a naive blend of it with the primary reward pays for dropping the pole.
 
 =================  ============================================================================
 Observation        ``CartPole-v1``'s ``Box(4,)`` float32: cart position, cart velocity, pole
@@ -22,8 +23,8 @@ Aux (info)         ``info["aux_reward"]``, 0 on the terminating step. The contro
                    ``"none"``: 0;
                    ``"good"``: ``P = 0.1, D = 0.1``; +1 when the action equals the controller's,
                    else 0;
-                   ``"bad"``: ``P = 0.1, D = 0.5``; -1 when the action equals the controller's,
-                   else 0
+                   ``"bad"``: ``P = 0.1, D = 0.5``; -5 when the action equals the controller's,
+                   else +1 (the paper's bad CartPole heuristic, ``PaperPlots/bad``)
 info               ``aux_reward`` (float, 0.0 in ``reset``'s info)
 feature_bounds     ``([-2.4, -3.5, -0.2095, -3.5], [2.4, 3.5, 0.2095, 3.5])``: what the official
                    Fourier basis normalises by (its env's ``observation_space``; observations
@@ -36,10 +37,10 @@ Options            ``render_mode``: ``CartPole-v1``'s (``"human"``, ``"rgb_array
 Notes on the official code: its classes are copies of the MountainCar env, and their docstrings
 still say so ("Dense reward implementation of MC", "Give high velocity positive reward"); the
 heuristic is the PD controller above. Its class names do not match the sweep folders either:
-``experiments/PaperPlots/later/good`` runs ``CartPoleBadAux`` (the anti-controller reward used for
-"bad" here: -1 for agreeing with the ``D = 0.5`` controller), and ``PaperPlots/bad`` runs
-``CartPoleBadAuxDebug`` (-5 for agreeing, +1 otherwise), not offered here. "good" here is
-``CartPoleGoodAux`` (``D = 0.1``, +1 for agreeing).
+``experiments/PaperPlots/later/good`` runs ``CartPoleBadAux`` (-1 for agreeing with the ``D = 0.5``
+controller, else 0: not offered here; it leaves surviving worth 0 or 1 a step, so even the naive
+blend learns to balance), and ``PaperPlots/bad`` runs ``CartPoleBadAuxDebug`` (-5 for agreeing, +1
+otherwise), the "bad" here. "good" here is ``CartPoleGoodAux`` (``D = 0.1``, +1 for agreeing).
 
 Departures from the official code:
 
@@ -69,7 +70,7 @@ ANGLE = 2  # index of the pole angle in the observation
 # aux -> (P, D, reward for agreeing with the controller, reward otherwise)
 PD_AUX: dict[str, tuple[float, float, float, float]] = {
     "good": (0.1, 0.1, 1.0, 0.0),
-    "bad": (0.1, 0.5, -1.0, 0.0),
+    "bad": (0.1, 0.5, -5.0, 1.0),
 }
 
 

@@ -300,8 +300,8 @@ def _controller(angle: float, previous: float, d: float) -> int:
     return int(0.1 * angle + d * (angle - previous) > 0)
 
 
-@pytest.mark.parametrize("aux, d, agree", [("good", 0.1, 1.0), ("bad", 0.5, -1.0)])
-def test_pole_aux_pays_for_agreeing_with_the_pd_controller(aux, d, agree):
+@pytest.mark.parametrize("aux, d, agree, disagree", [("good", 0.1, 1.0, 0.0), ("bad", 0.5, -5.0, 1.0)])
+def test_pole_aux_pays_for_agreeing_with_the_pd_controller(aux, d, agree, disagree):
     env = gym.make(POLE, aux=aux)
     rng = np.random.default_rng(0)
     seen = set()
@@ -310,7 +310,7 @@ def test_pole_aux_pays_for_agreeing_with_the_pd_controller(aux, d, agree):
         previous = 0.0  # the controller's memory starts at 0 each episode
         while True:
             action = int(rng.integers(2))
-            expected = agree if action == _controller(float(obs[2]), previous, d) else 0.0
+            expected = agree if action == _controller(float(obs[2]), previous, d) else disagree
             previous = float(obs[2])
             obs, reward, terminated, truncated, info = env.step(action)
             assert reward == 1.0
@@ -319,7 +319,7 @@ def test_pole_aux_pays_for_agreeing_with_the_pd_controller(aux, d, agree):
                 break
             assert info["aux_reward"] == expected
             seen.add(expected)
-    assert seen == {agree, 0.0}
+    assert seen == {agree, disagree}
 
 
 def test_pole_pd_controllers_balance_about_300_and_500_steps():
