@@ -29,7 +29,7 @@ The schedule, as ``BarfiNeumann`` (every ``delta`` = 3 episodes, in the order th
    objective (discount ``gamma`` = 0.99, no entropy term) on the last ``delta`` episodes; the inner
    objective's gradient on ``hess_mul x batch_size`` = 15 older episodes (drawn with replacement from
    all but the last ``delta``) with r_phi and gamma_phi live; the Neumann series; then phi and gamma's
-   parameter descend ``<grad_theta J_phi, p> + reward_l2 ||phi||^2 + gamma_l2 gamma_phi`` (which ascends
+   parameter descend ``<grad_theta J_phi, p> + reward_l2 sum ||phi||_2 + gamma_l2 gamma_phi`` (which ascends
    J and pulls the discount down).
 2. **Inner steps**: ``delta x inner_mul`` = 15 REINFORCE steps, each on ``batch_size`` episodes drawn from
    the buffer, on r_phi and gamma_phi held fixed, with the entropy bonus ``entropy``; the first time,
@@ -63,18 +63,30 @@ gamma_l2 0.25 (of 0.06-16). The other tasks' settings are in ``configs/barfi/*.y
 
 Deviations from the official code, each small and each named:
 
-- The buffer's ``sample_last(k)`` returns k + 1 episodes and ``sample_wo_last`` may return the
-  oldest of the last ``delta``; here the outer gradient uses exactly the last ``delta`` episodes and the
-  Hessian batch exactly the older ones, and the warm-up's naive step the last ``delta`` (the code: 2).
+- The official buffer's ``sample_last(k)`` returns k + 1 episodes, so its outer gradient reads the last
+  ``delta + 1`` episodes (the oldest of them also in the Hessian batch) and its warm-up step the last 2;
+  here the outer gradient and the warm-up step read exactly the last ``delta``.
+- The objective averages over the task's horizon H; the official pads episodes to H + 1 and averages
+  over that (a 2 % smaller policy gradient against the entropy bonus on the gridworld).
 - Training episodes are played ``delta`` at a time through tianshou's ``Collector`` (the policy only
   changes between those groups, so the schedule is the same), each from its own reset seed derived
-  from the run's seed and its index, so a resumed run replays exactly.
+  from the run's seed and its index, so a resumed run replays exactly. (A finished run whose length is
+  not a multiple of ``delta`` ends in a short group; extended, it completes that group and updates
+  where an uninterrupted run would, but the group's actions are drawn in two parts, so they differ.)
 - Discounted returns are one matrix product with ``gamma^(k - t)`` (differentiable in gamma_phi), not a
   Python loop; the same numbers.
 - Importance weights are not used (as the official code, which ignores the stored probabilities): the
   inner and Hessian batches are off-policy episodes treated as on-policy.
-- The HalfCheetah running-mean return baseline and per-net gradient clipping of the MuJoCo code are
-  not implemented; ``clip_norm`` clips the actor's gradient when set.
+- One schedule for every task, the gridworld's and CartPole's. The official MountainCar code takes no
+  ``first_mul`` extra inner steps (there ``first_mul`` only sets the warm-up's length); the official
+  MuJoCo code has no naive warm-up steps (it waits ``first_mul + inner_mul`` episodes untrained),
+  subtracts a running mean of the returns (not implemented) and clips every net's gradient norm to 1
+  (``clip_norm`` clips the policy's; ``configs/barfi/half_cheetah.yaml`` sets it to 1).
+- Tile coding (``features: tiles``) scales the observation by the env's bounds into ``tiles`` tiles per
+  dimension, each tiling offset by ``1 / tilings`` of a tile, ``tilings x (tiles + 1)^dims`` features
+  (125 on MountainCar). The official PyFixedReps 1.0.0 coder computes the scaled position but tiles the
+  unscaled one and wraps its indices into ``tilings x tiles^dims`` (80) features, which leaves few
+  distinct codes over MountainCar's small velocity range.
 """
 
 from __future__ import annotations
@@ -86,7 +98,7 @@ from typing import Any, ClassVar, Literal
 import gymnasium as gym
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from tianshou.algorithm.algorithm_base import Policy
 from tianshou.data import Batch
 from torch.func import grad, vjp
@@ -146,7 +158,7 @@ class Config(PolicyGradientConfig):
     learn_primary_weight: bool = False  # learn phi2 (CartPole, MountainCar) or fix it at 1 (GridWorld, HalfCheetah)
     reward_lr: float = Field(5e-3, ge=0)  # learning rate of phi
     gamma_lr: float = Field(5e-3, ge=0)  # learning rate of the discount's parameter (0: gamma_phi fixed)
-    reward_l2: float = Field(0.0, ge=0)  # penalty on ||phi||^2
+    reward_l2: float = Field(0.0, ge=0)  # penalty on the norm of phi's weights, the official L2_reg (not squared)
     gamma_l2: float = Field(0.25, ge=0)  # penalty on gamma_phi (pulls the discount down)
     gamma_init: float = 4.6  # the discount's parameter at the start: sigmoid(4.6) = 0.990
     hypergradient: Literal["neumann", "first_order"] = "neumann"  # implicit gradient, or H^-1 = -I
@@ -155,6 +167,13 @@ class Config(PolicyGradientConfig):
     hess_mul: int = Field(15, ge=1)  # the Hessian batch: hess_mul x batch_size older episodes
     inner_mul: int = Field(5, ge=1)  # inner steps per update: delta x inner_mul
     first_mul: int = Field(150, ge=0)  # extra inner steps the first time; the warm-up lasts first_mul + inner_mul episodes
+
+    @model_validator(mode="after")
+    def _older_episodes_exist(self) -> Config:
+        if self.buffer_size <= self.delta:
+            raise ValueError(f"buffer_size ({self.buffer_size}) must exceed delta ({self.delta}): the outer step's "
+                             f"Hessian batch is drawn from the episodes older than the last delta")
+        return self
 
     def smoke(self) -> Config:  # past the warm-up within the smoke run's episodes
         return super().smoke().model_copy(update={"first_mul": 1, "inner_mul": 1, "hess_mul": 2})
@@ -291,6 +310,9 @@ class LinearPolicy(Policy):
 
 
 # ---------------------------------------------------------------------- episodes
+ARRAYS = ("obs", "act", "rew", "aux", "mask")  # an EpisodeBuffer's arrays
+
+
 class EpisodeBuffer:
     """The last ``capacity`` episodes, padded to the horizon (``mask`` marks real steps)."""
 
@@ -310,7 +332,7 @@ class EpisodeBuffer:
         if n > self.horizon:
             raise RuntimeError(f"an episode of {n} steps is longer than the task's time limit {self.horizon}")
         i = self.pos
-        for name in ("obs", "act", "rew", "aux", "mask"):
+        for name in ARRAYS:
             getattr(self, name)[i] = 0
         self.obs[i, :n] = np.asarray(record.obs, dtype=np.float32).reshape(n, *self.obs.shape[2:])
         self.act[i, :n] = np.asarray(record.act).reshape(n, *self.act.shape[2:])
@@ -340,15 +362,19 @@ class EpisodeBuffer:
                 "mask": tensor(self.mask)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in ("obs", "act", "rew", "aux", "mask", "pos", "size")}
+        """The filled slots only (slots fill from 0: a checkpoint early in a run is small)."""
+        return {**{name: getattr(self, name)[:self.size] for name in ARRAYS}, "pos": self.pos, "size": self.size}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name in ("obs", "act", "rew", "aux", "mask"):
-            value = np.asarray(state[name])
-            if value.shape != getattr(self, name).shape:
-                raise ValueError(f"buffer {name} of shape {value.shape}, expected {getattr(self, name).shape}")
-            setattr(self, name, value.astype(getattr(self, name).dtype))
-        self.pos, self.size = int(state["pos"]), int(state["size"])
+        size = int(state["size"])
+        for name in ARRAYS:
+            value, array = np.asarray(state[name]), getattr(self, name)
+            if value.shape != (size, *array.shape[1:]) or size > self.capacity:
+                raise ValueError(f"buffer {name} of shape {value.shape}, expected ({size}, {array.shape[1:]}) "
+                                 f"in {self.capacity} slots")
+            array[:] = 0
+            array[:size] = value
+        self.pos, self.size = int(state["pos"]), size
 
 
 def discounted_returns(rewards: torch.Tensor, gamma: torch.Tensor | float) -> torch.Tensor:
@@ -398,16 +424,16 @@ class LearnedReward(torch.nn.Module):
         self.form, self.learn_primary = config.reward_form, config.learn_primary_weight
         if self.form == "state":
             self.phi = torch.nn.Linear(features.size, 3)
-        else:  # HalfCheetah's: bias-only, started at (phi1, phi2, phi3) = (0, 1, 1), the naive sum
-            self.phi = torch.nn.Parameter(torch.tensor([0.0, 1.0, 1.0]))
+        else:  # HalfCheetah's: a bias-only layer started at 1, read as (phi1 - 1, phi2, phi3): the naive sum
+            self.phi = torch.nn.Parameter(torch.ones(3))
         self.gamma_param = torch.nn.Parameter(torch.tensor(float(config.gamma_init)))
 
     def weights(self, params: dict[str, torch.Tensor], feats: torch.Tensor) -> torch.Tensor:
         """[..., 3]: phi1, phi2, phi3 at each step (phi2 = 1 unless learned)."""
         if self.form == "state":
             out = feats @ params["phi.weight"].T + params["phi.bias"]
-        else:
-            out = params["phi"].expand(*feats.shape[:-1], 3)
+        else:  # the official (x1 - 1) + r + x3 aux, x the bias-only layer (its L2 pulls x, not phi, to 0)
+            out = (params["phi"] - torch.tensor([1.0, 0.0, 0.0], device=feats.device)).expand(*feats.shape[:-1], 3)
         if not self.learn_primary:
             out = torch.cat([out[..., :1], torch.ones_like(out[..., 1:2]), out[..., 2:]], -1)
         return out
@@ -466,7 +492,8 @@ class Learner:
     def state_dict(self) -> dict[str, Any]:
         return {"policy": self.policy.linear.state_dict(), "actor_optim": self.actor_optim.state_dict(),
                 "buffer": self.buffer.state_dict(), "rng": self.rng.get_state(legacy=False),
-                "torch_rng": torch.get_rng_state(), "episodes": self.episodes}
+                "torch_rng": torch.get_rng_state(), "cuda_rng": list(torch.cuda.get_rng_state_all()),
+                "episodes": self.episodes}
 
     def load_state_dict(self, state: dict[str, Any], policy_only: bool = False) -> None:
         """Restore from a checkpoint's state (``policy_only``: the policy's weights, to evaluate)."""
@@ -477,6 +504,9 @@ class Learner:
                 self.buffer.load_state_dict(to_numpy(state["buffer"]))
                 _set_random_state(self.rng, to_numpy(state["rng"]))
                 torch.set_rng_state(torch.as_tensor(state["torch_rng"], dtype=torch.uint8))
+                cuda = state.get("cuda_rng") or []  # the policy samples on the device: its stream too
+                if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+                    torch.cuda.set_rng_state_all([torch.as_tensor(c, dtype=torch.uint8) for c in cuda])
                 self.episodes = int(state["episodes"])
                 self.load_own(state)
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
@@ -514,7 +544,7 @@ class BarfiLearner(Learner):
             steps = config.delta * config.inner_mul + (0 if self.warm else config.first_mul)
             phi, values = self.phi(), []
             for _ in range(steps):
-                batch = self.batch(self.buffer.sample(config.batch_size, self.rng))
+                batch = self.batch(self.buffer.sample(min(config.batch_size, self.buffer.size), self.rng))
                 returns = discounted_returns(self.reward.reward(phi, batch) * batch["mask"], self.reward.discount(phi))
                 values.append(self.policy_step(batch, returns))
             stats["inner_objective"] = float(np.mean(values))
@@ -557,14 +587,16 @@ class BarfiLearner(Learner):
     def outer_step(self) -> dict[str, float]:
         config, reward = self.config, self.reward
         v = self.primary_gradient()
-        slots = self.buffer.sample(config.hess_mul * config.batch_size, self.rng, skip_last=config.delta)
+        older = self.buffer.size - config.delta  # the official draws at most that many (with replacement)
+        slots = self.buffer.sample(min(config.hess_mul * config.batch_size, older), self.rng, skip_last=config.delta)
         if not len(slots):
             return {}
         direction = self.hypergradient(self.batch(slots), v)
         self.reward_optim.zero_grad()
         self.gamma_optim.zero_grad()
         weights = [p for n, p in reward.named_parameters() if n != "gamma_param"]
-        penalty = config.reward_l2 * sum((p ** 2).sum() for p in weights) + config.gamma_l2 * torch.sigmoid(reward.gamma_param)
+        # the official L2_reg: the sum of each weight tensor's (unsquared) norm
+        penalty = config.reward_l2 * sum(torch.linalg.norm(p) for p in weights) + config.gamma_l2 * torch.sigmoid(reward.gamma_param)
         penalty.backward()
         for name, param in reward.named_parameters():
             param.grad = param.grad + direction[name]
@@ -610,14 +642,19 @@ def train_loop(config: PolicyGradientConfig, run: Run, state: dict[str, Any] | N
     since_save = 0
     try:
         while learner.episodes < config.episodes:
-            n = min(config.delta, config.episodes - learner.episodes)
-            seed = int(np.random.SeedSequence([learner.episode_seed, learner.episodes]).generate_state(1)[0] % 2**31)
+            # groups of delta episodes start at multiples of delta (a run whose length is not one ends in
+            # a shorter group, which a longer resumed run completes); episode k of a group started at g
+            # resets with seed(g) + k - g
+            offset = learner.episodes % config.delta
+            n = min(config.delta - offset, config.episodes - learner.episodes)
+            group = learner.episodes - offset
+            seed = int(np.random.SeedSequence([learner.episode_seed, group]).generate_state(1)[0] % 2**31) + offset
             played = play_episodes(config, learner.policy, n, seed)
             for record in played.records:
                 learner.buffer.add(record)
             step = learner.episodes  # the first of these episodes
             learner.episodes += n
-            stats = learner.update() if n == config.delta else {}
+            stats = learner.update() if learner.episodes % config.delta == 0 else {}
             for name, value in learner.policy.linear.named_parameters():
                 if not torch.isfinite(value).all():
                     raise TrainingDiverged(f"the policy's {name} became non-finite at episode {learner.episodes}")

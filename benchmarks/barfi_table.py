@@ -9,7 +9,7 @@ For each task (the bundled configs ``barfi/<task>`` and ``reinforce/<task>``), h
 primary reward alone, on the naive sum ``r_primary + r_aux`` and with the heuristic as a potential
 (``reinforce --set reward=primary|naive|potential``). Run folders go to ``OUT/runs/<task>/<aux>/<method>/
 s<seed>`` (a rerun reuses finished runs and resumes unfinished ones); ``--set`` overrides apply to every
-run (``--set episodes=300`` for a short HalfCheetah table). Each run's primary return at the end of
+run (``--set episodes=300`` for a short HalfCheetah table), whose folders then end in a hash of them. Each run's primary return at the end of
 training is the mean primary return of its last tenth of training episodes (the paper's curves are
 training returns); ``OUT/results.json`` keeps it with the run's curves, so the pictures survive the run
 folders. Outputs:
@@ -25,6 +25,7 @@ folders. Outputs:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import shlex
@@ -51,7 +52,10 @@ def run_one(task: str, aux: str, method: str, seed: int, out: Path, extra: list[
     from aligngym.agents.train import finish, read_curves
 
     agent, own = METHODS[method]
-    root = out / "runs" / task / aux / method / f"s{seed}"
+    # runs with --set overrides in their own folders (else a finished run of other settings, its length
+    # among them, would be taken for this one)
+    tag = f"-{hashlib.sha1(' '.join(extra).encode()).hexdigest()[:8]}" if extra else ""
+    root = out / "runs" / task / aux / method / f"s{seed}{tag}"
     config = load_config(f"{agent}/{task}", [*own, f"task_options.aux={aux}", f"seed={seed}", "show_progress=false",
                                              "device=cpu", f"run_root={root}", *extra])
     started = time.process_time()

@@ -24,8 +24,9 @@ Aux (info)         ``info["aux_reward"]``, from the velocity *after* the step's 
                    else -1 (so the no-push action, and any action at ``v = 0``, get -1);
                    ``"bad"`` (:func:`speed_aux`): ``10 |v|``
 info               ``aux_reward`` (float, 0.0 in ``reset``'s info)
-feature_bounds     ``([-1.2, -0.07], [0.5, 0.07])``, the observation bounds, as the official
-                   tile coder's input ranges; :data:`FEATURE_BOUNDS`
+feature_bounds     ``([-1.2, -0.07], [0.5, 0.07])``, the observation bounds, given to the official
+                   tile coder as its input ranges (which its PyFixedReps 1.0.0 leaves unused:
+                   ``agents/barfi.py``); :data:`FEATURE_BOUNDS`
 =================  ============================================================================
 
 The bang-bang scale is 1, the ``env_param`` of the paper's ``MCSenseSparseBangAux`` runs (the

@@ -12,7 +12,7 @@ import torch
 from torch.func import grad, hessian
 
 import aligngym.envs  # noqa: F401  (registers the shaping tasks)
-from aligngym.agents.barfi import (BarfiLearner, Config, EpisodeBuffer, Features, discounted_returns,
+from aligngym.agents.barfi import (BarfiLearner, Config, EpisodeBuffer, Features, LinearPolicy, discounted_returns,
                                    neumann_inverse, reinforce_objective)
 from aligngym.agents.cli import main
 from aligngym.agents.config import ConfigError, config_names, load_config
@@ -66,7 +66,8 @@ def test_the_neumann_series_approaches_the_exact_inverse_of_a_small_quadratic():
 
 def _tiny_learner(tmp_path, **overrides):
     """A BARFI learner on the gridworld with 4 Fourier features, in float64."""
-    config = _config("barfi/grid_world", tmp_path, "fourier_order=1", *[f"{k}={v}" for k, v in overrides.items()])
+    config = _config("barfi/grid_world", tmp_path, "fourier_order=1", *[f"{k}={v}" for k, v in overrides.items()],
+                     smoke=False)
     env = gym.make(GRID, aux="bad")
     learner = BarfiLearner(config, env, torch.device("cpu"))
     env.close()
@@ -172,6 +173,98 @@ def test_the_learned_reward_blends_as_configured(tmp_path):
     assert torch.allclose(learned.reward.reward(phi, batch), w[..., 0] + w[..., 1] * batch["rew"] + w[..., 2] * batch["aux"])
 
 
+def test_the_outer_step_follows_the_hypergradient_and_the_penalties(tmp_path, monkeypatch):
+    """With no hypergradient the penalties alone move phi: gamma_l2 pulls the discount down and
+    reward_l2 the weights' norms (the official L2_reg, unsquared) towards 0; with one, both optimisers
+    descend it."""
+    learner = _tiny_learner(tmp_path, reward_l2=1.0, gamma_l2=4.0)
+    generator = torch.Generator().manual_seed(4)
+    batch = _episodes(generator, 4)
+    learner.batch = lambda slots: batch  # every draw: these episodes
+    learner.buffer.size = 10
+    before = {n: p.detach().clone() for n, p in learner.reward.named_parameters()}
+    zero = {n: torch.zeros_like(p) for n, p in learner.reward.named_parameters()}
+    monkeypatch.setattr(learner, "hypergradient", lambda batch, v: zero)
+    learner.outer_step()
+    assert float(learner.reward.gamma_param) < float(before["gamma_param"])
+    for name in ("phi.weight", "phi.bias"):
+        assert float(learner.reward.get_parameter(name).norm()) < float(before[name].norm()), name
+    learner = _tiny_learner(tmp_path, reward_l2=0.0, gamma_l2=0.0)
+    learner.batch, learner.buffer.size = (lambda slots: batch), 10
+    up = {n: torch.ones_like(p) for n, p in learner.reward.named_parameters()}
+    monkeypatch.setattr(learner, "hypergradient", lambda batch, v: up)
+    before = {n: p.detach().clone() for n, p in learner.reward.named_parameters()}
+    learner.outer_step()
+    for name, param in learner.reward.named_parameters():  # a positive direction: every entry descends
+        assert torch.all(param.detach() < before[name]), name
+
+
+def test_the_schedule_of_updates(tmp_path, monkeypatch):
+    """Warm-up (first_mul + inner_mul episodes): one naive step per update; the first update after it:
+    the naive step and delta x inner_mul + first_mul inner steps, no outer step; then an outer step and
+    delta x inner_mul inner steps per update."""
+    learner = _tiny_learner(tmp_path, first_mul=4, inner_mul=2)
+    generator = torch.Generator().manual_seed(5)
+    learner.batch = lambda slots: _episodes(generator, max(len(slots), 1))
+    learner.buffer.size = 12
+    calls = {"policy": 0, "outer": 0}
+    step, outer = learner.policy_step, learner.outer_step
+
+    def count_policy(*args):
+        calls["policy"] += 1
+        return step(*args)
+
+    def count_outer():
+        calls["outer"] += 1
+        return outer()
+
+    monkeypatch.setattr(learner, "policy_step", count_policy)
+    monkeypatch.setattr(learner, "outer_step", count_outer)
+    seen = []
+    for episodes in (3, 6, 9, 12, 15):
+        learner.episodes = episodes
+        calls.update(policy=0, outer=0)
+        learner.update()
+        seen.append((calls["policy"], calls["outer"]))
+    assert seen == [(1, 0), (1, 0), (1 + 3 * 2 + 4, 0), (3 * 2, 1), (3 * 2, 1)]
+
+
+@pytest.mark.parametrize("reward", ["primary", "naive", "potential"])
+def test_the_baselines_returns(tmp_path, monkeypatch, reward):
+    from aligngym.agents.baselines.reinforce import ReinforceLearner
+
+    config = _config("reinforce/grid_world", tmp_path, f"reward={reward}")
+    env = gym.make(GRID, aux="bad")
+    learner = ReinforceLearner(config, env, torch.device("cpu"))
+    env.close()
+    batch = {"feats": torch.rand(3, 4, 16), "act": torch.zeros(3, 4, dtype=torch.long),
+             "rew": torch.rand(3, 4), "aux": torch.rand(3, 4), "mask": torch.ones(3, 4)}
+    learner.batch = lambda slots: batch
+    seen = {}
+    monkeypatch.setattr(learner, "policy_step", lambda b, returns: seen.setdefault("returns", returns) is None or 0.0)
+    learner.update()
+    primary = discounted_returns(batch["rew"], 0.99)
+    expected = {"primary": primary, "naive": discounted_returns(batch["rew"] + batch["aux"], 0.99),
+                "potential": primary - batch["aux"]}[reward]
+    assert torch.allclose(seen["returns"], expected)
+
+
+def test_the_gaussian_policy_log_probability_and_entropy():
+    """The closed forms against torch.distributions."""
+    env = gym.make("aligngym/ShapingHalfCheetah-v0")
+    config = Config(task="aligngym/ShapingHalfCheetah-v0", features="random_relu", policy_std=0.3)
+    features = Features(config, env, seed=0)
+    policy = LinearPolicy(config, env, features)
+    feats = features(torch.randn(5, 17))
+    act = torch.randn(5, 6)
+    log_prob, entropy = policy.log_prob_entropy(policy.params(), feats, act)
+    mean = torch.sigmoid(policy.linear(feats)) * 2.0 - 1.0  # HalfCheetah's actions: [-1, 1]
+    normal = torch.distributions.Independent(torch.distributions.Normal(mean, 0.3), 1)
+    assert torch.allclose(log_prob, normal.log_prob(act), atol=1e-5)
+    assert torch.allclose(entropy, normal.entropy(), atol=1e-5)
+    env.close()
+
+
 # ---------------------------------------------------------------------- the parts
 def test_features():
     env = gym.make(GRID)
@@ -249,6 +342,18 @@ def test_a_resumed_run_continues_exactly(tmp_path):
     a, b = read_curves(reference, tags), read_curves(cut, tags)
     for tag in tags:
         assert np.array_equal(a[tag][0], b[tag][0]) and np.array_equal(a[tag][1], b[tag][1]), tag
+
+
+def test_a_run_extended_past_a_short_last_group_keeps_the_update_schedule(tmp_path):
+    """10 episodes (groups 0-2, 3-5, 6-8 and a short one, 9), extended to 15: the extension completes
+    the group 9-11 and updates after it, as a run of 15 does (the same reset seeds; the short group's
+    episodes draw their actions apart, so the draws differ from the uninterrupted run's)."""
+    cut = train(_config("barfi/grid_world", tmp_path / "cut", *SHORT, "episodes=10", smoke=False))
+    resume(cut, overrides=["episodes=15"])
+    played, _ = read_curves(cut, ("train/primary_return",))["train/primary_return"]
+    assert played.tolist() == [0, 3, 6, 9, 10, 12]  # each logged at its first episode
+    updated, _ = read_curves(cut, ("barfi/inner_objective",))["barfi/inner_objective"]
+    assert updated.tolist() == [0, 3, 6, 10, 12]  # after episodes 3, 6, 9, 12 and 15, as a run of 15
 
 
 def test_sigterm_stops_at_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch, capsys):
