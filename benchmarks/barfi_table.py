@@ -9,10 +9,10 @@ For each task (the bundled configs ``barfi/<task>`` and ``reinforce/<task>``), h
 primary reward alone, on the naive sum ``r_primary + r_aux`` and with the heuristic as a potential
 (``reinforce --set reward=primary|naive|potential``). Run folders go to ``OUT/runs/<task>/<aux>/<method>/
 s<seed>`` (a rerun reuses finished runs and resumes unfinished ones); ``--set`` overrides apply to every
-run (``--set episodes=300`` for a short HalfCheetah table), whose folders then end in a hash of them. Each run's primary return at the end of
-training is the mean primary return of its last tenth of training episodes (the paper's curves are
-training returns); ``OUT/results.json`` keeps it with the run's curves, so the pictures survive the run
-folders. Outputs:
+run (``--set episodes=300`` for a short HalfCheetah table), whose folders then end in a hash of them.
+Each run's primary return at the end of training is the mean primary return of its last tenth of
+training episodes (the paper's curves are training returns); ``OUT/results.json`` keeps it with the
+run's curves, so the pictures survive the run folders. Outputs:
 
 - ``OUT/table.md``: per task and heuristic, each method's final primary return, mean over seeds with
   the 95 % interval (Student's t), the best mean of a row in bold;
