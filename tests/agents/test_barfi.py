@@ -186,9 +186,9 @@ def test_the_outer_step_follows_the_hypergradient_and_the_penalties(tmp_path, mo
     zero = {n: torch.zeros_like(p) for n, p in learner.reward.named_parameters()}
     monkeypatch.setattr(learner, "hypergradient", lambda batch, v: zero)
     learner.outer_step()
-    assert float(learner.reward.gamma_param) < float(before["gamma_param"])
+    assert float(learner.reward.gamma_param.detach()) < float(before["gamma_param"])
     for name in ("phi.weight", "phi.bias"):
-        assert float(learner.reward.get_parameter(name).norm()) < float(before[name].norm()), name
+        assert float(learner.reward.get_parameter(name).detach().norm()) < float(before[name].norm()), name
     learner = _tiny_learner(tmp_path, reward_l2=0.0, gamma_l2=0.0)
     learner.batch, learner.buffer.size = (lambda slots: batch), 10
     up = {n: torch.ones_like(p) for n, p in learner.reward.named_parameters()}
