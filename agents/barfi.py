@@ -105,8 +105,9 @@ from torch.func import grad, vjp
 from tqdm.auto import tqdm
 
 from aligngym.agents.config import ConfigError, RunConfig
-from aligngym.agents.offline import _set_random_state, make_env, play_episodes
-from aligngym.agents.train import CheckpointError, Run, TrainingDiverged, read_curves, resolve_device, to_numpy
+from aligngym.agents.offline import (_set_random_state, check_finite, make_env, play_episodes, set_torch_random_state,
+                                     torch_random_state)
+from aligngym.agents.train import CheckpointError, Run, read_curves, resolve_device, to_numpy
 
 AUX_KEY = "aux_reward"  # the shaping tasks' info entry with the heuristic's reward of the step
 
@@ -492,8 +493,7 @@ class Learner:
     def state_dict(self) -> dict[str, Any]:
         return {"policy": self.policy.linear.state_dict(), "actor_optim": self.actor_optim.state_dict(),
                 "buffer": self.buffer.state_dict(), "rng": self.rng.get_state(legacy=False),
-                "torch_rng": torch.get_rng_state(), "cuda_rng": list(torch.cuda.get_rng_state_all()),
-                "episodes": self.episodes}
+                "torch_random": torch_random_state(), "episodes": self.episodes}
 
     def load_state_dict(self, state: dict[str, Any], policy_only: bool = False) -> None:
         """Restore from a checkpoint's state (``policy_only``: the policy's weights, to evaluate)."""
@@ -503,10 +503,7 @@ class Learner:
                 self.actor_optim.load_state_dict(state["actor_optim"])
                 self.buffer.load_state_dict(to_numpy(state["buffer"]))
                 _set_random_state(self.rng, to_numpy(state["rng"]))
-                torch.set_rng_state(torch.as_tensor(state["torch_rng"], dtype=torch.uint8))
-                cuda = state.get("cuda_rng") or []  # the policy samples on the device: its stream too
-                if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-                    torch.cuda.set_rng_state_all([torch.as_tensor(c, dtype=torch.uint8) for c in cuda])
+                set_torch_random_state(state["torch_random"])  # the policy samples on the device
                 self.episodes = int(state["episodes"])
                 self.load_own(state)
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
@@ -655,9 +652,7 @@ def train_loop(config: PolicyGradientConfig, run: Run, state: dict[str, Any] | N
             step = learner.episodes  # the first of these episodes
             learner.episodes += n
             stats = learner.update() if learner.episodes % config.delta == 0 else {}
-            for name, value in learner.policy.linear.named_parameters():
-                if not torch.isfinite(value).all():
-                    raise TrainingDiverged(f"the policy's {name} became non-finite at episode {learner.episodes}")
+            check_finite(learner.policy, learner.episodes)
             aux = played.info.get(AUX_KEY, np.zeros_like(played.returns))
             run.log("train", step, {"primary_return": float(played.returns.mean()), "aux_return": float(aux.mean()),
                                     "length": float(played.lengths.mean())})
@@ -685,6 +680,8 @@ def _plot(run: Run, config: PolicyGradientConfig, scope: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from aligngym.agents.marl.plots import rolling_mean
+
     tags = ("train/primary_return", f"{scope}/phi_bias", f"{scope}/phi_primary", f"{scope}/phi_aux", f"{scope}/gamma")
     curves = read_curves(run.dir, tags)
     panels = [t for t in tags if len(curves[t][0])]
@@ -692,10 +689,7 @@ def _plot(run: Run, config: PolicyGradientConfig, scope: str) -> None:
     for ax, tag in zip(axes[0], panels):
         steps, values = curves[tag]
         ax.plot(steps, values, lw=0.6, alpha=0.4)
-        window = max(1, len(values) // 25)
-        if window > 1:
-            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-            ax.plot(steps[window - 1:], smooth, lw=1.5)
+        ax.plot(steps, rolling_mean(values, max(1, len(values) // 25)), lw=1.5)
         ax.set_title(tag.split("/")[1], fontsize=9)
         ax.set_xlabel("episode")
     fig.suptitle(f"{config.agent} on {config.task} {config.task_options or ''}", fontsize=9)

@@ -421,21 +421,32 @@ def _set_random_state(rs: np.random.RandomState, state: dict[str, Any]) -> None:
     rs.set_state(state)
 
 
-def _rng_state(buffer: Any) -> dict[str, Any]:
-    """Every random stream training draws from: the buffer's sampler, numpy's, torch's CPU generator
-    and, on a GPU machine, each CUDA device's (FISOR draws its diffusion noise on the device)."""
+def torch_random_state() -> dict[str, Any]:
+    """torch's CPU generator and, on a GPU machine, each CUDA device's (FISOR draws its diffusion noise
+    and BARFI its actions on the device)."""
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return {"torch": torch.get_rng_state(), "cuda": list(cuda)}
+
+
+def set_torch_random_state(state: dict[str, Any]) -> None:
+    """Restore :func:`torch_random_state`'s streams (CUDA's when this machine has the same devices)."""
+    torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8))
+    cuda = state.get("cuda") or []  # absent in checkpoints written before it was saved
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([torch.as_tensor(s, dtype=torch.uint8) for s in cuda])
+
+
+def _rng_state(buffer: Any) -> dict[str, Any]:
+    """Every random stream training draws from: the buffer's sampler, numpy's and torch's
+    (:func:`torch_random_state`)."""
     return {"buffer": buffer._random_state.get_state(legacy=False), "numpy": np.random.get_state(legacy=False),
-            "torch": torch.get_rng_state(), "cuda": list(cuda)}
+            **torch_random_state()}
 
 
 def _set_rng_state(buffer: Any, state: dict[str, Any]) -> None:
     _set_random_state(buffer._random_state, state["buffer"])
     _set_random_state(np.random.mtrand._rand, state["numpy"])
-    torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8))
-    cuda = state.get("cuda") or []  # absent in checkpoints written before it was saved
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([torch.as_tensor(s, dtype=torch.uint8) for s in cuda])
+    set_torch_random_state(state)
 
 
 @contextmanager

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from doc_bandit import interval  # the t interval over seeds (benchmarks/doc_bandit.py)
+from offline_table import mean_curve  # the mean over seeds of curves of (step, value) pairs
 
 METHODS = {"barfi": ("barfi", []), "primary": ("reinforce", ["reward=primary"]),
            "naive": ("reinforce", ["reward=naive"]), "potential": ("reinforce", ["reward=potential"])}
@@ -68,19 +69,16 @@ def run_one(task: str, aux: str, method: str, seed: int, out: Path, extra: list[
             "curves": {tag: [c.tolist() for c in curves[tag]] for tag in (RETURN_TAG, *BLEND_TAGS) if len(curves[tag][0])}}
 
 
-def smooth(values: np.ndarray, window: int) -> np.ndarray:
-    if window <= 1 or len(values) < window:
-        return values
-    return np.convolve(values, np.ones(window) / window, mode="valid")
+def seeds_mean(rows: list[dict], tag: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Steps and the mean over the runs' curves of ``tag`` (:func:`offline_table.mean_curve`), smoothed
+    by a trailing rolling mean over a thirtieth of the run; None if no run logged it."""
+    from aligngym.agents.marl.plots import rolling_mean
 
-
-def mean_curve(rows: list[dict], tag: str) -> tuple[np.ndarray, np.ndarray] | None:
-    curves = [r["curves"][tag] for r in rows if tag in r["curves"]]
+    curves = [list(zip(*r["curves"][tag])) for r in rows if tag in r["curves"]]
     if not curves:
         return None
-    length = min(len(c[0]) for c in curves)
-    steps = np.asarray(curves[0][0][:length])
-    return steps, np.mean([np.asarray(c[1][:length]) for c in curves], axis=0)
+    steps, mean, _ = mean_curve(curves)
+    return steps, rolling_mean(mean, max(1, len(mean) // 30))
 
 
 def write_outputs(out: Path, results: list[dict], tasks: list[str], auxes: list[str], command: str) -> None:
@@ -125,11 +123,9 @@ def write_outputs(out: Path, results: list[dict], tasks: list[str], auxes: list[
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
     for ax, (task, aux) in zip(axes[0], panels):
         for m in METHODS:
-            curve = mean_curve(cells[task, aux, m], RETURN_TAG)
+            curve = seeds_mean(cells[task, aux, m], RETURN_TAG)
             if curve is not None:
-                steps, values = curve
-                window = max(1, len(values) // 30)
-                ax.plot(steps[window - 1:], smooth(values, window), label=NAMES[m], lw=1.3)
+                ax.plot(*curve, label=NAMES[m], lw=1.3)
         ax.set_title(f"{task}, {aux} heuristic", fontsize=9)
         ax.set_xlabel("episode")
         ax.set_ylabel("primary return")
@@ -143,11 +139,9 @@ def write_outputs(out: Path, results: list[dict], tasks: list[str], auxes: list[
     for col, (task, aux) in enumerate(panels):
         for row, tag in enumerate(BLEND_TAGS):
             ax = axes[row][col]
-            curve = mean_curve(cells[task, aux, "barfi"], tag)
+            curve = seeds_mean(cells[task, aux, "barfi"], tag)
             if curve is not None:
-                steps, values = curve
-                window = max(1, len(values) // 30)
-                ax.plot(steps[window - 1:], smooth(values, window), lw=1.3)
+                ax.plot(*curve, lw=1.3)
             ax.set_title(f"{task}, {aux}: {tag.split('/')[1]}", fontsize=8)
             if row == len(BLEND_TAGS) - 1:
                 ax.set_xlabel("episode")
