@@ -10,6 +10,8 @@ primary reward alone, on the naive sum ``r_primary + r_aux`` and with the heuris
 (``reinforce --set reward=primary|naive|potential``). Run folders go to ``OUT/runs/<task>/<aux>/<method>/
 s<seed>`` (a rerun reuses finished runs and resumes unfinished ones); ``--set`` overrides apply to every
 run (``--set episodes=300`` for a short HalfCheetah table), whose folders then end in a hash of them.
+The primary-only run never reads the heuristic (the same run whatever ``aux``, to the bit): it trains
+once per task and seed, and its row stands for every heuristic.
 Each run's primary return at the end of training is the mean primary return of its last tenth of
 training episodes (the paper's curves are training returns); ``OUT/results.json`` keeps it with the
 run's curves, so the pictures survive the run folders. Outputs:
@@ -169,9 +171,14 @@ def main(argv: list[str] | None = None) -> None:
     if not args.report_only:
         # seed by seed (every method and heuristic of a seed before the next seed): a table cut short
         # has as many seeds of every method
+        def done(t: str, a: str, m: str, s: int) -> bool:
+            return any((r["task"], r["aux"], r["method"], r["seed"], r["extra"]) == (t, a, m, s, args.extra)
+                       for r in results)
+
+        for row in [r for r in results if r["method"] == "primary" and r["extra"] == args.extra]:
+            results += [{**row, "aux": a} for a in args.aux if not done(row["task"], a, "primary", row["seed"])]
         jobs = [(t, a, m, s) for s in range(args.seeds) for t in args.tasks for a in args.aux for m in args.methods
-                if not any((r["task"], r["aux"], r["method"], r["seed"], r["extra"]) == (t, a, m, s, args.extra)
-                           for r in results)]
+                if not done(t, a, m, s) and not (m == "primary" and a != args.aux[0])]
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             futures = {pool.submit(run_one, *job, out, args.extra): job for job in jobs}
             for k, future in enumerate(as_completed(futures), 1):
@@ -181,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
                 except Exception as err:  # one failed run is reported; the others go on
                     print(f"[{k}/{len(jobs)}] {job} failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
                     continue
-                results.append(row)
+                results += [row] if row["method"] != "primary" else [{**row, "aux": a} for a in args.aux]
                 path.write_text(json.dumps(results))
                 print(f"[{k}/{len(jobs)}] {job}: {row['final']:.1f}", file=sys.stderr, flush=True)
     chosen = [r for r in results if r["extra"] == args.extra and r["task"] in args.tasks and r["aux"] in args.aux]

@@ -31,20 +31,22 @@ def _config(name: str, run_root, *overrides: str, smoke: bool = True):
 
 
 # ---------------------------------------------------------------------- the mathematics
-def test_discounted_returns_match_the_backward_recursion_and_differentiate_in_gamma():
-    rewards = torch.tensor([[1.0, -2.0, 0.5, 3.0], [0.0, 1.0, 0.0, 0.0]], dtype=torch.float64)
+@pytest.mark.parametrize("horizon", [1, 4, 7, 50])
+def test_discounted_returns_match_the_backward_recursion_and_differentiate_in_gamma(horizon):
+    # horizons that fill their blocks of about sqrt(H) steps exactly (4) and that do not (7, 50)
+    rewards = torch.randn(2, horizon, generator=torch.Generator().manual_seed(horizon), dtype=torch.float64)
     gamma = torch.tensor(0.9, dtype=torch.float64, requires_grad=True)
     got = discounted_returns(rewards, gamma)
     expected = torch.zeros_like(rewards)
     running = torch.zeros(2, dtype=torch.float64)
-    for t in range(3, -1, -1):
+    for t in range(horizon - 1, -1, -1):
         running = rewards[:, t] + 0.9 * running
         expected[:, t] = running
     assert torch.allclose(got, expected)
     (d_gamma,) = torch.autograd.grad(got.sum(), gamma)
     eps = 1e-6
     fd = (discounted_returns(rewards, 0.9 + eps).sum() - discounted_returns(rewards, 0.9 - eps).sum()) / (2 * eps)
-    assert float(d_gamma) == pytest.approx(float(fd), rel=1e-6)
+    assert float(d_gamma) == pytest.approx(float(fd), rel=1e-6, abs=1e-9)
 
 
 def test_the_neumann_series_approaches_the_exact_inverse_of_a_small_quadratic():
