@@ -1,17 +1,21 @@
 """DoC against the Decision Transformer on the slippery FrozenLake (sequence forms, the official settings).
 
-    python benchmarks/doc_frozen_lake.py [--seeds 5] [--success-probs 0.333333 0.6] [--steps 10000]
-                                         [--episodes 500] [--device auto] [--out FOLDER] [--plot FILE.png]
+    python benchmarks/doc_frozen_lake.py [--preset frozen_lake] [--seeds 5] [--success-probs 0.333333 0.6]
+                                         [--steps 10000] [--episodes 500] [--device auto] [--workers 1]
+                                         [--out FOLDER] [--plot FILE.png]
 
 For each slip level ``q`` (``success_prob``, the chance of moving as intended) and seed, each agent
-trains through the runner (``aligngym train doc/frozen_lake`` / ``dt/frozen_lake`` with ``--set
+trains through the runner (``aligngym train doc/PRESET`` / ``dt/PRESET`` with ``--set
 task_options.success_prob=Q seed=S dataset.seed=S``: every seed its own 100 epsilon-greedy trajectories)
 and its final policy plays ``--episodes`` episodes (the run's last evaluation, ``eval/return``: a return
 is 1 when the agent reaches the goal, so the mean is the success rate). The table gives the mean success
 rate over seeds with a 95 % interval (Student's t over seeds; with one seed, Wilson's interval over its
 episodes), the range over seeds, the behaviour's and the optimal policy's success rates (the dataset's
-``behaviour_return`` / ``optimal_return``). The issue's target: DoC above the Decision Transformer, the
-gap growing with the slip (lower ``q``).
+``behaviour_return`` / ``optimal_return``) and the CPU-seconds of the runs. What DoC's paper shows: DoC
+above the Decision Transformer, the gap growing with the slip (lower ``q``). ``--preset frozen_lake``
+has the official sizes (hours per DoC run on a CPU core); ``frozen_lake_cpu`` smaller stacks that a CPU
+trains in minutes (``--steps 3000``, its own length). ``--workers`` runs that many trainings at once
+(one torch thread each).
 
 The consistency plot (``--plot``, PNG): each run's achieved success rate against what the agent was
 conditioned on: DoC's value ``V(z*)`` of the latent it picks at the start state (the mean over
@@ -32,6 +36,7 @@ import shlex
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +53,7 @@ LAKE = "aligngym/SlipperyFrozenLake-v0"
 class Outcome:
     success: float  # the final policy's success rate over the evaluation episodes
     conditioned: float  # DoC: the mean V(z*) at the start; DT: the target return
+    cpu_seconds: float  # the run's training and scoring, in its own process
 
 
 def wilson(successes: float, n: int) -> tuple[float, float]:
@@ -59,7 +65,8 @@ def wilson(successes: float, n: int) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-def train_and_score(agent: str, q: float, seed: int, steps: int, episodes: int, device: str, runs: Path) -> Outcome:
+def train_and_score(agent: str, preset: str, q: float, seed: int, steps: int, episodes: int, device: str,
+                    runs: Path) -> Outcome:
     """Train ``agent`` on the lake at ``q`` with ``seed`` (its own data) through the runner; its final
     success rate and what it was conditioned on."""
     import torch
@@ -68,10 +75,11 @@ def train_and_score(agent: str, q: float, seed: int, steps: int, episodes: int, 
     from aligngym.agents.offline import setup
     from aligngym.agents.train import load_checkpoint, read_curves, resolve_device, train
 
-    config = load_config(f"{agent}/frozen_lake", [
+    started = time.process_time()
+    config = load_config(f"{agent}/{preset}", [
         f"task_options.success_prob={q}", f"seed={seed}", f"dataset.seed={seed}", f"steps={steps}",
         f"eval_every={steps}", f"eval_episodes={episodes}", f"checkpoint_every={steps}", "show_progress=false",
-        f"device={device}", f"run_root={runs / agent / f'q{q:g}'}"])
+        f"device={device}", f"run_root={runs / preset / agent / f'q{q:g}'}"])
     run_dir = train(config)
     logged, values = read_curves(run_dir, ("eval/return",))["eval/return"]
     assert logged[-1] == steps, run_dir
@@ -85,7 +93,7 @@ def train_and_score(agent: str, q: float, seed: int, steps: int, episodes: int, 
         conditioned = float(policy.first_step_value(start).mean())
     else:
         conditioned = float(policy.target_return)
-    return Outcome(success=float(values[-1]), conditioned=conditioned)
+    return Outcome(success=float(values[-1]), conditioned=conditioned, cpu_seconds=time.process_time() - started)
 
 
 def consistency_plot(results: dict[tuple[str, float], list[Outcome]], path: Path) -> None:
@@ -111,12 +119,15 @@ def consistency_plot(results: dict[tuple[str, float], list[Outcome]], path: Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="frozen_lake", choices=("frozen_lake", "frozen_lake_cpu"),
+                        help="the configs doc/PRESET and dt/PRESET (frozen_lake: the official sizes)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--success-probs", type=float, nargs="+", default=[1 / 3, 0.6],
                         help="slip levels: the probability of moving as intended (1/3: the stock slippery lake)")
     parser.add_argument("--steps", type=int, default=10_000, help="gradient steps per run (official: 10000)")
     parser.add_argument("--episodes", type=int, default=500, help="evaluation episodes of each final policy")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--workers", type=int, default=1, help="trainings at once (processes)")
     parser.add_argument("--out", type=Path, default=None, help="keep the datasets and run folders here")
     parser.add_argument("--plot", type=Path, default=Path("benchmarks/doc_frozen_lake.png"))
     args = parser.parse_args()
@@ -124,10 +135,9 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         out = (args.out or Path(scratch)).expanduser()
-        os.environ["ALIGNGYM_DATA"] = str(out / "data")  # read when a dataset is located, not at import
+        os.environ["ALIGNGYM_DATA"] = str(out / "data")  # read when a dataset is located (workers inherit it)
         from aligngym.envs.stochastic.data import generate_stochastic, load_stochastic, stochastic_dataset_path
 
-        results: dict[tuple[str, float], list[Outcome]] = {}
         reference: dict[float, tuple[float, float]] = {}
         for q in args.success_probs:
             for seed in range(args.seeds):
@@ -135,16 +145,24 @@ def main() -> None:
                     generate_stochastic(LAKE, "full", seed, success_prob=q)
             attrs = load_stochastic(LAKE, "full", 0, success_prob=q).attrs
             reference[q] = (float(attrs["behaviour_return"]), float(attrs["optimal_return"]))
-            for agent in AGENTS:
-                results[agent, q] = []
-                for seed in range(args.seeds):
-                    outcome = train_and_score(agent, q, seed, args.steps, args.episodes, args.device, out / "runs")
-                    results[agent, q].append(outcome)
-                    print(f"{agent} q={q:g} seed {seed}: success {outcome.success:.3f}, conditioned on "
-                          f"{outcome.conditioned:.3f}", file=sys.stderr, flush=True)
-    print(f"`{command.strip()}`, {time.strftime('%Y-%m-%d')}, {time.perf_counter() - started:.0f} s: "
-          f"{args.seeds} seeds, {args.steps:,} steps each, the official neural settings; success rate of each "
-          f"final policy over {args.episodes} episodes\n")
+        jobs = [(agent, q, seed) for q in args.success_probs for agent in AGENTS for seed in range(args.seeds)]
+        outcomes: dict[tuple[str, float, int], Outcome] = {}
+        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+            futures = {pool.submit(train_and_score, agent, args.preset, q, seed, args.steps, args.episodes,
+                                   args.device, out / "runs"): (agent, q, seed) for agent, q, seed in jobs}
+            for future in as_completed(futures):
+                agent, q, seed = job = futures[future]
+                outcomes[job] = outcome = future.result()
+                print(f"{agent} q={q:g} seed {seed}: success {outcome.success:.3f}, conditioned on "
+                      f"{outcome.conditioned:.3f}, {outcome.cpu_seconds:.0f} CPU-s", file=sys.stderr, flush=True)
+        results = {(agent, q): [outcomes[agent, q, seed] for seed in range(args.seeds)]
+                   for q in args.success_probs for agent in AGENTS}
+    cpu = {agent: np.mean([o.cpu_seconds for (a, _), runs in results.items() if a == agent for o in runs])
+           for agent in AGENTS}
+    print(f"`{command.strip()}`, {time.strftime('%Y-%m-%d')}, {time.perf_counter() - started:.0f} s wall: "
+          f"{args.seeds} seeds, {args.steps:,} steps each, the `{args.preset}` configs; success rate of each final "
+          f"policy over {args.episodes} episodes; CPU-seconds per run, mean: "
+          + ", ".join(f"{NAMES[agent]} {cpu[agent]:.0f}" for agent in AGENTS) + "\n")
     print("| success_prob | behaviour | optimal | agent | mean success rate | 95 % interval | range over seeds "
           "| conditioned on (mean) |")
     print("|---|---|---|---|---|---|---|---|")

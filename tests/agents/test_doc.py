@@ -275,7 +275,12 @@ def test_the_tabular_form_refuses_tasks_it_cannot_learn_and_data_whose_returns_a
 # ---------------------------------------------------------------------- configs and the runner
 def test_the_configs_hold_the_official_settings() -> None:
     for agent, module in (("doc", doc), ("dt", dt)):
-        assert {p.stem for p in (CONFIGS / agent).glob("*.yaml")} == {"paper", "frozen_lake"}
+        assert {p.stem for p in (CONFIGS / agent).glob("*.yaml")} == {"paper", "frozen_lake", "frozen_lake_cpu"}
+        cpu = load_config(f"{agent}/frozen_lake_cpu")  # the lake's settings, smaller stacks, shorter
+        lake = load_config(f"{agent}/frozen_lake")
+        assert (cpu.task, cpu.task_options, cpu.learning_rate, cpu.heads) == \
+               (lake.task, lake.task_options, lake.learning_rate, lake.heads)
+        assert (cpu.embed_dim, cpu.layers, cpu.context_len, cpu.batch_size, cpu.steps) == (64, 2, 10, 32, 3000)
         paper = load_config(f"{agent}/paper")
         defaults = module.Config(agent=agent, task=BANDIT)
         assert paper.model_dump() == defaults.model_dump(), "paper.yaml holds only the agent and the task"
