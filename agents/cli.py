@@ -111,6 +111,16 @@ def _cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from aligngym.agents.sweep import default_out, run_sweep
+
+    out = Path(args.out).expanduser() if args.out else default_out(args.config)
+    report = run_sweep(args.config, args.seeds, args.grid, args.overrides, out, args.address, args.cpus_per_trial,
+                       args.metrics, args.tail, report_only=args.report_only)
+    print(f"sweep report: {report}")
+    return 0
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from aligngym.agents.config import ConfigError
     from aligngym.envs.data.dataset import DatasetError, check_writable, load_dataset, plot_dataset, summary
@@ -203,6 +213,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train nothing: rewrite study.md from the runs already in OUT")
     p.set_defaults(func=_cmd_study)
 
+    p = sub.add_parser("sweep", help="run a config over seeds and a grid of settings on Ray",
+                       description="Train CONFIG for every seed and every point of the grid (the product "
+                                   "of the --grid values) as Ray tasks, each a normal run folder under "
+                                   "OUT/runs/, then write OUT/sweep.md (mean and 95%% interval over seeds "
+                                   "of each metric's final value per grid point, the failed trials) and "
+                                   "OUT/curves.png. A local Ray by default, a cluster with --address. "
+                                   "Rerunning the same command reuses finished runs and resumes the others.")
+    p.add_argument("config", help="YAML config file or bundled config name, e.g. fisor/cpu")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 per grid point (default 3)")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="a dotted config key and its values, e.g. --grid actor_lr=1e-3,1e-4 (repeatable: "
+                        "the grid is the product)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value in every trial (repeatable)")
+    p.add_argument("--address", default=None,
+                   help="a running Ray cluster (auto, or ray://HOST:10001); default: a local Ray for the sweep")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs Ray reserves per trial (default 1)")
+    p.add_argument("--metrics", nargs="+", default=None, metavar="TAG",
+                   help="scalar tags to report (default: every eval/ tag the runs logged)")
+    p.add_argument("--tail", type=int, default=1,
+                   help="final value of a run = mean of its last TAIL logged values (default 1)")
+    p.add_argument("--out", default=None, help="output folder (default runs/sweeps/<config name>)")
+    p.add_argument("--report-only", action="store_true", help="train nothing: report on the runs already in OUT")
+    p.set_defaults(func=_cmd_sweep)
+
     p = sub.add_parser("data", help="offline datasets: generate, inspect, plot",
                        description="Generate offline datasets locally in the D4RL/DSRL HDF5 layout "
                                    "(into $ALIGNGYM_DATA, default ~/.cache/aligngym/datasets), print "
@@ -249,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
 # What an interrupted command (Ctrl-C) keeps, by command (train says it itself, naming its run).
 _INTERRUPTED = {
     "study": " Finished runs are kept: the same command reuses them and resumes the interrupted ones.",
+    "sweep": " Finished runs are kept: the same command reuses them and resumes the interrupted ones.",
     "generate": " Finished stages are kept: the same command continues from them.",
     "eval": " Nothing was written.",
 }

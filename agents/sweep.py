@@ -1,0 +1,239 @@
+"""``aligngym sweep CONFIG``: one config over seeds and a grid of settings, every trial a run, on Ray.
+
+    aligngym sweep CONFIG --seeds N [--grid KEY=V1,V2 ...] [--set KEY=VALUE ...] [--address ADDRESS]
+                          [--out FOLDER] [--cpus-per-trial 1] [--metrics TAG ...] [--tail 1] [--report-only]
+
+A trial is one point of the grid (the product of every ``--grid`` key's values; none: the config as
+it is) and one seed; it trains through the runner like ``aligngym train CONFIG --set ...`` into
+``OUT/runs/<point>/s<seed>/`` (``finish``: a finished run is reused, an interrupted one resumes from
+its last checkpoint, so rerunning a sweep picks up where it stopped). Every setting of every point is
+checked before anything starts. The trials run as Ray tasks: on a local Ray started for the sweep
+(``--address`` left out: as many trials at once as ``CPUs / cpus-per-trial``), or on a running cluster
+(``--address auto`` or ``ray://HOST:10001``; its nodes need aligngym installed and ``OUT`` on a shared
+filesystem). A trial that fails is reported with its error and the others go on.
+
+The report, ``OUT/sweep.md``: per grid point and metric, the mean over seeds of each run's final value
+(the mean of its last ``--tail`` logged values) with the half-width of its 95 % interval (Student's t),
+the trials that failed, and ``OUT/curves.png``: each metric over training, the mean over seeds per grid
+point with its 95 % band. Metrics: the scalar tags given by ``--metrics``, by default every ``eval/``
+tag the runs logged (every tag but the ``loss/`` ones where they logged none).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from aligngym.agents.config import ConfigError, load_config
+from aligngym.agents.marl.study import mean_ci
+from aligngym.agents.train import CHECKPOINT, finish, read_curves
+
+REPORT = "sweep.md"
+
+
+@dataclass(frozen=True)
+class Trial:
+    point: tuple[tuple[str, str], ...]  # the grid's (key, value) settings of this trial
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.point) or "(config)"
+
+    def folder(self, out: Path) -> Path:
+        return out / "runs" / point_folder(self.point) / f"s{self.seed}"
+
+    def overrides(self, sets: list[str]) -> list[str]:
+        return [*sets, *(f"{k}={v}" for k, v in self.point), f"seed={self.seed}"]
+
+
+def point_folder(point: tuple[tuple[str, str], ...]) -> str:
+    """A grid point's folder name: its settings, characters unsafe in a file name replaced."""
+    return re.sub(r"[^A-Za-z0-9._=,+-]", "_", "__".join(f"{k}={v}" for k, v in point)) or "config"
+
+
+def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
+    """``KEY=V1,V2,...`` items as ``(key, values)``, in order."""
+    grid: list[tuple[str, list[str]]] = []
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--grid {item!r}: expected KEY=V1,V2,...")
+        parts = [v.strip() for v in values.split(",")]
+        if any(not v for v in parts):
+            raise ConfigError(f"--grid {item!r}: an empty value (values are separated by commas)")
+        if len(set(parts)) != len(parts):
+            raise ConfigError(f"--grid {item!r}: a value given twice")
+        if key in (k for k, _ in grid):
+            raise ConfigError(f"--grid {key}: the key is given twice; list its values in one KEY=V1,V2")
+        if key == "seed":
+            raise ConfigError("--grid seed=...: seeds come from --seeds")
+        grid.append((key, parts))
+    return grid
+
+
+def make_trials(grid: list[tuple[str, list[str]]], seeds: int) -> list[Trial]:
+    """Every point of the grid (the product of its keys' values) for seeds 0 .. seeds - 1, seed by seed
+    (a sweep cut short has as many seeds of every point)."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    keys = [k for k, _ in grid]
+    points = [tuple(zip(keys, values)) for values in itertools.product(*(v for _, v in grid))]
+    return [Trial(point, seed) for seed in range(seeds) for point in points]
+
+
+def _run_trial(config: str, overrides: list[str], root: str) -> str:
+    """Train (or finish) one trial; its run folder. Runs in a Ray worker."""
+    settings = [*overrides, f"run_root={root}", "show_progress=false"]
+    return str(finish(load_config(config, settings)))
+
+
+def run_sweep(config: str, seeds: int, grid: list[str], sets: list[str], out: Path, address: str | None = None,
+              cpus_per_trial: float = 1.0, metrics: list[str] | None = None, tail: int = 1,
+              report_only: bool = False) -> Path:
+    """Run (or finish) every trial and write ``out/sweep.md``; returns the report's path.
+    ``report_only`` trains nothing and reports on the runs already in ``out``."""
+    if cpus_per_trial <= 0:
+        raise ConfigError(f"--cpus-per-trial must be > 0, got {cpus_per_trial}")
+    if tail < 1:
+        raise ConfigError(f"--tail must be >= 1, got {tail}")
+    trials = make_trials(parse_grid(grid), seeds)
+    for trial in {t.point: t for t in trials}.values():  # every point's settings, before any work
+        try:
+            load_config(config, trial.overrides(sets))
+        except ConfigError as err:
+            raise ConfigError(f"grid point {trial.label}: {err}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    failures: dict[Trial, str] = {}
+    if not report_only:
+        failures = _run_on_ray(config, trials, sets, out, address, cpus_per_trial)
+    runs = {t: run for t in trials if t not in failures and (run := newest_run(t.folder(out))) is not None}
+    if not runs:
+        raise ConfigError(f"no finished runs under {out / 'runs'} to report on" +
+                          ("" if not failures else f" (every trial failed; the first: {next(iter(failures.values()))})"))
+    return write_report(out, config, trials, runs, failures, metrics, tail)
+
+
+def _run_on_ray(config: str, trials: list[Trial], sets: list[str], out: Path, address: str | None,
+                cpus_per_trial: float) -> dict[Trial, str]:
+    """Every trial as a Ray task; the failed ones with their errors."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": {"TQDM_DISABLE": "1"}})
+    failures: dict[Trial, str] = {}
+    try:
+        task = ray.remote(num_cpus=cpus_per_trial, max_retries=0)(_run_trial)
+        pending = {task.remote(config, t.overrides(sets), str(t.folder(out))): t for t in trials}
+        with tqdm(total=len(trials), desc="sweep", unit="trial") as progress:
+            while pending:
+                (done,), _ = ray.wait(list(pending), num_returns=1)
+                trial = pending.pop(done)
+                try:
+                    ray.get(done)
+                except ray.exceptions.RayTaskError as err:
+                    cause = err.cause if getattr(err, "cause", None) is not None else err
+                    failures[trial] = f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1][:300]}"
+                    progress.write(f"trial {trial.label} seed {trial.seed} failed: {failures[trial]}")
+                progress.update()
+    except KeyboardInterrupt:
+        print("sweep interrupted: rerun the same command to resume (runs go on from their last checkpoints)")
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+    return failures
+
+
+def newest_run(folder: Path) -> Path | None:
+    """The run in a trial's folder with the newest checkpoint (None before its first)."""
+    checkpoints = list(folder.glob(f"*/{CHECKPOINT}")) if folder.is_dir() else []
+    return max(checkpoints, key=lambda p: p.stat().st_mtime).parent if checkpoints else None
+
+
+def logged_tags(run_dir: Path) -> list[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return sorted(events.Tags()["scalars"])
+
+
+def write_report(out: Path, config: str, trials: list[Trial], runs: dict[Trial, Path], failures: dict[Trial, str],
+                 metrics: list[str] | None, tail: int) -> Path:
+    if metrics is None:
+        tags = sorted({tag for run in runs.values() for tag in logged_tags(run)})
+        metrics = [t for t in tags if t.startswith("eval/")] or [t for t in tags if not t.startswith("loss/")]
+    read = {trial: read_curves(run, tuple(metrics)) for trial, run in runs.items()}
+    points = list(dict.fromkeys(t.point for t in trials))
+    labels = {p: Trial(p, 0).label for p in points}
+    lines = [f"# Sweep of `{config}`", "",
+             f"{len(points)} grid point(s) x {max(t.seed for t in trials) + 1} seed(s): {len(runs)} run(s) reported"
+             + (f", {len(failures)} failed" if failures else "") + ".",
+             f"Each cell: the mean over seeds of a run's final value (the mean of its last {tail} logged "
+             "value(s)) +- the half-width of the 95 % interval (Student's t), and the number of seeds.", "",
+             "| metric | " + " | ".join(labels[p] for p in points) + " |", "|---|" + "---|" * len(points)]
+    for metric in metrics:
+        cells = []
+        for point in points:
+            finals = [float(np.mean(values[-tail:])) for trial, curves_ in read.items() if trial.point == point
+                      for _, values in [curves_[metric]] if len(values)]
+            if not finals:
+                cells.append("n/a")
+                continue
+            mean, half = mean_ci(np.array(finals))
+            cells.append(f"{mean:.4g} +- {half:.2g} ({len(finals)})" if len(finals) > 1 else f"{mean:.4g} (1)")
+        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+    if failures:
+        lines += ["", "## Failed trials", ""]
+        lines += [f"- {t.label}, seed {t.seed}: {failures[t]}" for t in trials if t in failures]
+    plotted = [m for m in metrics if any(len(c[m][0]) > 1 for c in read.values())]
+    if plotted:
+        _plot(out / "curves.png", plotted, points, labels, read)
+        lines += ["", "![each metric over training, mean over seeds per grid point](curves.png)"]
+    report = out / REPORT
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
+def _plot(path: Path, metrics: list[str], points: list, labels: dict, read: dict) -> None:
+    """One panel per metric: per grid point the mean over seeds (on the steps every seed logged)."""
+    from matplotlib.figure import Figure
+
+    columns = min(3, len(metrics))
+    rows = math.ceil(len(metrics) / columns)
+    figure = Figure(figsize=(5 * columns, 3.6 * rows))
+    for k, metric in enumerate(metrics):
+        axes = figure.add_subplot(rows, columns, k + 1)
+        for point in points:
+            series = [c[metric] for t, c in read.items() if t.point == point and len(c[metric][0])]
+            if not series:
+                continue
+            steps = np.array(sorted(set.intersection(*(set(s.tolist()) for s, _ in series))))
+            if len(steps) == 0:
+                continue
+            values = np.stack([v[np.searchsorted(s, steps)] for s, v in series])
+            mean = values.mean(0)
+            axes.plot(steps, mean, label=labels[point])
+            if len(series) > 1:
+                half = np.array([mean_ci(values[:, j])[1] for j in range(len(steps))])
+                axes.fill_between(steps, mean - half, mean + half, alpha=0.2)
+        axes.set_title(metric, fontsize=9)
+        axes.set_xlabel("step")
+        if k == 0:
+            axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def default_out(config: str) -> Path:
+    return Path("runs") / "sweeps" / Path(config).stem
