@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import platform
 import shlex
 import sys
@@ -39,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from doc_bandit import interval  # the t interval over seeds (benchmarks/doc_bandit.py)
-from offline_table import mean_curve  # the mean over seeds of curves of (step, value) pairs
+from offline_table import locked_results, mean_curve, read_results  # results.json under a lock; mean curves
 
 METHODS = {"barfi": ("barfi", []), "primary": ("reinforce", ["reward=primary"]),
            "naive": ("reinforce", ["reward=naive"]), "potential": ("reinforce", ["reward=potential"])}
@@ -165,8 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.json"
-    results = json.loads(path.read_text()) if path.is_file() else []
+    results = read_results(out)
     command = "python benchmarks/barfi_table.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     if not args.report_only:
         # seed by seed (every method and heuristic of a seed before the next seed): a table cut short
@@ -175,8 +173,11 @@ def main(argv: list[str] | None = None) -> None:
             return any((r["task"], r["aux"], r["method"], r["seed"], r["extra"]) == (t, a, m, s, args.extra)
                        for r in results)
 
-        for row in [r for r in results if r["method"] == "primary" and r["extra"] == args.extra]:
-            results += [{**row, "aux": a} for a in args.aux if not done(row["task"], a, "primary", row["seed"])]
+        copies = [{**row, "aux": a} for row in results if row["method"] == "primary" and row["extra"] == args.extra
+                  for a in args.aux if not done(row["task"], a, "primary", row["seed"])]
+        if copies:
+            with locked_results(out) as results:  # (another invocation, on other tasks, may write it too)
+                results += copies
         jobs = [(t, a, m, s) for s in range(args.seeds) for t in args.tasks for a in args.aux for m in args.methods
                 if not done(t, a, m, s) and not (m == "primary" and a != args.aux[0])]
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
@@ -188,8 +189,8 @@ def main(argv: list[str] | None = None) -> None:
                 except Exception as err:  # one failed run is reported; the others go on
                     print(f"[{k}/{len(jobs)}] {job} failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
                     continue
-                results += [row] if row["method"] != "primary" else [{**row, "aux": a} for a in args.aux]
-                path.write_text(json.dumps(results))
+                with locked_results(out) as results:
+                    results += [row] if row["method"] != "primary" else [{**row, "aux": a} for a in args.aux]
                 print(f"[{k}/{len(jobs)}] {job}: {row['final']:.1f}", file=sys.stderr, flush=True)
     chosen = [r for r in results if r["extra"] == args.extra and r["task"] in args.tasks and r["aux"] in args.aux]
     write_outputs(out, chosen, args.tasks, args.aux, command)
