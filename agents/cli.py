@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("study", help="run a study: every condition of a paper over many seeds",
                        description="Run every condition config of SUITE (configs/<suite>/) for N "
-                                   "seeds in parallel worker processes and write OUT/study.md with "
+                                   "seeds as tasks on a local Ray and write OUT/study.md with "
                                    "a table (mean and 95% interval per metric per condition), the "
                                    "paper's claims checked, and curve plots. Rerunning the same "
                                    "command reuses finished runs and resumes interrupted ones.")
@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="episodes per run (default: each config's, the paper's 2000)")
     p.add_argument("--conditions", nargs="+", default=None, metavar="NAME",
                    help="only these conditions (file names in configs/cooperation/)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    p.add_argument("--workers", type=int, default=None, help="runs at once on a local Ray (default: CPU count)")
     p.add_argument("--tail", type=int, default=100,
                    help="final value of a run = mean over its last TAIL episodes (default 100)")
     p.add_argument("--out", default="runs/study", help="output folder (default runs/study)")

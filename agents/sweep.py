@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from aligngym.agents.config import ConfigError, load_config
 from aligngym.agents.marl.study import mean_ci
-from aligngym.agents.train import CHECKPOINT, finish, read_curves
+from aligngym.agents.train import finish, newest_run, read_curves
 
 REPORT = "sweep.md"
 
@@ -89,10 +89,56 @@ def make_trials(grid: list[tuple[str, list[str]]], seeds: int) -> list[Trial]:
     return [Trial(point, seed) for seed in range(seeds) for point in points]
 
 
-def _run_trial(config: str, overrides: list[str], root: str) -> str:
-    """Train (or finish) one trial; its run folder. Runs in a Ray worker."""
+@dataclass(frozen=True)
+class Job:
+    """One run to bring to its end: a config (file or bundled name), its ``--set`` overrides, the
+    ``run_root`` it trains under and a name for messages."""
+    config: str
+    overrides: tuple[str, ...]
+    root: Path
+    label: str
+
+
+def _finish(config: str, overrides: tuple[str, ...], root: str) -> str:
+    """Train (or finish) one run; its folder. Runs in a Ray worker."""
     settings = [*overrides, f"run_root={root}", "show_progress=false"]
     return str(finish(load_config(config, settings)))
+
+
+def run_jobs(jobs: list[Job], address: str | None = None, num_cpus: int | None = None, cpus_per_job: float = 1.0,
+             desc: str = "runs") -> dict[Job, str]:
+    """Every job as a Ray task (``finish``: a finished run is reused, an interrupted one resumes), under a
+    progress bar; returns the failed jobs with their errors (the others go on). Uses the Ray this process
+    has initialised, else starts one for the call: on the cluster at ``address``, or locally with
+    ``num_cpus`` CPUs (None: all of them)."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False, runtime_env={"env_vars": {"TQDM_DISABLE": "1"}})
+    failures: dict[Job, str] = {}
+    try:
+        task = ray.remote(num_cpus=cpus_per_job, max_retries=0)(_finish)
+        pending = {task.remote(job.config, job.overrides, str(job.root)): job for job in jobs}
+        with tqdm(total=len(jobs), desc=desc, unit="run") as progress:
+            while pending:
+                (done,), _ = ray.wait(list(pending), num_returns=1)
+                job = pending.pop(done)
+                try:
+                    ray.get(done)
+                except ray.exceptions.RayTaskError as err:
+                    cause = err.cause if getattr(err, "cause", None) is not None else err
+                    failures[job] = f"{type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[-1][:300]}"
+                    progress.write(f"{job.label} failed: {failures[job]}")
+                progress.update()
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume (runs go on from their last checkpoints)")
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+    return failures
 
 
 def run_sweep(config: str, seeds: int, grid: list[str], sets: list[str], out: Path, address: str | None = None,
@@ -113,51 +159,15 @@ def run_sweep(config: str, seeds: int, grid: list[str], sets: list[str], out: Pa
     out.mkdir(parents=True, exist_ok=True)
     failures: dict[Trial, str] = {}
     if not report_only:
-        failures = _run_on_ray(config, trials, sets, out, address, cpus_per_trial)
+        jobs = {Job(config, tuple(t.overrides(sets)), t.folder(out), f"trial {t.label}, seed {t.seed}"): t
+                for t in trials}
+        failed = run_jobs(list(jobs), address, cpus_per_job=cpus_per_trial, desc="sweep")
+        failures = {jobs[job]: message for job, message in failed.items()}
     runs = {t: run for t in trials if t not in failures and (run := newest_run(t.folder(out))) is not None}
     if not runs:
         raise ConfigError(f"no finished runs under {out / 'runs'} to report on" +
                           ("" if not failures else f" (every trial failed; the first: {next(iter(failures.values()))})"))
     return write_report(out, config, trials, runs, failures, metrics, tail)
-
-
-def _run_on_ray(config: str, trials: list[Trial], sets: list[str], out: Path, address: str | None,
-                cpus_per_trial: float) -> dict[Trial, str]:
-    """Every trial as a Ray task; the failed ones with their errors."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": {"TQDM_DISABLE": "1"}})
-    failures: dict[Trial, str] = {}
-    try:
-        task = ray.remote(num_cpus=cpus_per_trial, max_retries=0)(_run_trial)
-        pending = {task.remote(config, t.overrides(sets), str(t.folder(out))): t for t in trials}
-        with tqdm(total=len(trials), desc="sweep", unit="trial") as progress:
-            while pending:
-                (done,), _ = ray.wait(list(pending), num_returns=1)
-                trial = pending.pop(done)
-                try:
-                    ray.get(done)
-                except ray.exceptions.RayTaskError as err:
-                    cause = err.cause if getattr(err, "cause", None) is not None else err
-                    failures[trial] = f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1][:300]}"
-                    progress.write(f"trial {trial.label} seed {trial.seed} failed: {failures[trial]}")
-                progress.update()
-    except KeyboardInterrupt:
-        print("sweep interrupted: rerun the same command to resume (runs go on from their last checkpoints)")
-        raise
-    finally:
-        if started:
-            ray.shutdown()
-    return failures
-
-
-def newest_run(folder: Path) -> Path | None:
-    """The run in a trial's folder with the newest checkpoint (None before its first)."""
-    checkpoints = list(folder.glob(f"*/{CHECKPOINT}")) if folder.is_dir() else []
-    return max(checkpoints, key=lambda p: p.stat().st_mtime).parent if checkpoints else None
 
 
 def logged_tags(run_dir: Path) -> list[str]:

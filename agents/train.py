@@ -242,6 +242,13 @@ def has_checkpoint(directory: Path) -> bool:
     return bool(checkpoint_files(directory))
 
 
+def newest_run(folder: Path) -> Path | None:
+    """Of the run folders in ``folder`` (a ``run_root``), the one with the newest checkpoint; None before
+    any has one (a root may also hold older runs, e.g. of a config edited since)."""
+    checkpoints = list(Path(folder).glob(f"*/{CHECKPOINT}")) if Path(folder).is_dir() else []
+    return max(checkpoints, key=lambda p: p.stat().st_mtime).parent if checkpoints else None
+
+
 def load_run_checkpoint(directory: Path) -> tuple[RunConfig, dict[str, Any], Path]:
     """The run folder's latest checkpoint that loads: (config, state, its file). A damaged latest falls
     back to the one before (``keep_checkpoints``), with a warning naming both."""

@@ -1,7 +1,9 @@
 """``aligngym study cooperation``: every condition of the punishment paper, many seeds, one table.
 
-Runs each condition config in ``configs/cooperation/`` for N seeds (seeds in parallel worker
-processes, one torch thread each) into ``OUT/runs/<condition>/s<seed>/``, then reads the logged
+Runs each condition config in ``configs/cooperation/`` for N seeds (as Ray tasks, through
+:func:`aligngym.agents.sweep.run_jobs` like ``aligngym sweep``: ``workers`` at once on a local Ray, one
+torch thread each; a run that fails is reported and the others go on) into
+``OUT/runs/<condition>/s<seed>/``, then reads the logged
 curves back and writes ``OUT/study.md``: per condition and metric the mean over seeds of the
 run's final value (mean of its last ``tail`` episodes) with a 95% confidence interval (Student t),
 the episode at which cooperation stays >= 0.9, the paper's qualitative claims checked against the
@@ -13,17 +15,13 @@ checkpoint when the same command is run again.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from aligngym.agents.config import ConfigError, bundled_configs, load_config
 from aligngym.agents.marl.plots import curves, rolling_mean, save, t975
-from aligngym.agents.train import CHECKPOINT, finish, read_curves
+from aligngym.agents.train import newest_run, read_curves
 from aligngym.envs.cooperation.core import METRIC_NAMES
 
 # Metrics in the table, with how to read them.
@@ -80,34 +78,10 @@ def convergence_episode(curve: np.ndarray, threshold: float = 0.9, window: int =
     return float(below[-1] + 1) if below[-1] + 1 < len(curve) else float("nan")
 
 
-@dataclass(frozen=True)
-class Job:
-    condition: str
-    seed: int
-    episodes: int | None
-    run_root: Path
-
-
-def _run_job(job: Job) -> Path:
-    """Train (or finish) one condition x seed; returns its run folder. Runs in a worker process."""
-    import torch
-
-    torch.set_num_threads(1)  # one core per worker
-    overrides = [f"seed={job.seed}", "show_progress=false", f"run_root={job.run_root}"]
-    if job.episodes is not None:
-        overrides.append(f"episodes={job.episodes}")
-    return finish(load_config(conditions_dir() / f"{job.condition}.yaml", overrides))
-
-
 def _newest_runs(condition_dir: Path) -> list[Path]:
     """One run per seed folder of a condition: the one with the newest checkpoint (a seed folder may
     also hold older runs, e.g. of a config edited since; counted twice they would narrow the intervals)."""
-    runs = []
-    for seed_dir in sorted(condition_dir.glob("s*")):
-        checkpoints = list(seed_dir.glob(f"*/{CHECKPOINT}"))
-        if checkpoints:
-            runs.append(max(checkpoints, key=lambda p: p.stat().st_mtime).parent)
-    return runs
+    return [run for seed_dir in sorted(condition_dir.glob("s*")) if (run := newest_run(seed_dir)) is not None]
 
 
 def run_study(out: Path, seeds: int, episodes: int | None, conditions: list[str] | None,
@@ -139,17 +113,22 @@ def run_study(out: Path, seeds: int, episodes: int | None, conditions: list[str]
             which = f" of {', '.join(conditions)}" if conditions else ""
             raise ConfigError(f"no finished runs{which} under {out / 'runs'} to report on")
         return write_report(out, found, tail)
-    jobs = [Job(c, s, episodes, out / "runs" / c / f"s{s}") for c in chosen for s in range(seeds)]
-    runs: dict[str, list[Path]] = {c: [] for c in chosen}
-    workers = workers or os.cpu_count() or 1
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(_run_job, job): job for job in jobs}
-        for future in tqdm(as_completed(futures), total=len(jobs), desc="study", unit="run"):
-            runs[futures[future].condition].append(future.result())
-    return write_report(out, runs, tail)
+    from aligngym.agents.sweep import Job, run_jobs
+
+    length = [] if episodes is None else [f"episodes={episodes}"]
+    jobs = {Job(str(conditions_dir() / f"{c}.yaml"), (f"seed={s}", *length), out / "runs" / c / f"s{s}",
+                f"{c} seed {s}"): c for c in chosen for s in range(seeds)}
+    failures = run_jobs(list(jobs), num_cpus=workers, desc="study")
+    runs: dict[str, list[Path]] = {}
+    for job, condition in jobs.items():
+        if job not in failures and (run := newest_run(job.root)) is not None:
+            runs.setdefault(condition, []).append(run)
+    if not runs:
+        raise RuntimeError(f"every run of the study failed; the first: {next(iter(failures.values()))}")
+    return write_report(out, runs, tail, failures={job.label: message for job, message in failures.items()})
 
 
-def write_report(out: Path, runs: dict[str, list[Path]], tail: int) -> Path:
+def write_report(out: Path, runs: dict[str, list[Path]], tail: int, failures: dict[str, str] | None = None) -> Path:
     tags = tuple(f"coop/{m}" for m in METRIC_NAMES)
     finals: dict[str, dict[str, np.ndarray]] = {}
     histories: dict[str, dict[str, np.ndarray]] = {}
@@ -191,6 +170,8 @@ def write_report(out: Path, runs: dict[str, list[Path]], tail: int) -> Path:
         cells.append(f"{np.mean(done):.0f} ({len(done)}/{len(values)} seeds)" if len(done) else
                      f"never (0/{len(values)})")
     lines.append("| episodes until cooperation stays >= 0.9 (rolling 20) | " + " | ".join(cells) + " |")
+    if failures:
+        lines += ["", "## Failed runs", ""] + [f"- {label}: {message}" for label, message in failures.items()]
     lines += ["", "## The paper's claims, checked here", ""]
     lines += check_claims(finals, converged)
     lines += ["", "## Curves", ""]
