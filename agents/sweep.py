@@ -21,11 +21,15 @@ tag the runs logged (every tag but the ``loss/`` ones where they logged none).
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
+import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -35,6 +39,7 @@ from aligngym.agents.marl.study import mean_ci
 from aligngym.agents.train import finish, newest_run, read_curves
 
 REPORT = "sweep.md"
+K = TypeVar("K")
 
 
 @dataclass(frozen=True)
@@ -107,30 +112,46 @@ def _finish(config: str, overrides: tuple[str, ...], root: str) -> str:
 
 def run_jobs(jobs: list[Job], address: str | None = None, num_cpus: int | None = None, cpus_per_job: float = 1.0,
              desc: str = "runs") -> dict[Job, str]:
-    """Every job as a Ray task (``finish``: a finished run is reused, an interrupted one resumes), under a
-    progress bar; returns the failed jobs with their errors (the others go on). Uses the Ray this process
-    has initialised, else starts one for the call: on the cluster at ``address``, or locally with
-    ``num_cpus`` CPUs (None: all of them)."""
+    """Every job brought to its end as a Ray task (``finish``: a finished run is reused, an interrupted
+    one resumes); the failed jobs with their errors (:func:`run_tasks`)."""
+    return run_tasks(_finish, {job: (job.config, job.overrides, str(job.root)) for job in jobs}, address, num_cpus,
+                     cpus_per_job, desc, label=lambda job: job.label)
+
+
+def run_tasks(fn: Callable[..., Any], calls: dict[K, tuple], address: str | None = None, num_cpus: int | None = None,
+              cpus_per_task: float = 1.0, desc: str = "runs", on_result: Callable[[K, Any], None] | None = None,
+              label: Callable[[K], str] = str) -> dict[K, str]:
+    """``fn(*args)`` for every ``key: args`` of ``calls`` as a Ray task, under a progress bar;
+    ``on_result(key, value)`` as each returns (in this process); returns the keys whose call failed,
+    with their errors (the others go on). Uses the Ray this process has initialised, else starts one for
+    the call: on the cluster at ``address``, or locally with ``num_cpus`` CPUs (None: all of them).
+    The workers find ``fn``'s own folder on their import path (a benchmark script's sibling modules)."""
     import ray
 
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False, runtime_env={"env_vars": {"TQDM_DISABLE": "1"}})
-    failures: dict[Job, str] = {}
+                 log_to_driver=False, configure_logging=False)
+    path = os.pathsep.join(p for p in (str(Path(inspect.getfile(fn)).resolve().parent), os.environ.get("PYTHONPATH"))
+                           if p)
+    env = {"env_vars": {"PYTHONPATH": path, "TQDM_DISABLE": "1"}}
+    failures: dict[K, str] = {}
     try:
-        task = ray.remote(num_cpus=cpus_per_job, max_retries=0)(_finish)
-        pending = {task.remote(job.config, job.overrides, str(job.root)): job for job in jobs}
-        with tqdm(total=len(jobs), desc=desc, unit="run") as progress:
+        task = ray.remote(num_cpus=cpus_per_task, max_retries=0, runtime_env=env)(fn)
+        pending = {task.remote(*args): key for key, args in calls.items()}
+        with tqdm(total=len(calls), desc=desc, unit="run") as progress:
             while pending:
                 (done,), _ = ray.wait(list(pending), num_returns=1)
-                job = pending.pop(done)
+                key = pending.pop(done)
                 try:
-                    ray.get(done)
+                    value = ray.get(done)
                 except ray.exceptions.RayTaskError as err:
                     cause = err.cause if getattr(err, "cause", None) is not None else err
-                    failures[job] = f"{type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[-1][:300]}"
-                    progress.write(f"{job.label} failed: {failures[job]}")
+                    failures[key] = f"{type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[-1][:300]}"
+                    progress.write(f"{label(key)} failed: {failures[key]}")
+                else:
+                    if on_result is not None:
+                        on_result(key, value)
                 progress.update()
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume (runs go on from their last checkpoints)")

@@ -33,8 +33,8 @@ Two suites, each with its own rows, agents and output folder:
 Every (agent, row, seed) trains from the bundled config ``<agent>/<variant>`` (``configs/fisor/cpu.yaml``
 ...) into ``OUT/runs/<agent>/<row>/s<seed>/`` (other variants, ``--set`` overrides and ``--size``:
 ``s<seed>-<variant>[-<hash of the overrides>]/``, so that a baseline's ``paper`` run, which differs
-from its ``cpu`` run only in length, is not the same run) in parallel worker processes (one core
-each; rerunning reuses finished runs and resumes unfinished ones, keeps a recorded result whose run
+from its ``cpu`` run only in length, is not the same run) as tasks on a local Ray (``--workers`` at
+once, one core each, :func:`aligngym.agents.sweep.run_tasks` as ``aligngym sweep``; rerunning reuses finished runs and resumes unfinished ones, keeps a recorded result whose run
 folder is gone, and skips a run another invocation is training), and its final policy is evaluated
 over ``--episodes`` episodes. Results accumulate in ``OUT/results.json`` across invocations (run
 agents or rows in separate invocations, also at the same time: the file is updated under a lock and
@@ -56,7 +56,6 @@ import platform
 import sys
 from collections import defaultdict
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from functools import reduce
 from pathlib import Path
@@ -480,24 +479,22 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{job[0]} {job[1]} s{job[2]}: kept the recorded result; its run {gone[job]} is gone "
                   "(delete its rows from results.json to train it again)", flush=True)
         jobs = [j for j in jobs if j not in gone]
-        with ProcessPoolExecutor(max_workers=args.workers) as pool:
-            futures = [pool.submit(run_one, a, t, s, args.variant, out, args.episodes, extra) for a, t, s in jobs]
-            for future in as_completed(futures):
-                job = jobs[futures.index(future)]
-                try:
-                    rows = future.result()
-                except Exception as err:  # noqa: BLE001  (one run's failure must not cost the others)
-                    failed.append(job)
-                    print(f"{job[0]} {job[1]} s{job[2]}: FAILED: {type(err).__name__}: {err}", flush=True)
-                    continue
-                with locked_results(out) as results:  # other invocations' rows too
-                    for r in rows:  # replaces an earlier result of the same run
-                        results[:] = [o for o in results if not (same_setting(o, *setting) and
-                                      (o["agent"], o["task"], o["seed"]) == (r["agent"], r["task"], r["seed"]))]
-                        results.append(r)
-                        print(describe(r), flush=True)
-                    recorded = list(results)
-                write_table(out, recorded, *setting, suite=args.suite)
+        from aligngym.agents.sweep import run_tasks
+
+        def record(job: tuple[str, str, int], rows: list[dict]) -> None:
+            nonlocal recorded
+            with locked_results(out) as results:  # other invocations' rows too
+                for r in rows:  # replaces an earlier result of the same run
+                    results[:] = [o for o in results if not (same_setting(o, *setting) and
+                                  (o["agent"], o["task"], o["seed"]) == (r["agent"], r["task"], r["seed"]))]
+                    results.append(r)
+                    print(describe(r), flush=True)
+                recorded = list(results)
+            write_table(out, recorded, *setting, suite=args.suite)
+
+        calls = {(a, t, s): (a, t, s, args.variant, out, args.episodes, extra) for a, t, s in jobs}
+        failed = list(run_tasks(run_one, calls, num_cpus=args.workers, on_result=record,
+                                label=lambda job: f"{job[0]} {job[1]} s{job[2]}"))
     print(write_table(out, recorded, *setting, suite=args.suite).read_text())
     if failed:
         print(f"{len(failed)} run(s) failed: " + ", ".join(f"{a} {t} s{s}" for a, t, s in failed), file=sys.stderr)
