@@ -32,7 +32,6 @@ import platform
 import shlex
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -180,18 +179,15 @@ def main(argv: list[str] | None = None) -> None:
                 results += copies
         jobs = [(t, a, m, s) for s in range(args.seeds) for t in args.tasks for a in args.aux for m in args.methods
                 if not done(t, a, m, s) and not (m == "primary" and a != args.aux[0])]
-        with ProcessPoolExecutor(max_workers=args.workers) as pool:
-            futures = {pool.submit(run_one, *job, out, args.extra): job for job in jobs}
-            for k, future in enumerate(as_completed(futures), 1):
-                job = futures[future]
-                try:
-                    row = future.result()
-                except Exception as err:  # one failed run is reported; the others go on
-                    print(f"[{k}/{len(jobs)}] {job} failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
-                    continue
-                with locked_results(out) as results:
-                    results += [row] if row["method"] != "primary" else [{**row, "aux": a} for a in args.aux]
-                print(f"[{k}/{len(jobs)}] {job}: {row['final']:.1f}", file=sys.stderr, flush=True)
+        from aligngym.agents.sweep import run_tasks
+
+        def record(job: tuple[str, str, str, int], row: dict) -> None:
+            with locked_results(out) as results:
+                results += [row] if row["method"] != "primary" else [{**row, "aux": a} for a in args.aux]
+            print(f"{job}: {row['final']:.1f}", file=sys.stderr, flush=True)
+
+        run_tasks(run_one, {job: (*job, out, args.extra) for job in jobs}, num_cpus=args.workers, on_result=record)
+        results = read_results(out)
     chosen = [r for r in results if r["extra"] == args.extra and r["task"] in args.tasks and r["aux"] in args.aux]
     write_outputs(out, chosen, args.tasks, args.aux, command)
 

@@ -15,7 +15,7 @@ episodes), the range over seeds, the behaviour's and the optimal policy's succes
 above the Decision Transformer, the gap growing with the slip (lower ``q``). ``--preset frozen_lake``
 has the official sizes (hours per DoC run on a CPU core); ``frozen_lake_cpu`` smaller stacks that a CPU
 trains in minutes (``--steps 3000``, its own length). ``--workers`` runs that many trainings at once
-(one torch thread each).
+(tasks on a local Ray through :func:`aligngym.agents.sweep.run_tasks`, one torch thread each).
 
 The consistency plot (``--plot``, PNG): each run's achieved success rate against what the agent was
 conditioned on: DoC's value ``V(z*)`` of the latent it picks at the start state (the mean over
@@ -36,7 +36,6 @@ import shlex
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +65,7 @@ def wilson(successes: float, n: int) -> tuple[float, float]:
 
 
 def train_and_score(agent: str, preset: str, q: float, seed: int, steps: int, episodes: int, device: str,
-                    runs: Path) -> Outcome:
+                    out: Path) -> Outcome:
     """Train ``agent`` on the lake at ``q`` with ``seed`` (its own data) through the runner; its final
     success rate and what it was conditioned on."""
     import torch
@@ -76,6 +75,8 @@ def train_and_score(agent: str, preset: str, q: float, seed: int, steps: int, ep
     from aligngym.agents.train import load_checkpoint, read_curves, resolve_device, train
 
     started = time.process_time()
+    os.environ["ALIGNGYM_DATA"] = str(out / "data")  # this run's datasets (a Ray worker's own environment)
+    runs = out / "runs"
     config = load_config(f"{agent}/{preset}", [
         f"task_options.success_prob={q}", f"seed={seed}", f"dataset.seed={seed}", f"steps={steps}",
         f"eval_every={steps}", f"eval_episodes={episodes}", f"checkpoint_every={steps}", "show_progress=false",
@@ -127,7 +128,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10_000, help="gradient steps per run (official: 10000)")
     parser.add_argument("--episodes", type=int, default=500, help="evaluation episodes of each final policy")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--workers", type=int, default=1, help="trainings at once (processes)")
+    parser.add_argument("--workers", type=int, default=1, help="trainings at once (tasks on a local Ray)")
     parser.add_argument("--out", type=Path, default=None, help="keep the datasets and run folders here")
     parser.add_argument("--plot", type=Path, default=Path("benchmarks/doc_frozen_lake.png"))
     args = parser.parse_args()
@@ -135,7 +136,7 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         out = (args.out or Path(scratch)).expanduser()
-        os.environ["ALIGNGYM_DATA"] = str(out / "data")  # read when a dataset is located (workers inherit it)
+        os.environ["ALIGNGYM_DATA"] = str(out / "data")  # where the datasets are made (and each run reads them)
         from aligngym.envs.stochastic.data import generate_stochastic, load_stochastic, stochastic_dataset_path
 
         reference: dict[float, tuple[float, float]] = {}
@@ -147,14 +148,19 @@ def main() -> None:
             reference[q] = (float(attrs["behaviour_return"]), float(attrs["optimal_return"]))
         jobs = [(agent, q, seed) for q in args.success_probs for agent in AGENTS for seed in range(args.seeds)]
         outcomes: dict[tuple[str, float, int], Outcome] = {}
-        with ProcessPoolExecutor(max_workers=args.workers) as pool:
-            futures = {pool.submit(train_and_score, agent, args.preset, q, seed, args.steps, args.episodes,
-                                   args.device, out / "runs"): (agent, q, seed) for agent, q, seed in jobs}
-            for future in as_completed(futures):
-                agent, q, seed = job = futures[future]
-                outcomes[job] = outcome = future.result()
-                print(f"{agent} q={q:g} seed {seed}: success {outcome.success:.3f}, conditioned on "
-                      f"{outcome.conditioned:.3f}, {outcome.cpu_seconds:.0f} CPU-s", file=sys.stderr, flush=True)
+        from aligngym.agents.sweep import run_tasks
+
+        def report(job: tuple[str, float, int], outcome: Outcome) -> None:
+            agent, q, seed = job
+            outcomes[job] = outcome
+            print(f"{agent} q={q:g} seed {seed}: success {outcome.success:.3f}, conditioned on "
+                  f"{outcome.conditioned:.3f}, {outcome.cpu_seconds:.0f} CPU-s", file=sys.stderr, flush=True)
+
+        calls = {(agent, q, seed): (agent, args.preset, q, seed, args.steps, args.episodes, args.device, out)
+                 for agent, q, seed in jobs}
+        failed = run_tasks(train_and_score, calls, num_cpus=args.workers, on_result=report)
+        if failed:
+            sys.exit(f"{len(failed)} run(s) failed: " + "; ".join(f"{job}: {err}" for job, err in failed.items()))
         results = {(agent, q): [outcomes[agent, q, seed] for seed in range(args.seeds)]
                    for q in args.success_probs for agent in AGENTS}
     cpu = {agent: np.mean([o.cpu_seconds for (a, _), runs in results.items() if a == agent for o in runs])
