@@ -4,8 +4,6 @@ runs, and a rerun that trains nothing again."""
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pytest
 
