@@ -11,7 +11,9 @@
    sizes (DoC: three 3-layer GPT stacks of width 128; DT: one). The agents take turns:
    ``--rounds`` rounds of ``--updates`` timed updates each (after 3 untimed ones); the table gives each
    agent's median rate and each one's cost per update relative to the last agent listed, the median of
-   the per-round ratios (agents timed side by side, so the drift of a shared machine's load cancels).
+   the per-round ratios (agents timed side by side, so the drift of a shared machine's load cancels),
+   and the CPU milliseconds per update (the process's CPU time over a round, every thread counted:
+   what a busy machine charges, where wall time also counts waiting for a core).
 2. FISOR only: actions per second when acting: ``--states`` states at once (an evaluation's parallel
    episodes), each with 16 candidates through 5 denoising steps and the Q_h ensemble; the figure
    counts env actions (states), not candidates.
@@ -125,6 +127,7 @@ class Trainee:
     note: str
     obs_dim: int
     rates: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)  # CPU milliseconds per update, per round
     memory: str = ""
     flops: float = 0.0
 
@@ -196,12 +199,15 @@ def flops_per_update(trainee: Trainee, updates: int = 4) -> float:
 
 
 def timed_updates(trainee: Trainee, updates: int, device: torch.device) -> float:
+    """Updates per second of wall time; the round's CPU milliseconds per update (this process, every
+    thread) go to ``trainee.cpu_ms``."""
     with policy_within_training_step(trainee.algorithm.policy):
         synchronize(device)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for _ in range(updates):
             trainee.algorithm.update(trainee.buffer, trainee.batch_size)
         synchronize(device)
+    trainee.cpu_ms.append(1000 * (time.process_time() - cpu) / updates)
     return updates / (time.perf_counter() - started)
 
 
@@ -240,6 +246,7 @@ def main() -> None:
         before = reset_peak(device)
         trainee = builders[agent](device)
         timed_updates(trainee, 3, device)  # warm-up
+        trainee.cpu_ms.clear()
         trainee.rates.append(timed_updates(trainee, args.updates, device))
         trainee.memory = peak_memory(device, before)
         trainee.flops = flops_per_update(trainee)
@@ -248,12 +255,13 @@ def main() -> None:
         for trainee in trainees:
             trainee.rates.append(timed_updates(trainee, args.updates, device))
     base = trainees[-1]
-    print(f"| agent | updates/s (median of {args.rounds} x {args.updates}) | cost per update vs {base.name} "
-          f"| MFLOP per update (vs {base.name}) | peak memory | setting |")
-    print("|---|---|---|---|---|---|")
+    print(f"| agent | updates/s (median of {args.rounds} x {args.updates}) | CPU ms per update | cost per update vs "
+          f"{base.name} | MFLOP per update (vs {base.name}) | peak memory | setting |")
+    print("|---|---|---|---|---|---|---|")
     for trainee in trainees:
         ratio = statistics.median(b / t for t, b in zip(trainee.rates, base.rates))
-        print(f"| {trainee.name} | {statistics.median(trainee.rates):.2f} | {ratio:.2f}x | {trainee.flops / 1e6:,.0f} "
+        print(f"| {trainee.name} | {statistics.median(trainee.rates):.2f} | {statistics.median(trainee.cpu_ms):.1f} "
+              f"| {ratio:.2f}x | {trainee.flops / 1e6:,.0f} "
               f"({trainee.flops / base.flops:.1f}x) | {trainee.memory} | {trainee.note} |")
     fisor = next((t for t in trainees if t.name == "fisor"), None)
     if fisor is not None:
