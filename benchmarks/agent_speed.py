@@ -224,6 +224,12 @@ def fisor_actions_per_second(algo: FISOR, obs_dim: int, states: int, device: tor
     return calls * states / (time.perf_counter() - started)
 
 
+# each agent at its paper's batch size on synthetic data of its task's shapes
+BUILDERS: dict[str, Callable[[torch.device], Trainee]] = {
+    "fisor": build_fisor, "a2pr": lambda d: build_locomotion("a2pr", d), "td3bc": lambda d: build_locomotion("td3bc", d),
+    "doc": lambda d: build_sequence("doc", d), "dt": lambda d: build_sequence("dt", d)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--agents", nargs="+", default=list(AGENTS), choices=AGENTS)
@@ -237,14 +243,10 @@ def main() -> None:
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}")
-    builders: dict[str, Callable[[torch.device], Trainee]] = {
-        "fisor": build_fisor, "a2pr": lambda d: build_locomotion("a2pr", d),
-        "td3bc": lambda d: build_locomotion("td3bc", d), "doc": lambda d: build_sequence("doc", d),
-        "dt": lambda d: build_sequence("dt", d)}
     trainees: list[Trainee] = []
     for agent in dict.fromkeys(args.agents):  # each agent's peak over its build, warm-up and first round
         before = reset_peak(device)
-        trainee = builders[agent](device)
+        trainee = BUILDERS[agent](device)
         timed_updates(trainee, 3, device)  # warm-up
         trainee.cpu_ms.clear()
         trainee.rates.append(timed_updates(trainee, args.updates, device))
