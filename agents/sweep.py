@@ -201,9 +201,12 @@ def logged_tags(run_dir: Path) -> list[str]:
 
 def write_report(out: Path, config: str, trials: list[Trial], runs: dict[Trial, Path], failures: dict[Trial, str],
                  metrics: list[str] | None, tail: int) -> Path:
+    tags = sorted({tag for run in runs.values() for tag in logged_tags(run)})
     if metrics is None:
-        tags = sorted({tag for run in runs.values() for tag in logged_tags(run)})
         metrics = [t for t in tags if t.startswith("eval/")] or [t for t in tags if not t.startswith("loss/")]
+    unknown = [m for m in metrics if m not in tags]
+    if unknown:
+        raise ConfigError(f"--metrics {' '.join(unknown)}: no run logged it; the runs logged {', '.join(tags)}")
     read = {trial: read_curves(run, tuple(metrics)) for trial, run in runs.items()}
     points = list(dict.fromkeys(t.point for t in trials))
     labels = {p: Trial(p, 0).label for p in points}

@@ -93,3 +93,5 @@ def test_a_sweep_on_local_ray_reports_every_trial_and_a_rerun_trains_nothing(loc
     assert sorted(out.glob(f"runs/*/s*/*/{CHECKPOINT}")) == runs  # the same folders ...
     assert {p: p.stat().st_mtime_ns for p in runs} == stamps  # ... not trained again
     assert again.read_text() == text
+    with pytest.raises(ConfigError, match=r"--metrics eval/retrun: no run logged it; the runs logged .*eval/return"):
+        run_sweep("reinforce/grid_world", 2, grid, TINY[:3], out, metrics=["eval/retrun"], report_only=True)
