@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--address", default=None,
+                        help="a running Ray cluster, e.g. auto (default: a local Ray of --workers CPUs)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "barfi")
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--report-only", action="store_true", help="write the outputs from results.json")
@@ -186,7 +188,8 @@ def main(argv: list[str] | None = None) -> None:
                 results += [row] if row["method"] != "primary" else [{**row, "aux": a} for a in args.aux]
             print(f"{job}: {row['final']:.1f}", file=sys.stderr, flush=True)
 
-        run_tasks(run_one, {job: (*job, out, args.extra) for job in jobs}, num_cpus=args.workers, on_result=record)
+        run_tasks(run_one, {job: (*job, out, args.extra) for job in jobs}, args.address, num_cpus=args.workers,
+                  on_result=record)
         results = read_results(out)
     chosen = [r for r in results if r["extra"] == args.extra and r["task"] in args.tasks and r["aux"] in args.aux]
     write_outputs(out, chosen, args.tasks, args.aux, command)

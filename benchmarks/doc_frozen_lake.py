@@ -129,6 +129,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=500, help="evaluation episodes of each final policy")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--workers", type=int, default=1, help="trainings at once (tasks on a local Ray)")
+    parser.add_argument("--address", default=None,
+                        help="a running Ray cluster, e.g. auto (default: a local Ray of --workers CPUs)")
     parser.add_argument("--out", type=Path, default=None, help="keep the datasets and run folders here")
     parser.add_argument("--plot", type=Path, default=Path("benchmarks/doc_frozen_lake.png"))
     args = parser.parse_args()
@@ -158,7 +160,7 @@ def main() -> None:
 
         calls = {(agent, q, seed): (agent, args.preset, q, seed, args.steps, args.episodes, args.device, out)
                  for agent, q, seed in jobs}
-        failed = run_tasks(train_and_score, calls, num_cpus=args.workers, on_result=report)
+        failed = run_tasks(train_and_score, calls, args.address, num_cpus=args.workers, on_result=report)
         if failed:
             sys.exit(f"{len(failed)} run(s) failed: " + "; ".join(f"{job}: {err}" for job, err in failed.items()))
         results = {(agent, q): [outcomes[agent, q, seed] for seed in range(args.seeds)]

@@ -446,6 +446,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", choices=SIZES, default="full",
                         help="the datasets' size (the override dataset.size; small or tiny for a quick look)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--address", default=None,
+                        help="a running Ray cluster, e.g. auto (default: a local Ray of --workers CPUs)")
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--out", type=Path, help="(default: benchmarks/safe_offline, benchmarks/locomotion_offline)")
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
@@ -493,7 +495,7 @@ def main(argv: list[str] | None = None) -> None:
             write_table(out, recorded, *setting, suite=args.suite)
 
         calls = {(a, t, s): (a, t, s, args.variant, out, args.episodes, extra) for a, t, s in jobs}
-        failed = list(run_tasks(run_one, calls, num_cpus=args.workers, on_result=record,
+        failed = list(run_tasks(run_one, calls, args.address, num_cpus=args.workers, on_result=record,
                                 label=lambda job: f"{job[0]} {job[1]} s{job[2]}"))
     print(write_table(out, recorded, *setting, suite=args.suite).read_text())
     if failed:
