@@ -186,8 +186,8 @@ def run_sweep(config: str, seeds: int, grid: list[str], sets: list[str], out: Pa
         failures = {jobs[job]: message for job, message in failed.items()}
     runs = {t: run for t in trials if t not in failures and (run := newest_run(t.folder(out))) is not None}
     if not runs:
-        raise ConfigError(f"no finished runs under {out / 'runs'} to report on" +
-                          ("" if not failures else f" (every trial failed; the first: {next(iter(failures.values()))})"))
+        first = f" (every trial failed; the first: {next(iter(failures.values()))})" if failures else ""
+        raise ConfigError(f"no finished runs under {out / 'runs'} to report on{first}")
     return write_report(out, config, trials, runs, failures, metrics, tail)
 
 

@@ -226,8 +226,9 @@ def fisor_actions_per_second(algo: FISOR, obs_dim: int, states: int, device: tor
 
 # each agent at its paper's batch size on synthetic data of its task's shapes
 BUILDERS: dict[str, Callable[[torch.device], Trainee]] = {
-    "fisor": build_fisor, "a2pr": lambda d: build_locomotion("a2pr", d), "td3bc": lambda d: build_locomotion("td3bc", d),
-    "doc": lambda d: build_sequence("doc", d), "dt": lambda d: build_sequence("dt", d)}
+    "fisor": build_fisor, "a2pr": lambda d: build_locomotion("a2pr", d),
+    "td3bc": lambda d: build_locomotion("td3bc", d), "doc": lambda d: build_sequence("doc", d),
+    "dt": lambda d: build_sequence("dt", d)}
 
 
 def main() -> None:

@@ -34,7 +34,8 @@ Every (agent, row, seed) trains from the bundled config ``<agent>/<variant>`` (`
 ...) into ``OUT/runs/<agent>/<row>/s<seed>/`` (other variants, ``--set`` overrides and ``--size``:
 ``s<seed>-<variant>[-<hash of the overrides>]/``, so that a baseline's ``paper`` run, which differs
 from its ``cpu`` run only in length, is not the same run) as tasks on a local Ray (``--workers`` at
-once, one core each, :func:`aligngym.agents.sweep.run_tasks` as ``aligngym sweep``; rerunning reuses finished runs and resumes unfinished ones, keeps a recorded result whose run
+once, one core each, :func:`aligngym.agents.sweep.run_tasks` as ``aligngym sweep``; ``--address``: on a
+cluster; rerunning reuses finished runs and resumes unfinished ones, keeps a recorded result whose run
 folder is gone, and skips a run another invocation is training), and its final policy is evaluated
 over ``--episodes`` episodes. Results accumulate in ``OUT/results.json`` across invocations (run
 agents or rows in separate invocations, also at the same time: the file is updated under a lock and
