@@ -177,14 +177,14 @@ def main(argv: list[str] | None = None) -> None:
         copies = [{**row, "aux": a} for row in results if row["method"] == "primary" and row["extra"] == args.extra
                   for a in args.aux if not done(row["task"], a, "primary", row["seed"])]
         if copies:
-            with locked_results(out) as results:  # (another invocation, on other tasks, may write it too)
+            with locked_results(out, indent=None) as results:  # (another invocation, on other tasks, may write it too)
                 results += copies
         jobs = [(t, a, m, s) for s in range(args.seeds) for t in args.tasks for a in args.aux for m in args.methods
                 if not done(t, a, m, s) and not (m == "primary" and a != args.aux[0])]
         from aligngym.agents.sweep import run_tasks
 
         def record(job: tuple[str, str, str, int], row: dict) -> None:
-            with locked_results(out) as results:
+            with locked_results(out, indent=None) as results:
                 results += [row] if row["method"] != "primary" else [{**row, "aux": a} for a in args.aux]
             print(f"{job}: {row['final']:.1f}", file=sys.stderr, flush=True)
 

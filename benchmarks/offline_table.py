@@ -207,14 +207,15 @@ def read_results(out: Path) -> list[dict]:
 
 
 @contextmanager
-def locked_results(out: Path) -> Iterator[list[dict]]:
+def locked_results(out: Path, indent: int | None = 1) -> Iterator[list[dict]]:
     """``OUT/results.json``'s rows, for reading and changing in place: held under an exclusive lock
-    (two invocations may run at once) and written back atomically on leaving."""
+    (two invocations may run at once) and written back atomically on leaving (``indent`` None: one
+    line, for rows that carry long curves)."""
     with open(out / ".results.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         results = read_results(out)
         yield results
-        text = json.dumps(results, indent=1)
+        text = json.dumps(results, indent=indent)
         atomic_write(out / "results.json", lambda tmp: Path(tmp).write_text(text))
 
 
