@@ -191,23 +191,17 @@ def run_sweep(config: str, seeds: int, grid: list[str], sets: list[str], out: Pa
     return write_report(out, config, trials, runs, failures, metrics, tail)
 
 
-def logged_tags(run_dir: Path) -> list[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return sorted(events.Tags()["scalars"])
-
-
 def write_report(out: Path, config: str, trials: list[Trial], runs: dict[Trial, Path], failures: dict[Trial, str],
                  metrics: list[str] | None, tail: int) -> Path:
-    tags = sorted({tag for run in runs.values() for tag in logged_tags(run)})
+    logged = {trial: read_curves(run) for trial, run in runs.items()}  # every tag: each run's events read once
+    tags = sorted({tag for curves_ in logged.values() for tag in curves_})
     if metrics is None:
         metrics = [t for t in tags if t.startswith("eval/")] or [t for t in tags if not t.startswith("loss/")]
     unknown = [m for m in metrics if m not in tags]
     if unknown:
         raise ConfigError(f"--metrics {' '.join(unknown)}: no run logged it; the runs logged {', '.join(tags)}")
-    read = {trial: read_curves(run, tuple(metrics)) for trial, run in runs.items()}
+    empty = (np.array([], dtype=np.int64), np.array([]))
+    read = {trial: {m: curves_.get(m, empty) for m in metrics} for trial, curves_ in logged.items()}
     points = list(dict.fromkeys(t.point for t in trials))
     labels = {p: Trial(p, 0).label for p in points}
     lines = [f"# Sweep of `{config}`", "",

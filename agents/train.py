@@ -401,10 +401,10 @@ class Run:
         self.lock.unlink(missing_ok=True)
 
 
-def read_curves(run_dir: Path, tags: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def read_curves(run_dir: Path, tags: tuple[str, ...] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """A run folder's logged scalar curves: per tag ``(steps, values)`` by step (a missing tag: empty
-    arrays); a step logged twice (a run's last step, scored again by ``aligngym eval``) keeps the later
-    value."""
+    arrays; ``tags`` None: every tag the run logged); a step logged twice (a run's last step, scored
+    again by ``aligngym eval``) keeps the later value."""
     import logging
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -420,7 +420,7 @@ def read_curves(run_dir: Path, tags: tuple[str, ...]) -> dict[str, tuple[np.ndar
         tb_logger.setLevel(level)
     present = set(events.Tags()["scalars"])
     curves = {}
-    for tag in tags:
+    for tag in sorted(present) if tags is None else tags:
         by_step = {e.step: e.value for e in events.Scalars(tag)} if tag in present else {}
         steps = np.array(sorted(by_step), dtype=np.int64)
         curves[tag] = (steps, np.array([by_step[s] for s in steps], dtype=np.float64))
