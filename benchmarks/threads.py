@@ -44,16 +44,13 @@ def child(agent: str, threads: int, seconds: float) -> dict[str, float]:
 
     config = load_config(AGENTS[agent], ["device=cpu", "show_progress=false"])
     if agent == "independent_dqn":
-        from aligngym.agents.marl.population import Population
+        from aligngym.agents.marl.batched import SeedBatch
 
-        pop = Population(config, torch.device("cpu"))
+        pop = SeedBatch([config], torch.device("cpu"))
 
         def unit() -> None:
             pop.learner.set_episode(pop.episode)
-            losses: dict[str, list[float]] = {d: [] for d in pop.learner.decisions}
-            pop.play_episode(explore=True, learn=True, seed=pop.env_seed if pop.episode == 0 else None,
-                             losses=losses)
-            pop.episode += 1
+            pop.play_episode(explore=True, learn=True, keep_memory=pop.episode > 0)
         warmup = 15  # the replay fills and updates start
     else:
         import gymnasium as gym

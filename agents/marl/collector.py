@@ -14,20 +14,17 @@ fines of the game i chose (``infos[agent]["reward_components"]``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from tianshou.data import Batch, ReplayBuffer
-
 from aligngym.envs.cooperation.punishment_v0 import PHASES
-from aligngym.envs.cooperation.rules import DecisionKind
+from aligngym.envs.cooperation.rules import DECISIONS, DecisionKind
 
 REWARD_STREAMS: dict[str, tuple[str, ...]] = {
     "select": ("selection",), "play": ("play", "fine"), "punish": ("punisher",),
 }
-_FIELDS = ("obs", "act", "rew", "terminated", "truncated", "done", "obs_next")
 
 
 class Policy(Protocol):
@@ -49,57 +46,133 @@ class _Open:
 
 
 class PopulationReplay:
-    """One tianshou ``ReplayBuffer`` per network row, with stacked sampling for batched updates."""
+    """Replay of every network row of P populations: preallocated ring buffers, one set of arrays
+    per decision kind with a row per (population, agent), filled and sampled with whole-array
+    operations (no per-transition objects).
 
-    def __init__(self, sizes: dict[int, int], seed: int) -> None:
-        self.buffers = {row: ReplayBuffer(size, random_seed=int(np.random.SeedSequence([seed, row])
-                                                                .generate_state(1)[0]))
-                        for row, size in sizes.items()}
+    Rows are numbered as the learner's (``p * 3N + d * N + i``: population p, decision d, agent i).
+    A decision's storage starts small and doubles up to its capacity (a 2000-episode run fills a
+    fraction of the reference's capacities), then wraps, overwriting the oldest transition. Sampling
+    is uniform with replacement over a row's stored transitions (the reference samples without
+    replacement), from one generator per population: a population draws what it would draw alone.
+    """
 
-    def add(self, row: int, obs: np.ndarray, act: int, rew: float, terminated: bool,
-            obs_next: np.ndarray) -> None:
-        self.buffers[row].add(Batch(obs=obs, act=act, rew=rew, terminated=terminated, truncated=False,
-                                    obs_next=obs_next, info={}))
+    def __init__(self, capacities: dict[str, int], n_agents: int, feature_size: int,
+                 seeds: Sequence[int]) -> None:
+        self.n_agents, self.n_pops, self.feature_size = n_agents, len(seeds), feature_size
+        self.capacity = {DECISIONS.index(k): int(c) for k, c in capacities.items()}
+        self.rngs = [np.random.default_rng(int(s)) for s in seeds]
+        local = self.n_pops * n_agents
+        self.ptr = {d: np.zeros(local, dtype=np.int64) for d in self.capacity}
+        self.size = {d: np.zeros(local, dtype=np.int64) for d in self.capacity}
+        self.data: dict[int, dict[str, np.ndarray]] = {d: self._allocate(min(c, 256))
+                                                       for d, c in self.capacity.items()}
 
-    def __len__(self) -> int:
-        return sum(len(b) for b in self.buffers.values())
+    def _allocate(self, length: int) -> dict[str, np.ndarray]:
+        shape = (self.n_pops * self.n_agents, length)
+        return {"obs": np.zeros((*shape, self.feature_size), np.float32), "act": np.zeros(shape, np.int64),
+                "rew": np.zeros(shape, np.float32), "terminated": np.zeros(shape, bool),
+                "obs_next": np.zeros((*shape, self.feature_size), np.float32)}
 
-    def ready(self, rows: list[int], batch_size: int) -> np.ndarray:
-        return np.array([r for r in rows if len(self.buffers[r]) >= batch_size], dtype=np.int64)
+    def _reserve(self, d: int, length: int) -> dict[str, np.ndarray]:
+        """Decision ``d``'s arrays, doubled until they hold ``length`` (<= capacity) slots per row."""
+        while self.data[d]["act"].shape[1] < length:
+            old = self.data[d]
+            grown = self._allocate(min(2 * old["act"].shape[1], self.capacity[d]))
+            for key, arr in old.items():
+                grown[key][:, :arr.shape[1]] = arr
+            self.data[d] = grown
+        return self.data[d]
 
-    def sample(self, rows: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
-        """Arrays shaped (len(rows), batch_size, ...) drawn from each row's buffer."""
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "act", "rew", "terminated", "obs_next")}
-        for row in rows:
-            buf = self.buffers[int(row)]
-            idx = buf.sample_indices(batch_size)
-            for key in parts:
-                parts[key].append(getattr(buf, key)[idx])
-        return {k: np.stack(v) for k, v in parts.items()}
+    def _split(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Decision index and local row (``p * N + i``) of each row."""
+        n = self.n_agents
+        per_pop = len(DECISIONS) * n
+        return (rows % per_pop) // n, rows // per_pop * n + rows % n
 
-    def state_dict(self) -> dict[int, dict[str, Any]]:
-        out = {}
-        for row, buf in self.buffers.items():
-            n = len(buf)
-            out[row] = {
-                "data": {k: np.asarray(getattr(buf, k)[:n]) if n else np.zeros(0) for k in _FIELDS},
-                "insertion_idx": buf._insertion_idx, "size": buf._size,
-                "rng": buf._random_state.get_state(legacy=False),
-            }
+    def add_many(self, rows: np.ndarray, obs: np.ndarray, act: np.ndarray, rew: np.ndarray,
+                 terminated: np.ndarray, obs_next: np.ndarray) -> None:
+        """Store one transition for each of ``rows`` (distinct rows)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        kinds, local = self._split(rows)
+        for d in np.unique(kinds):
+            pick = kinds == d
+            at = local[pick]
+            cap, slot = self.capacity[d], self.ptr[d][at]
+            data = self._reserve(d, int(slot.max()) + 1)
+            for key, value in (("obs", obs), ("act", act), ("rew", rew), ("terminated", terminated),
+                               ("obs_next", obs_next)):
+                data[key][at, slot] = np.asarray(value)[pick]
+            self.ptr[d][at] = (slot + 1) % cap
+            self.size[d][at] = np.minimum(self.size[d][at] + 1, cap)
+
+    def sizes(self, rows: np.ndarray) -> np.ndarray:
+        kinds, local = self._split(np.asarray(rows, dtype=np.int64))
+        out = np.zeros(len(kinds), dtype=np.int64)
+        for d in np.unique(kinds):
+            out[kinds == d] = self.size[d][local[kinds == d]]
         return out
 
-    def load_state_dict(self, state: dict[int, dict[str, Any]]) -> None:
-        for row, s in state.items():
-            buf = self.buffers[int(row)]
-            buf.reset()
-            data = s["data"]
-            if len(data["act"]):  # one add allocates the storage; then copy the slots in place
-                buf.add(Batch(**{k: data[k][0] for k in _FIELDS}, info={}))
-                for k in _FIELDS:
-                    getattr(buf._meta, k)[: len(data[k])] = data[k]
-            buf._insertion_idx, buf._size = int(s["insertion_idx"]), int(s["size"])
-            buf.last_index = np.array([(buf._insertion_idx - 1) % buf.maxsize])
-            buf._random_state.set_state(s["rng"])
+    def __len__(self) -> int:
+        return int(sum(s.sum() for s in self.size.values()))
+
+    def transitions(self, row: int) -> dict[str, np.ndarray]:
+        """Row ``row``'s stored transitions, oldest first."""
+        (d,), (at,) = self._split(np.array([row]))
+        size, ptr = self.size[d][at], self.ptr[d][at]
+        order = (np.arange(size) + (ptr if size == self.capacity[d] else 0)) % max(self.capacity[d], 1)
+        return {key: arr[at, order] for key, arr in self.data[d].items()}
+
+    def ready(self, rows: list[int] | np.ndarray, batch_size: int) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        return rows[self.sizes(rows) >= batch_size] if len(rows) else rows
+
+    def sample(self, rows: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+        """Arrays shaped (len(rows), batch_size, ...) drawn from each row's transitions. The draws of
+        a population are one block, in the order its rows come."""
+        rows = np.asarray(rows, dtype=np.int64)
+        kinds, local = self._split(rows)
+        pops = rows // (len(DECISIONS) * self.n_agents)
+        sizes = self.sizes(rows)
+        idx = np.empty((len(rows), batch_size), dtype=np.int64)
+        for p in dict.fromkeys(pops.tolist()):  # populations in order of their first row
+            pick = pops == p
+            idx[pick] = (self.rngs[p].random((int(pick.sum()), batch_size)) * sizes[pick, None]).astype(np.int64)
+        out = {key: np.empty((len(rows), batch_size, *arr.shape[2:]), arr.dtype)
+               for key, arr in next(iter(self.data.values())).items()}
+        for d in np.unique(kinds):
+            pick = kinds == d
+            for key, arr in self.data[d].items():
+                out[key][pick] = arr[local[pick, None], idx[pick]]
+        return out
+
+    def state_dict(self, population: int | None = None) -> dict[str, Any]:
+        """Everything stored (of one population, as a one-population replay's state, if given)."""
+        pops = range(self.n_pops) if population is None else [population]
+        at = np.concatenate([np.arange(p * self.n_agents, (p + 1) * self.n_agents) for p in pops])
+        out: dict[str, Any] = {"rngs": [self.rngs[p].bit_generator.state for p in pops]}
+        for d in self.capacity:
+            n = int(self.size[d][at].max(initial=0))
+            out[DECISIONS[d]] = {"ptr": self.ptr[d][at].copy(), "size": self.size[d][at].copy(),
+                                 **{key: arr[at, :n].copy() for key, arr in self.data[d].items()}}
+        return out
+
+    def load_state_dict(self, state: dict[str, Any], population: int | None = None) -> None:
+        """Restore :meth:`state_dict`'s output (into one population, if given)."""
+        pops = range(self.n_pops) if population is None else [population]
+        if len(state["rngs"]) != len(pops) or set(state) - {"rngs"} != {DECISIONS[d] for d in self.capacity}:
+            raise ValueError("the replay state does not match this game's populations and decisions")
+        at = np.concatenate([np.arange(p * self.n_agents, (p + 1) * self.n_agents) for p in pops])
+        for p, rng_state in zip(pops, state["rngs"]):
+            self.rngs[p].bit_generator.state = rng_state
+        for d in self.capacity:
+            s = state[DECISIONS[d]]
+            n = s["act"].shape[1]
+            if n > self.capacity[d] or len(s["ptr"]) != len(at):
+                raise ValueError(f"the replay state's {DECISIONS[d]} buffers do not fit this config")
+            for key, arr in self._reserve(d, n).items():
+                arr[at, :n] = s[key]
+            self.ptr[d][at], self.size[d][at] = s["ptr"], s["size"]
 
 
 class PopulationCollector:
@@ -114,7 +187,8 @@ class PopulationCollector:
 
     def _close(self, row: int, obs_next: np.ndarray, terminated: bool) -> None:
         tr = self.open.pop(row)
-        self.replay.add(row, tr.features, tr.action, tr.reward, terminated, obs_next)
+        self.replay.add_many(np.array([row]), tr.features[None], np.array([tr.action]), np.array([tr.reward]),
+                             np.array([terminated]), obs_next[None])
 
     def run_episode(self, explore: bool, keep_memory: bool, seed: int | None = None,
                     on_stored: Callable[[list[int]], None] | None = None) -> None:
@@ -125,7 +199,7 @@ class PopulationCollector:
         if not keep_memory:  # a fresh game: open transitions end here, scripted partners forget
             if hasattr(self.policy, "reset"):
                 self.policy.reset()
-            ended = list(self.open)
+            ended = sorted(self.open)
             for row in ended:
                 self._close(row, self.open[row].features, terminated=True)
             if on_stored is not None and ended:

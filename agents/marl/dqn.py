@@ -40,6 +40,7 @@ has 64 hidden units, and which came last is not known). Deviations and options:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -149,57 +150,63 @@ class RowAdam:
             denom = (v_rows / correction2.view(shape)).sqrt_().add_(self.eps)
             p[rows] -= (self.lr[rows] / correction1).view(shape) * m_rows / denom
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "steps": self.steps}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for dst, src in zip(self.exp_avg + self.exp_avg_sq, state["exp_avg"] + state["exp_avg_sq"]):
-            dst.copy_(src)
-        self.steps.copy_(state["steps"])
-
 
 class IndependentDQN:
-    """One Q-network per (decision, agent) of a game; row ``d * N + i`` is agent i's decision d."""
+    """One Q-network per (population, decision, agent): row ``p * 3N + d * N + i`` is agent i's
+    decision d in population p. ``seed`` is one seed, or one per population (P populations of the
+    same game learning side by side: population p's networks, exploration and updates are exactly
+    those of a one-population learner seeded ``seed[p]``)."""
 
     def __init__(self, config: IndependentDQNConfig, rules: GameRules, feature_size: int,
-                 seed: int, device: torch.device) -> None:
+                 seed: int | Sequence[int], device: torch.device) -> None:
         self.config, self.rules, self.device = config, rules, device
-        self.n_agents = rules.n_agents
+        seeds = [int(seed)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+        self.n_agents, self.n_populations = rules.n_agents, len(seeds)
         self.decisions: tuple[DecisionKind, ...] = tuple(d for d in DECISIONS if d in rules.decisions)
-        self.n_rows = len(DECISIONS) * self.n_agents  # rows of absent decisions stay unused
+        self.rows_per_population = len(DECISIONS) * self.n_agents  # rows of absent decisions stay unused
+        self.n_rows = self.n_populations * self.rows_per_population
         self.feature_size = feature_size
         self.out_dim = max(rules.n_actions(d) for d in DECISIONS)
-        init_seed, explore_seed = np.random.SeedSequence(seed).generate_state(2)
-        gen = torch.Generator().manual_seed(int(init_seed))
-        self.online = QEnsemble(self.n_rows, feature_size, config.hidden_size, self.out_dim, gen).to(device)
+        init_seeds, explore_seeds = zip(*(np.random.SeedSequence(s).generate_state(2) for s in seeds))
+        parts = [QEnsemble(self.rows_per_population, feature_size, config.hidden_size, self.out_dim,
+                           torch.Generator().manual_seed(int(s))) for s in init_seeds]
+        self.online = QEnsemble(self.n_rows, feature_size, config.hidden_size, self.out_dim)
+        with torch.no_grad():
+            for name, param in self.online.named_parameters():
+                param.copy_(torch.cat([getattr(part, name) for part in parts]))
+        self.online.to(device)
         self.target = QEnsemble(self.n_rows, feature_size, config.hidden_size, self.out_dim).to(device)
         self.target.load_state_dict(self.online.state_dict())
         per_decision = [getattr(config, d) for d in DECISIONS]
-        per_row = lambda values: torch.tensor(  # noqa: E731
-            np.repeat(values, self.n_agents), dtype=torch.float32, device=device)
-        self.gamma = per_row([c.gamma for c in per_decision])
-        self.optim = RowAdam(list(self.online.parameters()), per_row([c.lr for c in per_decision]))
-        valid = np.zeros((self.n_rows, self.out_dim), dtype=bool)
+
+        def per_row(values: list[float]) -> np.ndarray:
+            return np.tile(np.repeat(values, self.n_agents), self.n_populations)
+
+        self.gamma = torch.tensor(per_row([c.gamma for c in per_decision]), dtype=torch.float32, device=device)
+        self.optim = RowAdam(list(self.online.parameters()), torch.tensor(
+            per_row([c.lr for c in per_decision]), dtype=torch.float32, device=device))
+        valid = np.zeros((self.rows_per_population, self.out_dim), dtype=bool)
         for d, kind in enumerate(DECISIONS):
             for agent in range(self.n_agents):
                 valid[d * self.n_agents + agent, :rules.n_choices(kind, agent)] = True
-        self.valid_actions = torch.tensor(valid, device=device)
-        self.epsilon_end = np.repeat([c.epsilon_end for c in per_decision], self.n_agents)
-        self.epsilon_step = np.repeat([(config.epsilon_start - c.epsilon_end) * c.epsilon_decay_per_update
-                                       for c in per_decision], self.n_agents)
+        self.valid_actions = torch.tensor(np.tile(valid, (self.n_populations, 1)), device=device)
+        self.n_valid = self.valid_actions.sum(dim=1).cpu().numpy()
+        self.epsilon_end = per_row([c.epsilon_end for c in per_decision])
+        self.epsilon_step = per_row([(config.epsilon_start - c.epsilon_end) * c.epsilon_decay_per_update
+                                     for c in per_decision])
         self.epsilon = np.full(self.n_rows, config.epsilon_start)
         self.updates = np.zeros(self.n_rows, dtype=np.int64)
-        self.rng = np.random.default_rng(explore_seed)
+        self.rngs = [np.random.default_rng(s) for s in explore_seeds]
 
-    def row(self, decision: DecisionKind, agent: int) -> int:
-        return DECISIONS.index(decision) * self.n_agents + agent
+    def row(self, decision: DecisionKind, agent: int, population: int = 0) -> int:
+        return population * self.rows_per_population + DECISIONS.index(decision) * self.n_agents + agent
 
     def decisions_of_row(self, row: int) -> DecisionKind:
-        return DECISIONS[row // self.n_agents]
+        return DECISIONS[row % self.rows_per_population // self.n_agents]
 
-    def mean_epsilon(self, decision: DecisionKind) -> float:
-        d = DECISIONS.index(decision)
-        return float(self.epsilon[d * self.n_agents:(d + 1) * self.n_agents].mean())
+    def mean_epsilon(self, decision: DecisionKind, population: int = 0) -> float:
+        first = self.row(decision, 0, population)
+        return float(self.epsilon[first:first + self.n_agents].mean())
 
     # ------------------------------------------------------------------ acting
     def set_episode(self, episode: int) -> None:
@@ -217,11 +224,14 @@ class IndependentDQN:
         q = self.online(rows_t, x)[:, 0, :]
         q = q.masked_fill(~self.valid_actions[rows_t], -torch.inf)
         actions = q.argmax(dim=1).cpu().numpy()
-        if explore:
-            n_valid = self.valid_actions[rows_t].sum(dim=1).cpu().numpy()
-            randomise = self.rng.random(len(rows)) < self.epsilon[rows]
-            random_actions = (self.rng.random(len(rows)) * n_valid).astype(np.int64)
-            actions = np.where(randomise, random_actions, actions)
+        if explore:  # each population's draws in one block, in the order its rows come
+            pops = rows // self.rows_per_population
+            for p in dict.fromkeys(pops.tolist()):
+                pick = pops == p if self.n_populations > 1 else slice(None)
+                k = len(rows) if self.n_populations == 1 else int(pick.sum())
+                randomise = self.rngs[p].random(k) < self.epsilon[rows[pick]]
+                random_actions = (self.rngs[p].random(k) * self.n_valid[rows[pick]]).astype(np.int64)
+                actions[pick] = np.where(randomise, random_actions, actions[pick])
         return actions
 
     # ------------------------------------------------------------------ learning
@@ -258,17 +268,35 @@ class IndependentDQN:
         return per_row.detach().cpu().numpy()
 
     # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, population: int = 0) -> dict[str, Any]:
+        """Population ``population``'s networks, optimiser, exploration and generator (the state of a
+        one-population learner)."""
+        rows = slice(population * self.rows_per_population, (population + 1) * self.rows_per_population)
         return {
-            "online": self.online.state_dict(), "target": self.target.state_dict(),
-            "optim": self.optim.state_dict(), "epsilon": torch.from_numpy(self.epsilon.copy()),
-            "updates": torch.from_numpy(self.updates.copy()), "rng": self.rng.bit_generator.state,
+            "online": {k: v[rows].clone() for k, v in self.online.state_dict().items()},
+            "target": {k: v[rows].clone() for k, v in self.target.state_dict().items()},
+            "optim": {"exp_avg": [m[rows].clone() for m in self.optim.exp_avg],
+                      "exp_avg_sq": [v[rows].clone() for v in self.optim.exp_avg_sq],
+                      "steps": self.optim.steps[rows].clone()},
+            "epsilon": torch.from_numpy(self.epsilon[rows].copy()),
+            "updates": torch.from_numpy(self.updates[rows].copy()),
+            "rng": self.rngs[population].bit_generator.state,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.online.load_state_dict(state["online"])
-        self.target.load_state_dict(state["target"])
-        self.optim.load_state_dict(state["optim"])
-        self.epsilon = state["epsilon"].numpy().copy()
-        self.updates = state["updates"].numpy().copy()
-        self.rng.bit_generator.state = state["rng"]
+    def load_state_dict(self, state: dict[str, Any], population: int = 0) -> None:
+        """Restore :meth:`state_dict`'s output into population ``population``."""
+        rows = slice(population * self.rows_per_population, (population + 1) * self.rows_per_population)
+        with torch.no_grad():
+            for net, key in ((self.online, "online"), (self.target, "target")):
+                params = dict(net.named_parameters())
+                if set(state[key]) != set(params):
+                    raise KeyError(f"{key} networks: expected {sorted(params)}, got {sorted(state[key])}")
+                for name, value in state[key].items():
+                    params[name][rows] = value
+            optim = state["optim"]
+            for dst, src in zip(self.optim.exp_avg + self.optim.exp_avg_sq, optim["exp_avg"] + optim["exp_avg_sq"]):
+                dst[rows] = src
+            self.optim.steps[rows] = optim["steps"]
+        self.epsilon[rows] = state["epsilon"].numpy()
+        self.updates[rows] = state["updates"].numpy()
+        self.rngs[population].bit_generator.state = state["rng"]

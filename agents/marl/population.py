@@ -12,6 +12,7 @@ optionally with scripted partners in place of all but ``focal`` agents.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -20,6 +21,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from aligngym.agents.config import ConfigError, RunConfig
+from aligngym.agents.marl.batched import SeedBatch
 from aligngym.agents.marl.collector import PopulationCollector, PopulationReplay
 from aligngym.agents.marl.dqn import IndependentDQN, IndependentDQNConfig
 from aligngym.agents.marl.plots import curves, heatmap
@@ -55,8 +57,25 @@ class Config(RunConfig):
                                        "learner": learner})
 
 
+@dataclass
+class EpisodeResult:
+    """What one population's training episode produced, for its run's logs."""
+
+    metrics: dict[str, float]  # coop/* without the scope
+    returns: np.ndarray  # (N,) each agent's total reward
+    losses: dict[str, float]  # mean update loss per decision (decisions that learned)
+    epsilon: dict[str, float]  # mean exploration per decision
+    updates: int  # gradient updates so far, all networks
+    selections: np.ndarray  # (N, N) chooser x chosen
+    punishments: np.ndarray  # (N, N) punisher x victim
+
+
 class Population:
-    """The env, learners, replay and collector of one run, with their joint state."""
+    """The env, learners, replay and collector of one run through the PettingZoo API: the centipede's
+    trainer (the IPD trains on :class:`~aligngym.agents.marl.batched.SeedBatch`, with the same
+    transitions) and every game's evaluation, scripted partners included."""
+
+    n_pops = 1
 
     def __init__(self, config: Config, device: torch.device) -> None:
         self.config = config
@@ -68,36 +87,28 @@ class Population:
         self.learner = IndependentDQN(config.learner, config.env, self.env.feature_size,
                                       learner_seed, device)
         rules, lc = config.env, config.learner
-        sizes = {self.learner.row(d, i): getattr(lc, d).buffer_size
-                 for d in rules.decisions for i in range(rules.n_agents)}
-        self.replay = PopulationReplay(sizes, replay_seed)
+        self.replay = PopulationReplay({d: getattr(lc, d).buffer_size for d in rules.decisions},
+                                       rules.n_agents, self.env.feature_size, [replay_seed])
         self.collector = PopulationCollector(self.env, self.learner, self.replay,
                                              lc.bootstrap_across_games)
+        self.env.core.rng = np.random.default_rng(env_seed)  # as reset(seed=env_seed) seeds it
         self.episode = 0
 
-    def state_dict(self) -> dict[str, Any]:
+    def population_state(self, p: int = 0) -> dict[str, Any]:
         return {"step": self.episode, "learner": self.learner.state_dict(),
                 "env": self.env.state_dict(), "replay": self.replay.state_dict(),
                 "collector": self.collector.state_dict()}
 
-    def load_state_dict(self, state: dict[str, Any], learner_only: bool = False) -> None:
-        """Restore from a checkpoint's state; a state that does not fit this config is reported
-        as a ``CheckpointError``."""
-        try:
-            self.learner.load_state_dict(state["learner"])
-            if learner_only:
-                return
-            self.episode = int(state["step"])
-            self.env.load_state_dict(to_numpy(state["env"]))
-            self.replay.load_state_dict(to_numpy(state["replay"]))
-            self.collector.load_state_dict(to_numpy(state["collector"]))
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:
-            raise CheckpointError(f"the checkpoint does not fit this config or is incomplete "
-                                  f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
+    def load_population_state(self, p: int, state: dict[str, Any]) -> None:
+        self.learner.load_state_dict(state["learner"])
+        self.episode = int(state["step"])
+        self.env.load_state_dict(to_numpy(state["env"]))
+        self.replay.load_state_dict(to_numpy(state["replay"]))
+        self.collector.load_state_dict(to_numpy(state["collector"]))
 
-    def play_episode(self, explore: bool, learn: bool, seed: int | None,
-                     losses: dict[str, list[float]] | None = None) -> dict[str, float]:
-        """One episode; returns its metrics (``coop/*`` names without the scope)."""
+    def play_episode(self, explore: bool, learn: bool, keep_memory: bool,
+                     losses: list[dict[str, list[float]]] | None = None, seed: int | None = None) -> None:
+        """One episode (``losses[0][decision]`` collects the update losses); ``seed`` seeds the game."""
         learner, batch = self.learner, self.config.learner.batch_size
 
         def on_stored(rows: list[int]) -> None:
@@ -106,61 +117,94 @@ class Population:
                 per_row = learner.update(ready, self.replay.sample(ready, batch))
                 if losses is not None:
                     for row, loss in zip(ready, per_row):
-                        losses[learner.decisions_of_row(int(row))].append(float(loss))
+                        losses[0][learner.decisions_of_row(int(row))].append(float(loss))
 
-        keep = self.config.carry_memory and self.episode > 0
-        self.collector.run_episode(explore=explore, keep_memory=keep, seed=seed,
+        self.collector.run_episode(explore=explore, keep_memory=keep_memory, seed=seed,
                                    on_stored=on_stored if learn else None)
-        metrics = self.env.core.episode_metrics()
-        return {name: float(metrics[name][0]) for name in METRIC_NAMES}
+        self.episode += 1
+
+    def results(self, losses: list[dict[str, list[float]]]) -> list[EpisodeResult]:
+        core, learner = self.env.core, self.learner
+        metrics = core.episode_metrics()
+        return [EpisodeResult(
+            metrics={name: float(metrics[name][0]) for name in METRIC_NAMES}, returns=core.episode_returns()[0],
+            losses={d: float(np.mean(v)) for d, v in losses[0].items() if v},
+            epsilon={d: learner.mean_epsilon(d) for d in learner.decisions},
+            updates=int(learner.updates.sum()), selections=core.selections()[0],
+            punishments=core.punishments[0].copy())]
+
+
+def _trainer(configs: list[Config], device: torch.device) -> Population | SeedBatch:
+    if configs[0].env.game == "ipd":
+        return SeedBatch(configs, device)
+    if len(configs) > 1:
+        raise ConfigError("the centipede trains one seed at a time")
+    return Population(configs[0], device)
 
 
 def train(config: Config, run: Run, state: dict[str, Any] | None) -> None:
-    device = resolve_device(config.device)
-    pop = Population(config, device)
-    if state is not None:
-        pop.load_state_dict(state)
+    train_seeds([config], [run], [state])
+
+
+def train_seeds(configs: list[Config], runs: list[Run], states: list[dict[str, Any] | None]) -> None:
+    """Train the seeds ``configs`` of one condition together (the IPD: in one batch), each into its
+    run folder, from its checkpoint's state where it has one (all at the same episode)."""
+    config = configs[0]
+    trainer = _trainer(configs, resolve_device(config.device))
+    steps = {int(s["step"]) if s is not None else 0 for s in states}
+    if len(steps) > 1:
+        raise CheckpointError(f"seeds trained together must be at the same episode, got {sorted(steps)}")
+    for p, state in enumerate(states):
+        if state is None:
+            continue
+        try:
+            trainer.load_population_state(p, state)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+            raise CheckpointError(f"{runs[p].dir}: the checkpoint does not fit this config or is incomplete "
+                                  f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
     n = config.env.n_agents
-    chosen = np.zeros((n, n), dtype=np.int64)  # this plot window's chooser x chosen counts
-    punished = np.zeros((n, n), dtype=np.int64)  # ... and punisher x victim counts
-    bar = tqdm(total=config.episodes, initial=pop.episode, desc=run.dir.name, unit="ep",
+    chosen = np.zeros((len(runs), n, n), dtype=np.int64)  # this plot window's chooser x chosen counts
+    punished = np.zeros((len(runs), n, n), dtype=np.int64)  # ... and punisher x victim counts
+    desc = runs[0].dir.name if len(runs) == 1 else f"{config.agent} x {len(runs)} seeds"
+    bar = tqdm(total=config.episodes, initial=trainer.episode, desc=desc, unit="ep",
                disable=not config.show_progress, dynamic_ncols=True)
     try:
-        while pop.episode < config.episodes:
-            pop.learner.set_episode(pop.episode)
-            losses: dict[str, list[float]] = {d: [] for d in pop.learner.decisions}
-            seed = pop.env_seed if pop.episode == 0 else None
-            metrics = pop.play_episode(explore=True, learn=True, seed=seed, losses=losses)
-            step = pop.episode
-            pop.episode += 1
-            returns = pop.env.core.episode_returns()[0]
-            run.log("coop", step, {**metrics, **{f"return_player_{i}": float(r) for i, r in enumerate(returns)}})
-            run.log("loss", step, {d: float(np.mean(v)) for d, v in losses.items() if v})
-            train_stats = {f"epsilon_{d}": pop.learner.mean_epsilon(d) for d in pop.learner.decisions}
-            train_stats["gradient_updates"] = float(pop.learner.updates.sum())
-            run.log("train", step, train_stats)
-            chosen += pop.env.core.selections()[0]
-            punished += pop.env.core.punishments[0]
-            if pop.episode % config.plot_every == 0 or pop.episode == config.episodes:
-                _plot_window(run, config, step, chosen, punished)
-                chosen[:] = punished[:] = 0
+        while trainer.episode < config.episodes:
+            step = trainer.episode
+            trainer.learner.set_episode(step)
+            losses: list[dict[str, list[float]]] = [{d: [] for d in trainer.learner.decisions} for _ in runs]
+            trainer.play_episode(explore=True, learn=True, keep_memory=config.carry_memory and step > 0,
+                                 losses=losses)
+            results = trainer.results(losses)
+            for p, (cfg, run, res) in enumerate(zip(configs, runs, results)):
+                run.log("coop", step, {**res.metrics, **{f"return_player_{i}": float(r)
+                                                         for i, r in enumerate(res.returns)}})
+                run.log("loss", step, res.losses)
+                run.log("train", step, {**{f"epsilon_{d}": e for d, e in res.epsilon.items()},
+                                        "gradient_updates": float(res.updates)})
+                chosen[p] += res.selections
+                punished[p] += res.punishments
+                if (step + 1) % cfg.plot_every == 0 or step + 1 == config.episodes:
+                    _plot_window(run, cfg, step, chosen[p], punished[p])
+                    chosen[p] = punished[p] = 0
+                # SIGINT / SIGTERM (run.stopping()): a checkpoint now, keeping every finished episode
+                if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == config.episodes or run.stopping():
+                    run.save(trainer.population_state(p))
             bar.update(1)
-            bar.set_postfix(coop=f"{metrics['cooperation_rate']:.2f}",
-                            reward=f"{metrics['mean_reward']:.1f}")
-            # SIGINT / SIGTERM (run.stopping()): a checkpoint now, keeping every finished episode
-            if pop.episode % config.checkpoint_every == 0 or pop.episode == config.episodes or run.stopping():
-                run.save(pop.state_dict())
-            if run.stopping() and pop.episode < config.episodes:
-                raise run.interrupted(pop.episode)
+            bar.set_postfix(coop=f"{np.mean([r.metrics['cooperation_rate'] for r in results]):.2f}",
+                            reward=f"{np.mean([r.metrics['mean_reward'] for r in results]):.1f}")
+            if runs[0].stopping() and trainer.episode < config.episodes:
+                raise runs[0].interrupted(trainer.episode)
     finally:
         bar.close()
-    run.writer.flush()
-    history = read_curves(run.dir, ("coop/cooperation_rate", "coop/punishment_rate_direct",
-                                    "coop/punishment_rate_third_party", "coop/just_punishment_share"))
-    fig = curves({k.split("/")[1]: values for k, (_, values) in history.items() if len(values)},
-                 "training curves", "rate", window=max(min(config.episodes // 20, 100), 1),
-                 ylim=(-0.05, 1.05))
-    run.figure("coop/curves", fig, config.episodes - 1, png="curves.png")
+    for cfg, run in zip(configs, runs):
+        run.writer.flush()
+        history = read_curves(run.dir, ("coop/cooperation_rate", "coop/punishment_rate_direct",
+                                        "coop/punishment_rate_third_party", "coop/just_punishment_share"))
+        fig = curves({k.split("/")[1]: values for k, (_, values) in history.items() if len(values)},
+                     "training curves", "rate", window=max(min(cfg.episodes // 20, 100), 1),
+                     ylim=(-0.05, 1.05))
+        run.figure("coop/curves", fig, cfg.episodes - 1, png="curves.png")
 
 
 def _plot_window(run: Run, config: Config, step: int, chosen: np.ndarray, punished: np.ndarray) -> None:
@@ -217,16 +261,20 @@ def evaluate(config: Config, state: dict[str, Any], episodes: int, background: s
     elif focal is not None:
         raise ConfigError("--focal needs --background (who plays the other agents)")
     pop = Population(config, resolve_device(config.device))
-    pop.load_state_dict(state, learner_only=True)
+    try:
+        pop.learner.load_state_dict(state["learner"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+        raise CheckpointError(f"the checkpoint does not fit this config or is incomplete "
+                              f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
     if background is not None:
         pop.collector.policy = BackgroundPolicy(pop.learner, config.env, focal, background)
     per_episode, focal_returns, background_returns, focal_plays, focal_coops = [], [], [], 0, 0
     # on stderr while it is a terminal (and the run's show_progress allows bars), as the offline agents'
     for k in tqdm(range(episodes), desc=f"evaluating {config.agent} on {config.task}", unit="episode",
                   disable=None if config.show_progress else True, dynamic_ncols=True):
-        per_episode.append(pop.play_episode(explore=False, learn=False,
-                                            seed=pop.eval_seed if k == 0 else None))
-        pop.episode += 1
+        pop.play_episode(explore=False, learn=False, keep_memory=config.carry_memory and k > 0,
+                         seed=pop.eval_seed if k == 0 else None)
+        per_episode.append(pop.results([{}])[0].metrics)
         if background is not None:
             core = pop.env.core
             returns = core.episode_returns()[0]

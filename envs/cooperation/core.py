@@ -67,6 +67,11 @@ def gini(values: np.ndarray) -> np.ndarray:
     return np.where(denom > 0, diff / np.where(denom > 0, denom, 1), 0.0)
 
 
+def _map_arrays(tree: dict[str, Any], fn: Any) -> dict[str, Any]:
+    return {k: _map_arrays(v, fn) if isinstance(v, dict) else fn(v) if isinstance(v, np.ndarray) else v
+            for k, v in tree.items()}
+
+
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.where(den > 0, num / np.maximum(den, 1), 0.0)
 
@@ -80,6 +85,9 @@ class PunishmentCore:
         self.rules = rules
         self.batch_size = batch_size
         self.rng = np.random.default_rng(seed)
+        # one generator per population instead (``seed_populations``): population b then draws
+        # exactly what a B = 1 core seeded like it draws, whatever the other populations do
+        self.rngs: list[np.random.Generator] | None = None
         n, b = rules.n_agents, batch_size
         self._rows = np.arange(b)
         pay = rules.payoffs
@@ -108,6 +116,18 @@ class PunishmentCore:
         self._choices = rules.adjacency.sum(axis=1)
         self.reset(keep_memory=False)
 
+    def seed_populations(self, seeds: list[int]) -> None:
+        """Give each population its own generator, seeded with ``seeds[b]``."""
+        if len(seeds) != self.batch_size:
+            raise ValueError(f"need one seed per population ({self.batch_size}), got {len(seeds)}")
+        self.rngs = [np.random.default_rng(int(s)) for s in seeds]
+
+    def _random(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Uniform draws shaped (B, *shape): from the shared generator, or one per population."""
+        if self.rngs is None:
+            return self.rng.random((self.batch_size, *shape))
+        return np.stack([g.random(shape) for g in self.rngs])
+
     # ------------------------------------------------------------------ episode bookkeeping
     def reset(self, keep_memory: bool = False) -> None:
         """Start a new episode. ``keep_memory`` keeps reputations and last moves (the paper's runs)."""
@@ -135,7 +155,7 @@ class PunishmentCore:
         uniformly among them (random matching)."""
         n = self.rules.n_agents
         if choice is None:
-            choice = (self.rng.random((self.batch_size, n)) * self._choices).astype(np.int64)
+            choice = (self._random((n,)) * self._choices).astype(np.int64)
         choice = np.asarray(choice, dtype=np.int64)
         if choice.shape != (self.batch_size, n) or (choice < 0).any() or (choice >= self._choices).any():
             raise ValueError(f"partner choices must have shape {(self.batch_size, n)} with agent i's "
@@ -262,10 +282,10 @@ class PunishmentCore:
         pl = self._current_players
         candidates = self._adjacency[pl[:, 0]] | self._adjacency[pl[:, 1]]
         candidates[self._rows, pl[:, 0]] = candidates[self._rows, pl[:, 1]] = False
-        keys = np.where(candidates, self.rng.random(candidates.shape), -1.0)
+        keys = np.where(candidates, self._random(candidates.shape[1:]), -1.0)
         first = keys.argmax(axis=1)
         if self.rules.third_party_with_replacement:
-            keys = np.where(candidates, self.rng.random(candidates.shape), -1.0)
+            keys = np.where(candidates, self._random(candidates.shape[1:]), -1.0)
             second = keys.argmax(axis=1)
         else:  # the second-highest key; the same agent only when it is the sole candidate
             keys[self._rows, first] = -0.5
@@ -291,19 +311,21 @@ class PunishmentCore:
                 self.punish_one(mechanism, victim, decisions[:, victim], bystanders)
 
     def punish_one(self, mechanism: str, victim: int, decision: np.ndarray,
-                   bystanders: np.ndarray | None = None) -> None:
+                   bystanders: np.ndarray | None = None, active: np.ndarray | None = None) -> None:
         """Apply one punish decision (B,) about player ``victim`` (0 or 1) of the current round:
-        ``mechanism`` "direct" (the co-player judges) or "third_party" (``bystanders[:, victim]``)."""
+        ``mechanism`` "direct" (the co-player judges) or "third_party" (``bystanders[:, victim]``).
+        Populations whose ``active`` is False are left as they are (their judgement comes later)."""
         pl = self._current_players
         punisher = pl[:, 1 - victim] if mechanism == "direct" else bystanders[:, victim]
-        decision = np.asarray(decision, dtype=bool)
-        self.counters[f"{mechanism}_decisions"] += 1
+        active = np.ones(self.batch_size, bool) if active is None else np.asarray(active, bool)
+        decision = np.asarray(decision, dtype=bool) & active
+        self.counters[f"{mechanism}_decisions"] += active
         self.counters[f"{mechanism}_punishments"] += decision
         self._apply_punishment(decision, punisher, pl[:, victim], pl[:, 1 - victim],
-                               self.round_actions[:, victim] == DEFECT)
+                               self.round_actions[:, victim] == DEFECT, active)
 
     def _apply_punishment(self, act: np.ndarray, punisher: np.ndarray, victim: np.ndarray,
-                          coplayer: np.ndarray, just: np.ndarray) -> None:
+                          coplayer: np.ndarray, just: np.ndarray, active: np.ndarray) -> None:
         r = self.rules
         rows = self._rows
         done = act.astype(np.float64)
@@ -314,9 +336,9 @@ class PunishmentCore:
         self.counters["unjust"] += act & ~just
         np.add.at(self.agent_counts["agent_just"], (rows, punisher), act & just)
         np.add.at(self.agent_counts["agent_unjust"], (rows, punisher), act & ~just)
-        self.counters["judged_defectors"] += just
-        self.counters["judged_cooperators"] += ~just
-        self.last_punish[rows, punisher] = act
+        self.counters["judged_defectors"] += just & active
+        self.counters["judged_cooperators"] += ~just & active
+        self.last_punish[rows, punisher] = np.where(active, act, self.last_punish[rows, punisher])
         np.add.at(self.punishments, (rows, punisher, victim), act)
         if not r.reputation:
             return
@@ -396,7 +418,33 @@ class PunishmentCore:
             "agent_counts": {k: v.copy() for k, v in self.agent_counts.items()},
             **{k: getattr(self, k).copy() for k in _TRACKED},
             "rng": self.rng.bit_generator.state,
+            **({} if self.rngs is None else {"rngs": [g.bit_generator.state for g in self.rngs]}),
         }
+
+    def population_state(self, b: int) -> dict[str, Any]:
+        """Population ``b``'s state, as a one-population core's :meth:`state_dict`."""
+        full = self.state_dict()
+        full.pop("rngs", None)
+        out = _map_arrays(full, lambda a: a[b:b + 1].copy())
+        out["rng"] = (self.rng if self.rngs is None else self.rngs[b]).bit_generator.state
+        return out
+
+    def load_population_state(self, b: int, state: dict[str, Any]) -> None:
+        """Put a one-population state (:meth:`population_state`) into population ``b``."""
+        full = self.state_dict()
+
+        def put(dst: dict[str, Any], src: dict[str, Any]) -> None:
+            for key, value in dst.items():
+                if isinstance(value, dict):
+                    put(value, src[key])
+                elif isinstance(value, np.ndarray):
+                    value[b] = np.asarray(src[key])[0]
+        put({k: v for k, v in full.items() if k not in ("rng", "rngs")}, state)
+        if self.rngs is None:
+            full["rng"] = state["rng"]
+        else:
+            full["rngs"][b] = state["rng"]
+        self.load_state_dict(full)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key in ("reputation", "last_action", "partners", "round_actions"):
@@ -413,3 +461,7 @@ class PunishmentCore:
                 continue
             setattr(self, key, np.array(state[key], dtype=getattr(self, key).dtype))
         self.rng.bit_generator.state = state["rng"]
+        if "rngs" in state:
+            self.rngs = [np.random.default_rng() for _ in state["rngs"]]
+            for g, s in zip(self.rngs, state["rngs"]):
+                g.bit_generator.state = s

@@ -30,8 +30,7 @@ class Scripted:
 
 
 def _rewards(replay, kind, agent):
-    buf = replay.buffers[DECISIONS.index(kind) * N + agent]
-    return list(buf.rew[: len(buf)])
+    return list(replay.transitions(DECISIONS.index(kind) * N + agent)["rew"])
 
 
 @pytest.fixture
@@ -39,8 +38,7 @@ def collected():
     env = punishment_v0.parallel_env(n_agents=N, rounds_per_game=2, partner_selection=True,
                                      reputation=True, direct_punishment=True)
     policy = Scripted()
-    replay = PopulationReplay({policy.row(d, i): 100 for d in ("select", "play", "punish")
-                               for i in range(N)}, seed=0)
+    replay = PopulationReplay({d: 100 for d in ("select", "play", "punish")}, N, env.feature_size, [0])
     collector = PopulationCollector(env, policy, replay)
     stored = []
     collector.run_episode(explore=False, keep_memory=False, seed=0, on_stored=stored.extend)
@@ -94,15 +92,14 @@ def test_streams_add_up_to_the_env_rewards():
             return np.array([self.rng.integers(0, 4 if r < 5 else 2) for r in rows])
 
     policy = Random()
-    replay = PopulationReplay({r: 1000 for r in range(15)}, seed=0)
+    replay = PopulationReplay({d: 1000 for d in ("select", "play", "punish")}, 5, env.feature_size, [0])
     collector = PopulationCollector(env, policy, replay)
     collector.run_episode(explore=False, keep_memory=False, seed=3)
     core = env.core
     for i in range(5):
         def total(kind):
             row = policy.row(kind, i)
-            buf = replay.buffers[row]
-            return float(buf.rew[: len(buf)].sum()) + (collector.open[row].reward if row in collector.open else 0.0)
+            return float(replay.transitions(row)["rew"].sum()) + (collector.open[row].reward if row in collector.open else 0.0)
 
         assert total("play") == pytest.approx(core.per_agent["play_reward"][0, i] + core.per_agent["fine"][0, i])
         assert total("punish") == pytest.approx(core.per_agent["punisher_reward"][0, i])
@@ -112,23 +109,22 @@ def test_transitions_are_stored_once_each_and_reported(collected):
     replay, _, _, stored = collected
     assert len(stored) == len(replay)
     # each row is reported once per transition it received
-    assert Counter(stored) == {row: len(buf) for row, buf in replay.buffers.items() if len(buf)}
+    sizes = {row: len(replay.transitions(row)["act"]) for row in range(3 * N)}
+    assert Counter(stored) == {row: n for row, n in sizes.items() if n}
 
 
 def _cut_bootstrapping_collector(rounds_per_game):
     env = punishment_v0.parallel_env(n_agents=N, rounds_per_game=rounds_per_game,
                                      partner_selection=True, reputation=True)
     policy = Scripted()
-    replay = PopulationReplay({policy.row(d, i): 100 for d in ("select", "play") for i in range(N)},
-                              seed=0)
+    replay = PopulationReplay({d: 100 for d in ("select", "play")}, N, env.feature_size, [0])
     return policy, replay, PopulationCollector(env, policy, replay, bootstrap_across_games=False)
 
 
 def test_cut_bootstrapping_at_game_boundaries():
     policy, replay, collector = _cut_bootstrapping_collector(rounds_per_game=2)
     collector.run_episode(explore=False, keep_memory=False, seed=1)
-    buf = replay.buffers[policy.row("play", 0)]
-    done = list(buf.terminated[: len(buf)])
+    done = list(replay.transitions(policy.row("play", 0))["terminated"])
     # agent 0 plays games 0, 1 and 2, two rounds each: the transitions opened in a game's second
     # round close in the next game and are terminal; the others bootstrap
     assert [bool(d) for d in done] == [False, True, False, True, False]
@@ -148,18 +144,17 @@ def test_each_punish_transition_carries_its_own_judgements_outcome():
             return self.rng.integers(0, 2, size=len(rows))
 
     policy = Random()
-    replay = PopulationReplay({policy.row(d, i): 5000 for d in ("play", "punish") for i in range(5)},
-                              seed=0)
+    replay = PopulationReplay({d: 5000 for d in ("play", "punish")}, 5, env.feature_size, [0])
     collector = PopulationCollector(env, policy, replay)
     for episode in range(3):
         collector.run_episode(explore=False, keep_memory=episode > 0, seed=2 if episode == 0 else None)
     checked = 0
     for i in range(5):
-        buf = replay.buffers[policy.row("punish", i)]
-        n = len(buf)
-        victim_defected = buf.obs[:n, 0] == 1
-        expected = np.where(buf.act[:n] == 1, np.where(victim_defected, 2.0, -10.0), 0.0)
-        np.testing.assert_array_equal(buf.rew[:n], expected)
+        buf = replay.transitions(policy.row("punish", i))
+        n = len(buf["act"])
+        victim_defected = buf["obs"][:, 0] == 1
+        expected = np.where(buf["act"] == 1, np.where(victim_defected, 2.0, -10.0), 0.0)
+        np.testing.assert_array_equal(buf["rew"], expected)
         checked += n
     assert checked > 300
 
@@ -170,11 +165,9 @@ def test_cut_bootstrapping_also_across_episodes():
     policy, replay, collector = _cut_bootstrapping_collector(rounds_per_game=1)
     for episode in range(3):
         collector.run_episode(explore=False, keep_memory=episode > 0, seed=0 if episode == 0 else None)
-    buf = replay.buffers[policy.row("play", 2)]
-    assert [bool(d) for d in buf.terminated[: len(buf)]] == [True, True]
+    assert [bool(d) for d in replay.transitions(policy.row("play", 2))["terminated"]] == [True, True]
     # a selection (once per episode) is a one-step choice: each closes in the next episode, terminal
-    sel = replay.buffers[policy.row("select", 2)]
-    assert [bool(d) for d in sel.terminated[: len(sel)]] == [True, True]
+    assert [bool(d) for d in replay.transitions(policy.row("select", 2))["terminated"]] == [True, True]
 
 
 def test_a_fresh_game_resets_scripted_partners():
@@ -200,7 +193,7 @@ def test_a_fresh_game_resets_scripted_partners():
 
     env = punishment_v0.parallel_env(n_agents=N, rounds_per_game=2, direct_punishment=True)
     policy = WithBot()
-    replay = PopulationReplay({policy.row(d, i): 100 for d in ("play", "punish") for i in range(N)}, seed=0)
+    replay = PopulationReplay({d: 100 for d in ("play", "punish")}, N, env.feature_size, [0])
     collector = PopulationCollector(env, policy, replay)
     defections = []
     for keep in (False, True, False):

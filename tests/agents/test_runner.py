@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from aligngym.agents.cli import main
 from aligngym.agents.config import AlignGymWarning, ConfigError, load_config
 from aligngym.agents.evaluate import evaluate
+from aligngym.agents.marl.batched import SeedBatch
 from aligngym.agents.marl.population import Population
 from aligngym.agents.train import (CheckpointError, Run, RunInUseError, finish, load_checkpoint, resolve_device,
                                    resume, save_checkpoint, train)
@@ -70,7 +71,7 @@ def test_same_seed_same_metrics_different_seed_different(tmp_path, scalars):
 
 def test_interrupted_training_resumes_exactly(tmp_path, monkeypatch, scalars):
     reference = train(_config(tmp_path / "ref", *SMALL, smoke=False))
-    real = Population.play_episode
+    real = SeedBatch.play_episode
     calls = {"n": 0}
 
     def interrupt_in_fourth_episode(self, *args, **kwargs):
@@ -79,11 +80,11 @@ def test_interrupted_training_resumes_exactly(tmp_path, monkeypatch, scalars):
             raise KeyboardInterrupt
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Population, "play_episode", interrupt_in_fourth_episode)
+    monkeypatch.setattr(SeedBatch, "play_episode", interrupt_in_fourth_episode)
     config = _config(tmp_path / "cut", *SMALL, smoke=False)
     with pytest.raises(KeyboardInterrupt):
         train(config)
-    monkeypatch.setattr(Population, "play_episode", real)
+    monkeypatch.setattr(SeedBatch, "play_episode", real)
     (run_dir,) = list((tmp_path / "cut").iterdir())
     assert int(load_checkpoint(run_dir / "checkpoint.pt")[1]["step"]) == 2
     resume(run_dir)
@@ -131,7 +132,7 @@ def test_eval_says_when_config_yaml_was_edited_and_checks_its_output_first(tmp_p
     (run_dir / "config.yaml").write_text(saved)
     (run_dir / "eval.json").unlink()
     (run_dir / "eval.json").mkdir()
-    monkeypatch.setattr(Population, "load_state_dict", lambda *a, **k: pytest.fail("played before the check"))
+    monkeypatch.setattr(Population, "play_episode", lambda *a, **k: pytest.fail("played before the check"))
     assert main(["eval", str(run_dir), "--episodes", "1"]) == 2
     assert "eval.json: it is a folder" in capsys.readouterr().err
 
@@ -402,7 +403,7 @@ def test_resume_refuses_a_changed_game_but_accepts_more_episodes(tmp_path, capsy
 
 @pytest.mark.parametrize("episodes_played", [0, 2])
 def test_interrupt_says_how_to_resume_this_run(tmp_path, capsys, monkeypatch, episodes_played):
-    play, calls = Population.play_episode, []
+    play, calls = SeedBatch.play_episode, []
 
     def interrupted(self, *args, **kwargs):
         calls.append(1)
@@ -410,7 +411,7 @@ def test_interrupt_says_how_to_resume_this_run(tmp_path, capsys, monkeypatch, ep
             raise KeyboardInterrupt
         return play(self, *args, **kwargs)
 
-    monkeypatch.setattr(Population, "play_episode", interrupted)
+    monkeypatch.setattr(SeedBatch, "play_episode", interrupted)
     code = main(["train", str(QUICKSTART), "--smoke", "--set", f"run_root={tmp_path}",
                  "--set", "show_progress=false"])
     (run_dir,) = list(tmp_path.iterdir())
@@ -470,8 +471,10 @@ def test_eval_against_scripted_background(tmp_path, capsys):
     assert {"eval/focal_return", "eval/background_return"} <= set(result)
     assert main(["eval", str(run_dir), "--episodes", "2", "--background", "always_cooperate", "--focal", "2"]) == 0
     kind = json.loads((run_dir / "eval_background-always_cooperate_focal-2.json").read_text())
-    # the three bots play 3 of every 5 agents' games: who they are shows in the population's cooperation
-    assert kind["eval/cooperation_rate"] > result["eval/cooperation_rate"] + 0.3
+    # the three bots make about 6 of every 10 moves (3 of the 5 games as selectors, and most focal
+    # agents' games as partners): who they are shows in the population's cooperation, whatever the
+    # two focal agents do (a difference of 0.6 - 0.4 at the least)
+    assert kind["eval/cooperation_rate"] > result["eval/cooperation_rate"] + 0.2
     capsys.readouterr()
     assert main(["eval", str(run_dir), "--background", "always_defect", "--focal", "5"]) == 2
     assert "--focal must be between 1 and 4" in capsys.readouterr().err
@@ -481,23 +484,19 @@ def test_eval_against_scripted_background(tmp_path, capsys):
     assert "unknown --background 'grim'; choose from" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("carry", "kept"), [(True, [False, True, True]), (False, [False, False, False])])
+@pytest.mark.parametrize(("carry", "kept"), [(True, [False, True, True, True]), (False, [False] * 4)])
 def test_carry_memory_decides_whether_reputations_outlive_an_episode(tmp_path, monkeypatch, carry, kept):
     """The paper's continuing runs keep reputations and last moves from one episode to the next
     (the first starts afresh); carry_memory: false resets them every episode."""
-    from aligngym.agents.marl.collector import PopulationCollector
+    from aligngym.envs.cooperation.core import PunishmentCore
 
     asked = []
-    real = PopulationCollector.run_episode
-    monkeypatch.setattr(PopulationCollector, "run_episode",
-                        lambda self, explore, keep_memory, **kw: asked.append(keep_memory)
-                        or real(self, explore, keep_memory, **kw))
-    pop = Population(_config(tmp_path, *SMALL, f"carry_memory={str(carry).lower()}", smoke=False),
-                     torch.device("cpu"))
-    for episode in range(3):
-        pop.play_episode(explore=True, learn=False, seed=episode)
-        pop.episode += 1
-    assert asked == kept
+    real = PunishmentCore.reset
+    monkeypatch.setattr(PunishmentCore, "reset",
+                        lambda self, keep_memory=False: asked.append(keep_memory) or real(self, keep_memory))
+    config = _config(tmp_path, *SMALL, f"carry_memory={str(carry).lower()}", smoke=False)
+    train(config)
+    assert asked[1:] == kept  # (the first: the core's construction)
 
 
 def test_background_bots_forget_when_reset():

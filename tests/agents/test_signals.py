@@ -16,7 +16,7 @@ import torch
 
 from aligngym.agents.cli import main
 from aligngym.agents.config import AlignGymWarning, load_config
-from aligngym.agents.marl.population import Population
+from aligngym.agents.marl.batched import SeedBatch
 from aligngym.agents.train import Interrupted, checkpoint_files, load_checkpoint, resume, train
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
@@ -36,7 +36,7 @@ def _same_learners(a: Path, b: Path) -> None:
 
 def _signal_in_episode(monkeypatch, episode: int, *signums: int) -> None:
     """Deliver ``signums`` to this process while the population plays episode ``episode`` (1-based)."""
-    real, calls = Population.play_episode, {"n": 0}
+    real, calls = SeedBatch.play_episode, {"n": 0}
 
     def play(self, *args, **kwargs):
         calls["n"] += 1
@@ -45,7 +45,7 @@ def _signal_in_episode(monkeypatch, episode: int, *signums: int) -> None:
                 os.kill(os.getpid(), signum)
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Population, "play_episode", play)
+    monkeypatch.setattr(SeedBatch, "play_episode", play)
 
 
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -190,13 +190,13 @@ def test_resume_set_changes_only_what_a_resume_may(tmp_path, capsys):
 
 
 def test_a_run_trains_on_its_agents_thread_count_or_the_configs(tmp_path, monkeypatch):
-    real, seen = Population.play_episode, []
+    real, seen = SeedBatch.play_episode, []
 
     def play(self, *args, **kwargs):
         seen.append(torch.get_num_threads())
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Population, "play_episode", play)
+    monkeypatch.setattr(SeedBatch, "play_episode", play)
     original = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
