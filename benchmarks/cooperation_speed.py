@@ -1,6 +1,6 @@
 """Speed of the punishment/reputation game and its learners, measured in one run.
 
-    python benchmarks/cooperation_speed.py [--seconds 3] [--batch 1024]
+    python benchmarks/cooperation_speed.py [--seconds 3] [--batch 1024] [--episodes 30] [--seeds 20]
 
 Prints rounds per second (one round = both players move, then every punish decision) of the full
 condition (selection + reputation + direct + third-party punishment, 5 agents) through
@@ -9,8 +9,11 @@ condition (selection + reputation + direct + third-party punishment, 5 agents) t
 and their ratio; then independent-DQN gradient updates per second (batch 100, hidden 128): one
 stacked update of the networks that learn after a typical step (2 play or 4 punish networks) and of
 all 15 networks at once, against the same 15 networks updated one at a time (the ratio is the
-learner's batching gain); finally one seed of the full condition end to end (the quickstart config)
-with stacked updates and with one-network-at-a-time updates, for ``--episodes`` episodes each.
+learner's batching gain); then the full condition end to end (the quickstart config, ``--episodes``
+episodes each, CPU time): one seed on the batched core (the IPD's trainer), the same with its networks
+updated one at a time, and through the PettingZoo collector; finally ``--seeds`` seeds trained
+together in one process (:class:`~aligngym.agents.marl.batched.SeedBatch`) against the same seeds
+trained one after another. One torch thread unless ``--threads`` says otherwise.
 Compare ratios, not absolute times: these machines are shared and noisy.
 """
 
@@ -95,23 +98,31 @@ def dqn_updates_per_second(seconds: float, n_rows: int, batched: bool = True) ->
     return steps * n_rows / (time.perf_counter() - start)
 
 
-def seconds_per_episode(episodes: int, batched: bool) -> float:
-    """Wall time per episode of the quickstart (full condition), learning included."""
+def _quickstart(seed: int):
     from aligngym.agents.config import load_config
-    from aligngym.agents.marl import population
 
-    config = load_config(QUICKSTART, ["device=cpu", f"episodes={episodes}"])
+    return load_config(QUICKSTART, ["device=cpu", f"seed={seed}"])
+
+
+def cpu_ms_per_episode(seeds: list[int], episodes: int, collector: bool = False,
+                       batched_updates: bool = True) -> float:
+    """CPU milliseconds per episode of all ``seeds`` together (the quickstart config, learning
+    included): on one :class:`SeedBatch`, or (``collector``, one seed) through the PettingZoo
+    collector, or with the networks of each step updated one at a time."""
+    from aligngym.agents.marl.batched import SeedBatch
+    from aligngym.agents.marl.population import Population
+
+    configs = [_quickstart(s) for s in seeds]
     original = IndependentDQN.update
-    if not batched:
+    if not batched_updates:
         IndependentDQN.update = one_at_a_time(original)
     try:
-        pop = population.Population(config, torch.device("cpu"))
-        start = time.perf_counter()
+        trainer = Population(configs[0], torch.device("cpu")) if collector else SeedBatch(configs, torch.device("cpu"))
+        start = time.process_time()
         for episode in range(episodes):
-            pop.learner.set_episode(episode)
-            pop.play_episode(explore=True, learn=True, seed=pop.env_seed if episode == 0 else None)
-            pop.episode += 1
-        return (time.perf_counter() - start) / episodes
+            trainer.learner.set_episode(episode)
+            trainer.play_episode(explore=True, learn=True, keep_memory=episode > 0)
+        return (time.process_time() - start) / episodes * 1000
     finally:
         IndependentDQN.update = original
 
@@ -120,9 +131,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     parser.add_argument("--batch", type=int, default=1024, help="populations in the batched core")
-    parser.add_argument("--episodes", type=int, default=100,
-                        help="episodes of the end-to-end measurement (each way)")
+    parser.add_argument("--episodes", type=int, default=30,
+                        help="episodes of each end-to-end measurement")
+    parser.add_argument("--seeds", type=int, default=20, help="seeds trained together (and apart)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, torch threads "
           f"{torch.get_num_threads()}, python {platform.python_version()}")
     pz = pettingzoo_rounds_per_second(args.seconds)
@@ -137,12 +151,19 @@ def main() -> None:
     stacked = dqn_updates_per_second(args.seconds, 15)
     print(f"DQN network-updates/s, 15 networks one at a time:     {single:10,.0f}")
     print(f"ratio stacked / one at a time (15 networks):        {stacked / single:10.1f} x")
-    fast = seconds_per_episode(args.episodes, batched=True)
-    slow = seconds_per_episode(args.episodes, batched=False)
-    print(f"full condition end to end, stacked updates:        {fast * 1000:8.1f} ms/episode "
-          f"({fast * 2000 / 60:.1f} min per 2000-episode seed)")
-    print(f"full condition end to end, one network at a time:  {slow * 1000:8.1f} ms/episode")
-    print(f"ratio end to end:                                   {slow / fast:10.1f} x")
+    one = cpu_ms_per_episode([0], args.episodes)
+    unstacked = cpu_ms_per_episode([0], args.episodes, batched_updates=False)
+    pettingzoo = cpu_ms_per_episode([0], args.episodes, collector=True)
+    print(f"one seed end to end (quickstart), CPU ms/episode: batched core {one:8.1f}, its networks "
+          f"updated one at a time {unstacked:8.1f}, PettingZoo collector {pettingzoo:8.1f}")
+    seeds = list(range(args.seeds))
+    together = cpu_ms_per_episode(seeds, args.episodes)
+    apart = sum(cpu_ms_per_episode([s], args.episodes) for s in seeds)
+    print(f"{args.seeds} seeds in one process:   {together:10.1f} CPU ms per episode of all seeds "
+          f"({together * 2000 / 3.6e6:.2f} CPU h per 2000 episodes)")
+    print(f"{args.seeds} seeds one after another: {apart:10.1f} CPU ms ({apart * 2000 / 3.6e6:.2f} CPU h)")
+    print(f"ratio apart / together:           {apart / together:10.1f} x   "
+          f"(PettingZoo collector x {args.seeds} / together: {pettingzoo * args.seeds / together:.1f} x)")
 
 
 if __name__ == "__main__":

@@ -46,15 +46,17 @@ class _Open:
 
 
 class PopulationReplay:
-    """Replay of every network row of P populations: preallocated ring buffers, one set of arrays
-    per decision kind with a row per (population, agent), filled and sampled with whole-array
+    """Replay of every network row of P populations: preallocated ring buffers, one array per
+    decision kind with a row per (population, agent), filled and sampled with whole-array
     operations (no per-transition objects).
 
     Rows are numbered as the learner's (``p * 3N + d * N + i``: population p, decision d, agent i).
-    A decision's storage starts small and doubles up to its capacity (a 2000-episode run fills a
-    fraction of the reference's capacities), then wraps, overwriting the oldest transition. Sampling
-    is uniform with replacement over a row's stored transitions (the reference samples without
-    replacement), from one generator per population: a population draws what it would draw alone.
+    A transition is one record of ``obs, act, rew, terminated, obs_next`` (float32, side by side: a
+    sample is one memory access, not five). A decision's storage starts small and doubles up to its
+    capacity (a 2000-episode run fills a fraction of the reference's capacities), then wraps,
+    overwriting the oldest transition. Sampling is uniform with replacement over a row's stored
+    transitions (the reference samples without replacement), from one generator per population: a
+    population draws what it would draw alone.
     """
 
     def __init__(self, capacities: dict[str, int], n_agents: int, feature_size: int,
@@ -65,23 +67,20 @@ class PopulationReplay:
         local = self.n_pops * n_agents
         self.ptr = {d: np.zeros(local, dtype=np.int64) for d in self.capacity}
         self.size = {d: np.zeros(local, dtype=np.int64) for d in self.capacity}
-        self.data: dict[int, dict[str, np.ndarray]] = {d: self._allocate(min(c, 256))
-                                                       for d, c in self.capacity.items()}
+        f = feature_size  # record layout: obs [0, f), act f, rew f + 1, terminated f + 2, obs_next [f + 3, 2f + 3)
+        self._fields = {"obs": slice(0, f), "act": f, "rew": f + 1, "terminated": f + 2,
+                        "obs_next": slice(f + 3, 2 * f + 3)}
+        self.data = {d: self._allocate(min(c, 256)) for d, c in self.capacity.items()}
 
-    def _allocate(self, length: int) -> dict[str, np.ndarray]:
-        shape = (self.n_pops * self.n_agents, length)
-        return {"obs": np.zeros((*shape, self.feature_size), np.float32), "act": np.zeros(shape, np.int64),
-                "rew": np.zeros(shape, np.float32), "terminated": np.zeros(shape, bool),
-                "obs_next": np.zeros((*shape, self.feature_size), np.float32)}
+    def _allocate(self, length: int) -> np.ndarray:
+        return np.zeros((self.n_pops * self.n_agents, length, 2 * self.feature_size + 3), np.float32)
 
-    def _reserve(self, d: int, length: int) -> dict[str, np.ndarray]:
-        """Decision ``d``'s arrays, doubled until they hold ``length`` (<= capacity) slots per row."""
-        while self.data[d]["act"].shape[1] < length:
+    def _reserve(self, d: int, length: int) -> np.ndarray:
+        """Decision ``d``'s records, doubled until they hold ``length`` (<= capacity) slots per row."""
+        while self.data[d].shape[1] < length:
             old = self.data[d]
-            grown = self._allocate(min(2 * old["act"].shape[1], self.capacity[d]))
-            for key, arr in old.items():
-                grown[key][:, :arr.shape[1]] = arr
-            self.data[d] = grown
+            self.data[d] = self._allocate(min(2 * old.shape[1], self.capacity[d]))
+            self.data[d][:, :old.shape[1]] = old
         return self.data[d]
 
     def _split(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -90,19 +89,24 @@ class PopulationReplay:
         per_pop = len(DECISIONS) * n
         return (rows % per_pop) // n, rows // per_pop * n + rows % n
 
+    def _unpack(self, records: np.ndarray) -> dict[str, np.ndarray]:
+        out = {key: records[..., at] for key, at in self._fields.items()}
+        out["act"] = out["act"].astype(np.int64)
+        out["terminated"] = out["terminated"] > 0.5
+        return out
+
     def add_many(self, rows: np.ndarray, obs: np.ndarray, act: np.ndarray, rew: np.ndarray,
                  terminated: np.ndarray, obs_next: np.ndarray) -> None:
         """Store one transition for each of ``rows`` (distinct rows)."""
         rows = np.asarray(rows, dtype=np.int64)
         kinds, local = self._split(rows)
+        records = np.concatenate([obs, np.asarray(act)[:, None], np.asarray(rew)[:, None],
+                                  np.asarray(terminated)[:, None], obs_next], axis=1, dtype=np.float32)
         for d in np.unique(kinds):
             pick = kinds == d
             at = local[pick]
             cap, slot = self.capacity[d], self.ptr[d][at]
-            data = self._reserve(d, int(slot.max()) + 1)
-            for key, value in (("obs", obs), ("act", act), ("rew", rew), ("terminated", terminated),
-                               ("obs_next", obs_next)):
-                data[key][at, slot] = np.asarray(value)[pick]
+            self._reserve(d, int(slot.max()) + 1)[at, slot] = records[pick]
             self.ptr[d][at] = (slot + 1) % cap
             self.size[d][at] = np.minimum(self.size[d][at] + 1, cap)
 
@@ -121,7 +125,7 @@ class PopulationReplay:
         (d,), (at,) = self._split(np.array([row]))
         size, ptr = self.size[d][at], self.ptr[d][at]
         order = (np.arange(size) + (ptr if size == self.capacity[d] else 0)) % max(self.capacity[d], 1)
-        return {key: arr[at, order] for key, arr in self.data[d].items()}
+        return self._unpack(self.data[d][at, order])
 
     def ready(self, rows: list[int] | np.ndarray, batch_size: int) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
@@ -138,13 +142,11 @@ class PopulationReplay:
         for p in dict.fromkeys(pops.tolist()):  # populations in order of their first row
             pick = pops == p
             idx[pick] = (self.rngs[p].random((int(pick.sum()), batch_size)) * sizes[pick, None]).astype(np.int64)
-        out = {key: np.empty((len(rows), batch_size, *arr.shape[2:]), arr.dtype)
-               for key, arr in next(iter(self.data.values())).items()}
+        records = np.empty((len(rows), batch_size, 2 * self.feature_size + 3), np.float32)
         for d in np.unique(kinds):
             pick = kinds == d
-            for key, arr in self.data[d].items():
-                out[key][pick] = arr[local[pick, None], idx[pick]]
-        return out
+            records[pick] = self.data[d][local[pick, None], idx[pick]]
+        return self._unpack(records)
 
     def state_dict(self, population: int | None = None) -> dict[str, Any]:
         """Everything stored (of one population, as a one-population replay's state, if given)."""
@@ -154,7 +156,7 @@ class PopulationReplay:
         for d in self.capacity:
             n = int(self.size[d][at].max(initial=0))
             out[DECISIONS[d]] = {"ptr": self.ptr[d][at].copy(), "size": self.size[d][at].copy(),
-                                 **{key: arr[at, :n].copy() for key, arr in self.data[d].items()}}
+                                 "records": self.data[d][at, :n].copy()}
         return out
 
     def load_state_dict(self, state: dict[str, Any], population: int | None = None) -> None:
@@ -163,16 +165,16 @@ class PopulationReplay:
         if len(state["rngs"]) != len(pops) or set(state) - {"rngs"} != {DECISIONS[d] for d in self.capacity}:
             raise ValueError("the replay state does not match this game's populations and decisions")
         at = np.concatenate([np.arange(p * self.n_agents, (p + 1) * self.n_agents) for p in pops])
-        for p, rng_state in zip(pops, state["rngs"]):
-            self.rngs[p].bit_generator.state = rng_state
         for d in self.capacity:
             s = state[DECISIONS[d]]
-            n = s["act"].shape[1]
-            if n > self.capacity[d] or len(s["ptr"]) != len(at):
+            records = np.asarray(s["records"], dtype=np.float32)
+            n = records.shape[1]
+            if n > self.capacity[d] or records.shape[::2] != (len(at), 2 * self.feature_size + 3):
                 raise ValueError(f"the replay state's {DECISIONS[d]} buffers do not fit this config")
-            for key, arr in self._reserve(d, n).items():
-                arr[at, :n] = s[key]
+            self._reserve(d, n)[at, :n] = records
             self.ptr[d][at], self.size[d][at] = s["ptr"], s["size"]
+        for p, rng_state in zip(pops, state["rngs"]):
+            self.rngs[p].bit_generator.state = rng_state
 
 
 class PopulationCollector:

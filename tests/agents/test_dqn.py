@@ -36,7 +36,7 @@ def test_row_adam_matches_torch_adam_on_one_network_and_leaves_others_alone():
         for p in ens.parameters():
             p.grad = None
         ((ens(rows, x) - y) ** 2).mean().backward()
-        opt.step(rows)
+        opt.step(rows, [p.grad[rows] for p in ens.parameters()])
         ref_opt.zero_grad()
         ((ref(x[0]) - y[0]) ** 2).mean().backward()
         ref_opt.step()
@@ -158,3 +158,32 @@ def test_state_dict_round_trip():
     explored = [(a.act(rows, np.zeros((2, 5)), True).tolist(), b.act(rows, np.zeros((2, 5)), True).tolist())
                 for _ in range(20)]
     assert all(x == y for x, y in explored)
+
+
+@pytest.mark.parametrize("huber", [True, False])
+def test_hand_gradients_are_autograds(monkeypatch, huber):
+    """The update's gradients, written by hand for speed, are what autograd finds for each row's mean loss."""
+    learner = _learner(huber=huber)
+    rows = np.array([2, 7, 12])
+    batch = _batch(rows, rew=1.0, terminated=False)
+    batch["rew"] = np.random.default_rng(1).normal(scale=3.0, size=batch["rew"].shape)  # both Huber pieces
+    net = type(learner.online)(learner.n_rows, 5, learner.config.hidden_size, learner.out_dim)
+    net.load_state_dict(learner.online.state_dict())
+    params = list(net.parameters())
+    r = torch.tensor(rows)
+    obs = torch.tensor(batch["obs"], dtype=torch.float32)
+    with torch.no_grad():
+        nxt = learner.target(r, torch.tensor(batch["obs_next"], dtype=torch.float32))
+        nxt = nxt.masked_fill(~learner.valid_actions[r][:, None, :], -torch.inf)
+        target = torch.tensor(batch["rew"], dtype=torch.float32) + 0.9 * nxt.amax(dim=2)
+    q = torch.relu(torch.baddbmm(net.b1[r], obs, net.w1[r]))
+    q = torch.baddbmm(net.b2[r], q, net.w2[r]).gather(2, torch.tensor(batch["act"])[..., None])[..., 0]
+    loss = torch.nn.functional.smooth_l1_loss if huber else torch.nn.functional.mse_loss
+    loss(q, target, reduction="none").mean(dim=1).sum().backward()
+    seen = []
+    monkeypatch.setattr(type(learner.optim), "step", lambda self, rows, grads: seen.append(grads))
+    learner.update(rows, batch)
+    (grads,) = seen
+    for got, p in zip(grads, params):
+        torch.testing.assert_close(got, p.grad[r], rtol=1e-4, atol=1e-6)
+        assert p.grad[r].abs().max() > 1e-4  # a gradient that is really there
