@@ -205,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="episodes per run (default: each config's, the paper's 2000)")
     p.add_argument("--conditions", nargs="+", default=None, metavar="NAME",
                    help="only these conditions (file names in configs/cooperation/)")
-    p.add_argument("--workers", type=int, default=None, help="runs at once on a local Ray (default: CPU count)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="conditions at once on a local Ray, each training its seeds together (default: CPU count)")
     p.add_argument("--tail", type=int, default=100,
                    help="final value of a run = mean over its last TAIL episodes (default 100)")
     p.add_argument("--out", default="runs/study", help="output folder (default runs/study)")

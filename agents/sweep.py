@@ -34,9 +34,9 @@ from typing import Any, TypeVar
 import numpy as np
 from tqdm.auto import tqdm
 
-from aligngym.agents.config import ConfigError, load_config
+from aligngym.agents.config import ConfigError, agent_module, load_config
 from aligngym.agents.marl.study import mean_ci
-from aligngym.agents.train import finish, newest_run, read_curves
+from aligngym.agents.train import finish_seeds, newest_run, read_curves
 
 REPORT = "sweep.md"
 K = TypeVar("K")
@@ -104,18 +104,32 @@ class Job:
     label: str
 
 
-def _finish(config: str, overrides: tuple[str, ...], root: str) -> str:
-    """Train (or finish) one run; its folder. Runs in a Ray worker."""
-    settings = [*overrides, f"run_root={root}", "show_progress=false"]
-    return str(finish(load_config(config, settings)))
+def _finish_seeds(config: str, overrides: list[tuple[str, ...]], roots: list[str]) -> list[str]:
+    """Train (or finish) the seeds of one setting in one process (``finish_seeds``); their folders."""
+    configs = [load_config(config, [*o, f"run_root={root}", "show_progress=false"]) for o, root in zip(overrides, roots)]
+    return [str(d) for d in finish_seeds(configs)]
+
+
+def _trains_seeds_together(config: str) -> bool:
+    return hasattr(agent_module(load_config(config).agent), "train_seeds")
 
 
 def run_jobs(jobs: list[Job], address: str | None = None, num_cpus: int | None = None, cpus_per_job: float = 1.0,
              desc: str = "runs") -> dict[Job, str]:
     """Every job brought to its end as a Ray task (``finish``: a finished run is reused, an interrupted
-    one resumes); the failed jobs with their errors (:func:`run_tasks`)."""
-    return run_tasks(_finish, {job: (job.config, job.overrides, str(job.root)) for job in jobs}, address, num_cpus,
-                     cpus_per_job, desc, label=lambda job: job.label)
+    one resumes); the failed jobs with their errors (:func:`run_tasks`). The seeds of one setting of an
+    agent that trains seeds together (the cooperation learners) are one task: one process trains them
+    all (``finish_seeds``)."""
+    groups: dict[tuple[str, tuple[str, ...]], list[Job]] = {}
+    for job in jobs:
+        setting = tuple(o for o in job.overrides if not o.startswith("seed="))
+        key = (job.config, setting) if _trains_seeds_together(job.config) else (job.config, (*setting, str(job.root)))
+        groups.setdefault(key, []).append(job)
+    calls = {tuple(group): (group[0].config, [j.overrides for j in group], [str(j.root) for j in group])
+             for group in groups.values()}
+    failed = run_tasks(_finish_seeds, calls, address, num_cpus, cpus_per_job, desc,
+                       label=lambda group: group[0].label + (f" and {len(group) - 1} more seeds" if len(group) > 1 else ""))
+    return {job: message for group, message in failed.items() for job in group}
 
 
 def run_tasks(fn: Callable[..., Any], calls: dict[K, tuple], address: str | None = None, num_cpus: int | None = None,

@@ -456,6 +456,16 @@ def _training(config: RunConfig, run: Run, state: dict[str, Any] | None) -> None
         torch.set_num_threads(before)  # a caller's own setting (train() from Python) is left as it was
 
 
+def _training_seeds(configs: list[RunConfig], runs: list[Run], states: list[dict[str, Any] | None]) -> None:
+    """:func:`_training` for seeds of one condition trained together (the agent's ``train_seeds``)."""
+    before = apply_threads(configs[0])
+    try:
+        with _stop_on_signals():
+            agent_module(configs[0].agent).train_seeds(configs, runs, states)
+    finally:
+        torch.set_num_threads(before)
+
+
 def train(config: RunConfig, on_start: Callable[[Path], None] | None = None) -> Path:
     """Create a run folder and train ``config``'s agent in it; returns the folder.
     ``on_start(run_dir)`` is called once the folder exists."""
@@ -478,6 +488,63 @@ def finish(config: RunConfig) -> Path:
     """Bring ``config``'s run to its end: return a finished run under its ``run_root`` whose config
     matches (up to RESUMABLE_KEYS), continue an unfinished one (with this config's length), or
     train a new one (in place of this run's folder if it was cut short before its first checkpoint)."""
+    found = _matching_run(config)
+    if found is None:
+        return train(config)
+    run_dir, step = found
+    if step >= getattr(config, config.length_key):
+        return run_dir
+    with _holding(run_dir):  # not while another process trains it
+        (run_dir / "config.yaml").write_text(dump_config(config))
+    return resume(run_dir)
+
+
+def finish_seeds(configs: list[RunConfig]) -> list[Path]:
+    """:func:`finish` for seeds of one condition (configs that differ in their seed and run root) of an
+    agent that trains seeds together (its module's ``train_seeds``): the unfinished ones are trained in
+    one process, those at the same step together. Returns the run folders in the order of ``configs``."""
+    module = agent_module(configs[0].agent)
+    if not hasattr(module, "train_seeds") or len(configs) == 1:
+        return [finish(config) for config in configs]
+    out: dict[int, Path] = {}
+    groups: dict[int, list[tuple[int, RunConfig, Path | None]]] = {}
+    for k, config in enumerate(configs):
+        try:
+            resolve_device(config.device)
+            config.preflight()
+        except ConfigError as err:
+            raise _named(config, err) from None
+        found = _matching_run(config)
+        if found is not None and found[1] >= getattr(config, config.length_key):
+            out[k] = found[0]
+            continue
+        if found is not None:
+            with _holding(found[0]):
+                (found[0] / "config.yaml").write_text(dump_config(config))
+        groups.setdefault(0 if found is None else found[1], []).append((k, config, None if found is None else found[0]))
+    for members in groups.values():
+        runs: list[Run] = []
+        try:
+            states: list[dict[str, Any] | None] = []
+            for k, config, run_dir in members:
+                if run_dir is None:
+                    runs.append(Run.create(config))
+                    states.append(None)
+                else:
+                    _, run, state = _reopen(run_dir)
+                    runs.append(run)
+                    states.append(state)
+                out[k] = runs[-1].dir
+            _training_seeds([config for _, config, _ in members], runs, states)
+        finally:
+            for run in runs:
+                run.close()
+    return [out[k] for k in range(len(configs))]
+
+
+def _matching_run(config: RunConfig) -> tuple[Path, int] | None:
+    """The run under ``config``'s run root that is this run (its config equal up to RESUMABLE_KEYS),
+    with its checkpoint's step; folders of this run cut short before a checkpoint are removed."""
     root = Path(config.run_root).expanduser()
 
     def same_run(saved: RunConfig) -> bool:
@@ -489,14 +556,9 @@ def finish(config: RunConfig) -> Path:
             if not has_checkpoint(run_dir):  # (its first checkpoint may have landed meanwhile)
                 continue
         saved, state, _ = load_run_checkpoint(run_dir)
-        if not same_run(saved):
-            continue
-        if int(state.get("step", 0)) >= getattr(config, config.length_key):
-            return run_dir
-        with _holding(run_dir):  # not while another process trains it
-            (run_dir / "config.yaml").write_text(dump_config(config))
-        return resume(run_dir)
-    return train(config)
+        if same_run(saved):
+            return run_dir, int(state.get("step", 0))
+    return None
 
 
 def _drop_if_cut_short(run_dir: Path, same_run: Callable[[RunConfig], bool]) -> None:
@@ -534,6 +596,23 @@ def resume(run_dir: Path, on_start: Callable[[Path], None] | None = None,
             raise ConfigError(f"--resume --set {text}: a resumed run may only change {', '.join(RESUMABLE_KEYS)} "
                               f"(anything else is another run: train it from its config)")
     config = load_config(run_dir / "config.yaml", overrides)
+    config, run, state = _reopen(run_dir, config)
+    try:
+        if overrides:
+            (run_dir / "config.yaml").write_text(dump_config(config))
+        if on_start is not None:
+            on_start(run_dir)
+        _training(config, run, state)
+    finally:
+        run.close()
+    return run_dir
+
+
+def _reopen(run_dir: Path, config: RunConfig | None = None) -> tuple[RunConfig, Run, dict[str, Any]]:
+    """A checked run folder opened to continue: its config (``config``, else its config.yaml), the
+    locked :class:`Run` and the state of its last readable checkpoint (a damaged latest one is kept
+    aside as ``checkpoint.pt.damaged``)."""
+    config = load_config(run_dir / "config.yaml") if config is None else config
     if not has_checkpoint(run_dir):
         with _holding(run_dir):  # RunInUseError while a process still trains it towards its first checkpoint
             if not has_checkpoint(run_dir):  # (else its first checkpoint landed meanwhile)
@@ -548,18 +627,14 @@ def resume(run_dir: Path, on_start: Callable[[Path], None] | None = None,
     if done >= length:
         warnings.warn(f"{run_dir} is at {config.length_key.rstrip('s')} {done} of {length}: nothing to train "
                       f"(raise {config.length_key} with --set {config.length_key}=N to train it longer)",
-                      AlignGymWarning, stacklevel=2)
+                      AlignGymWarning, stacklevel=3)
     run = Run(run_dir, config, first_step=done)
     try:
         if used != run.checkpoint_path:  # the latest is damaged (or gone): keep it aside, go on from the one used
             if run.checkpoint_path.exists():
                 os.replace(run.checkpoint_path, run.dir / f"{CHECKPOINT}.damaged")
             shutil.copy2(used, run.checkpoint_path)
-        if overrides:
-            (run_dir / "config.yaml").write_text(dump_config(config))
-        if on_start is not None:
-            on_start(run_dir)
-        _training(config, run, state)
-    finally:
+    except BaseException:
         run.close()
-    return run_dir
+        raise
+    return config, run, state

@@ -134,23 +134,25 @@ class Population:
             punishments=core.punishments[0].copy())]
 
 
-def _trainer(configs: list[Config], device: torch.device) -> Population | SeedBatch:
-    if configs[0].env.game == "ipd":
-        return SeedBatch(configs, device)
-    if len(configs) > 1:
-        raise ConfigError("the centipede trains one seed at a time")
-    return Population(configs[0], device)
-
-
 def train(config: Config, run: Run, state: dict[str, Any] | None) -> None:
     train_seeds([config], [run], [state])
 
 
 def train_seeds(configs: list[Config], runs: list[Run], states: list[dict[str, Any] | None]) -> None:
-    """Train the seeds ``configs`` of one condition together (the IPD: in one batch), each into its
-    run folder, from its checkpoint's state where it has one (all at the same episode)."""
+    """Train the seeds ``configs`` of one condition, each into its run folder, from its checkpoint's
+    state where it has one (all at the same episode): the IPD's together on one
+    :class:`~aligngym.agents.marl.batched.SeedBatch`, the centipede's one after another."""
+    device = resolve_device(configs[0].device)
+    if configs[0].env.game != "ipd":
+        for config, run, state in zip(configs, runs, states):
+            _train(Population(config, device), [config], [run], [state])
+        return
+    _train(SeedBatch(configs, device), configs, runs, states)
+
+
+def _train(trainer: Population | SeedBatch, configs: list[Config], runs: list[Run],
+           states: list[dict[str, Any] | None]) -> None:
     config = configs[0]
-    trainer = _trainer(configs, resolve_device(config.device))
     steps = {int(s["step"]) if s is not None else 0 for s in states}
     if len(steps) > 1:
         raise CheckpointError(f"seeds trained together must be at the same episode, got {sorted(steps)}")

@@ -1,9 +1,10 @@
 """``aligngym study cooperation``: every condition of the punishment paper, many seeds, one table.
 
 Runs each condition config in ``configs/cooperation/`` for N seeds (as Ray tasks, through
-:func:`aligngym.agents.sweep.run_jobs` like ``aligngym sweep``: ``workers`` at once on a local Ray, one
-torch thread each; a run that fails is reported and the others go on) into
-``OUT/runs/<condition>/s<seed>/``, then reads the logged
+:func:`aligngym.agents.sweep.run_jobs` like ``aligngym sweep``: one task per condition, whose process
+trains its seeds together on the batched core (the centipede's one after another), ``workers``
+conditions at once on a local Ray, one torch thread each; a condition that fails is reported and the
+others go on) into ``OUT/runs/<condition>/s<seed>/``, then reads the logged
 curves back and writes ``OUT/study.md``: per condition and metric the mean over seeds of the
 run's final value (mean of its last ``tail`` episodes) with a 95% confidence interval (Student t),
 the episode at which cooperation stays >= 0.9, the paper's qualitative claims checked against the

@@ -106,3 +106,27 @@ def test_a_batch_needs_one_ipd_condition():
     (centipede,) = [load_config(QUICKSTART.parent / "cooperation" / "centipede_dp.yaml", SMALL[:2])]
     with pytest.raises(ConfigError, match="need the IPD"):
         SeedBatch([centipede], CPU)
+
+
+def test_finish_seeds_trains_the_unfinished_seeds_together_and_reuses_the_rest(tmp_path, monkeypatch):
+    from aligngym.agents.marl import batched
+    from aligngym.agents.train import finish, finish_seeds, load_checkpoint
+
+    def configs(root, seeds):
+        return [load_config(QUICKSTART, [*SMALL, f"seed={s}", "episodes=3", f"run_root={root / f's{s}'}"])
+                for s in seeds]
+
+    alone = finish(configs(tmp_path / "alone", [1])[0])
+    done = finish(configs(tmp_path / "study", [0])[0])
+    built = []
+    real = batched.SeedBatch.__init__
+    monkeypatch.setattr(batched.SeedBatch, "__init__",
+                        lambda self, cs, device: built.append([c.seed for c in cs]) or real(self, cs, device))
+    dirs = finish_seeds(configs(tmp_path / "study", [0, 1, 2]))
+    assert dirs[0] == done and built == [[1, 2]]  # the finished seed is reused, the others train in one batch
+    _, mine = load_checkpoint(dirs[1] / "checkpoint.pt")
+    _, theirs = load_checkpoint(alone / "checkpoint.pt")
+    assert mine["step"] == 3
+    for name, tensor in theirs["learner"]["online"].items():
+        assert torch.equal(tensor, mine["learner"]["online"][name]), name
+    assert finish_seeds(configs(tmp_path / "study", [0, 1, 2])) == dirs and built == [[1, 2]]
