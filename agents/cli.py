@@ -5,7 +5,7 @@
     aligngym train --resume RUN_DIR [--set steps=N ...]
     aligngym eval RUN_DIR [--episodes N] [--device D] [--background BOT --focal K] [--selection RULE]
     aligngym study cooperation [--seeds N] [--episodes E] [--conditions ...] [--workers W]
-                               [--tail T] [--out DIR] [--report-only]
+                               [--preset ours|reference] [--tail T] [--out DIR] [--report-only]
     aligngym data generate TASK [--size tiny|small|full] [--seed S] [--out PATH] [--force]
     aligngym data info FILE
     aligngym data plot FILE [--out PNG]
@@ -105,8 +105,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_study(args: argparse.Namespace) -> int:
     from aligngym.agents.marl.study import run_study
 
-    report = run_study(Path(args.out).expanduser(), args.seeds, args.episodes, args.conditions, args.workers,
-                       args.tail, report_only=args.report_only)
+    out = args.out or ("runs/study" if args.preset == "ours" else f"runs/study-{args.preset}")
+    report = run_study(Path(out).expanduser(), args.seeds, args.episodes, args.conditions, args.workers,
+                       args.tail, report_only=args.report_only, preset=args.preset)
     print(f"study report: {report}")
     return 0
 
@@ -209,7 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="conditions at once on a local Ray, each training its seeds together (default: CPU count)")
     p.add_argument("--tail", type=int, default=100,
                    help="final value of a run = mean over its last TAIL episodes (default 100)")
-    p.add_argument("--out", default="runs/study", help="output folder (default runs/study)")
+    p.add_argument("--preset", choices=("ours", "reference"), default="ours",
+                   help="settings for every condition: ours (the configs as they are) or reference (the "
+                        "authors' exploration and raw cumulative reputation; agents/marl/study.py)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default runs/study, or runs/study-PRESET for another preset)")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: rewrite study.md from the runs already in OUT")
     p.set_defaults(func=_cmd_study)

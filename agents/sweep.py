@@ -10,7 +10,8 @@ its last checkpoint, so rerunning a sweep picks up where it stopped). Every sett
 checked before anything starts. The trials run as Ray tasks: on a local Ray started for the sweep
 (``--address`` left out: as many trials at once as ``CPUs / cpus-per-trial``), or on a running cluster
 (``--address auto`` or ``ray://HOST:10001``; its nodes need aligngym installed and ``OUT`` on a shared
-filesystem). A trial that fails is reported with its error and the others go on.
+filesystem). A trial that fails is reported with its error and the others go on. An agent that trains
+seeds together (the cooperation learners) trains the seeds of a point as one task, in one process.
 
 The report, ``OUT/sweep.md``: per grid point and metric, the mean over seeds of each run's final value
 (the mean of its last ``--tail`` logged values) with the half-width of its 95 % interval (Student's t),

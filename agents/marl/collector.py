@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from aligngym.agents.marl.dqn import blockwise_uniform
 from aligngym.envs.cooperation.punishment_v0 import PHASES
 from aligngym.envs.cooperation.rules import DECISIONS, DecisionKind
 
@@ -137,11 +138,8 @@ class PopulationReplay:
         rows = np.asarray(rows, dtype=np.int64)
         kinds, local = self._split(rows)
         pops = rows // (len(DECISIONS) * self.n_agents)
-        sizes = self.sizes(rows)
-        idx = np.empty((len(rows), batch_size), dtype=np.int64)
-        for p in dict.fromkeys(pops.tolist()):  # populations in order of their first row
-            pick = pops == p
-            idx[pick] = (self.rngs[p].random((int(pick.sum()), batch_size)) * sizes[pick, None]).astype(np.int64)
+        u = blockwise_uniform(self.rngs, pops, batch_size)
+        idx = (u * self.sizes(rows)[:, None]).astype(np.int64)
         records = np.empty((len(rows), batch_size, 2 * self.feature_size + 3), np.float32)
         for d in np.unique(kinds):
             pick = kinds == d

@@ -51,6 +51,19 @@ from torch import nn
 from aligngym.envs.cooperation.rules import DECISIONS, DecisionKind, GameRules
 
 
+def blockwise_uniform(rngs: list[np.random.Generator], groups: np.ndarray, width: int) -> np.ndarray:
+    """Uniform draws (len(groups), width): the rows of group g, in their order, take ``width`` draws
+    each from ``rngs[g]`` as one block, column by column (the first column of all its rows, then the
+    second, ...), so a group's draws do not depend on the other groups."""
+    out = np.empty((len(groups), width))
+    order = np.argsort(groups, kind="stable")
+    ordered = groups[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    for start, end in zip(starts, [*starts[1:], len(order)]):
+        out[order[start:end]] = rngs[ordered[start]].random((width, end - start)).T
+    return out
+
+
 class DecisionLearnerConfig(BaseModel):
     """Settings of one decision's networks (one network per agent)."""
 
@@ -240,13 +253,10 @@ class IndependentDQN:
         q = q.masked_fill(~self.valid_actions[rows_t], -torch.inf)
         actions = q.argmax(dim=1).cpu().numpy()
         if explore:  # each population's draws in one block, in the order its rows come
-            pops = rows // self.rows_per_population
-            for p in dict.fromkeys(pops.tolist()):
-                pick = pops == p if self.n_populations > 1 else slice(None)
-                k = len(rows) if self.n_populations == 1 else int(pick.sum())
-                randomise = self.rngs[p].random(k) < self.epsilon[rows[pick]]
-                random_actions = (self.rngs[p].random(k) * self.n_valid[rows[pick]]).astype(np.int64)
-                actions[pick] = np.where(randomise, random_actions, actions[pick])
+            draws = blockwise_uniform(self.rngs, rows // self.rows_per_population, 2)
+            randomise = draws[:, 0] < self.epsilon[rows]
+            random_actions = (draws[:, 1] * self.n_valid[rows]).astype(np.int64)
+            actions = np.where(randomise, random_actions, actions)
         return actions
 
     # ------------------------------------------------------------------ learning

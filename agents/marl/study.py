@@ -22,7 +22,7 @@ import numpy as np
 
 from aligngym.agents.config import ConfigError, bundled_configs, load_config
 from aligngym.agents.marl.plots import curves, rolling_mean, save, t975
-from aligngym.agents.train import newest_run, read_curves
+from aligngym.agents.train import changed_keys, newest_run, read_curves
 from aligngym.envs.cooperation.core import METRIC_NAMES
 
 # Metrics in the table, with how to read them.
@@ -47,6 +47,18 @@ TABLE_METRICS = (
     ("in_degree_gini", "in-degree Gini (ostracism)"),
     ("mean_game_length", "rounds (centipede: moves) per game"),
 )
+# Settings applied to every condition. ``reference``: the mechanics of the authors' code that AlignGym
+# offers as options: their exploration (epsilon decremented after every gradient update, so it reaches
+# its floor within a few updates; punish exploration never below 0.2) and the raw cumulative reputation
+# fed to the networks. Not reproduced (see agents/marl/dqn.py): their selection network's transition
+# stored every round (here once per episode), the punish decision's transition as a one-step bandit,
+# replay sampled without replacement, inputs not padded to one width, the caveman selection among
+# neighbours only, the centipede's play reward.
+PRESETS: dict[str, tuple[str, ...]] = {
+    "ours": (),
+    "reference": ("learner.reference_epsilon_decay=true", "learner.punish.epsilon_end=0.2",
+                  "env.reputation_decay=1.0", "env.reputation_obs_scale=1.0"),
+}
 CURVE_METRICS = ("cooperation_rate", "punishment_rate_direct", "punishment_rate_third_party",
                  "mean_reward", "antisocial_punishment_rate")
 
@@ -85,10 +97,20 @@ def _newest_runs(condition_dir: Path) -> list[Path]:
     return [run for seed_dir in sorted(condition_dir.glob("s*")) if (run := newest_run(seed_dir)) is not None]
 
 
+def _preset_of(run_dir: Path) -> str:
+    """Which preset a run was trained under (by its config's settings)."""
+    config = load_config(run_dir / "config.yaml")
+    for name, settings in reversed(PRESETS.items()):  # the most specific first
+        if not any(changed_keys(config, load_config(run_dir / "config.yaml", [text])) for text in settings):
+            return name if settings else "ours"
+    return "ours"
+
+
 def run_study(out: Path, seeds: int, episodes: int | None, conditions: list[str] | None,
-              workers: int | None, tail: int = 100, report_only: bool = False) -> Path:
+              workers: int | None, tail: int = 100, report_only: bool = False, preset: str = "ours") -> Path:
     """Run (or finish) the study and write ``out/study.md`` with its plots; returns the report path.
-    ``report_only`` trains nothing: the report covers the runs already in ``out`` (any length)."""
+    ``report_only`` trains nothing: the report covers the runs already in ``out`` (any length).
+    ``preset`` (a key of PRESETS) is applied to every condition."""
     known = available_conditions()
     if not known:
         raise ConfigError(f"no condition configs in {conditions_dir()} (the package's bundled configs are "
@@ -105,8 +127,11 @@ def run_study(out: Path, seeds: int, episodes: int | None, conditions: list[str]
         raise ConfigError(f"--tail must be >= 1, got {tail}")
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset '{preset}'; choose from {', '.join(PRESETS)}")
+    settings = PRESETS[preset]
     for name in chosen:  # validate every config before starting any work
-        load_config(conditions_dir() / f"{name}.yaml")
+        load_config(conditions_dir() / f"{name}.yaml", list(settings))
     if report_only:
         found = {c: _newest_runs(out / "runs" / c) for c in chosen}
         found = {c: dirs for c, dirs in found.items() if dirs}
@@ -117,7 +142,8 @@ def run_study(out: Path, seeds: int, episodes: int | None, conditions: list[str]
     from aligngym.agents.sweep import Job, run_jobs
 
     length = [] if episodes is None else [f"episodes={episodes}"]
-    jobs = {Job(str(conditions_dir() / f"{c}.yaml"), (f"seed={s}", *length), out / "runs" / c / f"s{s}",
+    jobs = {Job(str(conditions_dir() / f"{c}.yaml"), (f"seed={s}", *length, *settings),
+                out / "runs" / c / f"s{s}",
                 f"{c} seed {s}"): c for c in chosen for s in range(seeds)}
     failures = run_jobs(list(jobs), num_cpus=workers, desc="study")
     runs: dict[str, list[Path]] = {}
@@ -149,8 +175,9 @@ def write_report(out: Path, runs: dict[str, list[Path]], tail: int, failures: di
                                          histories[condition]["cooperation_rate"]])
     sizes = ", ".join(f"{c}: {len(r)} {'seed' if len(r) == 1 else 'seeds'} x {episodes_run[c]} episodes"
                       for c, r in runs.items())
+    presets = sorted({_preset_of(d) for dirs in runs.values() for d in dirs})
     lines = ["# Cooperation study", "",
-             f"{len(runs)} conditions; per condition {sizes}.",
+             f"{len(runs)} conditions; per condition {sizes}. Preset: {', '.join(presets)}.",
              f"Each value: mean over seeds of the run's mean over its last {tail} episodes (all of a "
              "shorter run's), +- the half-width of the 95% confidence interval (t distribution).", ""]
     lines += ["| metric | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]

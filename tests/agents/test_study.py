@@ -238,3 +238,27 @@ def test_study_counts_below_one_are_refused_before_any_work(tmp_path, capsys, fl
     assert main(["study", "cooperation", flag, value, "--out", str(tmp_path)]) == 2
     assert f"{flag} must be >= 1, got {value}" in capsys.readouterr().err
     assert not any(Path(tmp_path).iterdir())
+
+
+def test_the_reference_preset_sets_every_condition_and_the_report_names_it(tmp_path, capsys):
+    from aligngym.agents.cli import main
+    from aligngym.agents.marl.study import PRESETS
+
+    assert main(["study", "cooperation", "--preset", "reference", "--seeds", "1", "--episodes", "2",
+                 "--conditions", "none", "tpdp_s", "--workers", "1", "--tail", "1",
+                 "--out", str(tmp_path / "ref")]) == 0
+    for condition in ("none", "tpdp_s"):
+        (run,) = (tmp_path / "ref" / "runs" / condition / "s0").iterdir()
+        config = load_config(run / "config.yaml")
+        assert config.learner.reference_epsilon_decay and config.learner.punish.epsilon_end == 0.2
+        assert config.env.reputation_decay == 1.0 and config.env.reputation_obs_scale == 1.0
+    assert "Preset: reference." in (tmp_path / "ref" / "study.md").read_text()
+    text = run_study(tmp_path / "ref", 1, None, ["none"], 1, tail=1, report_only=True).read_text()
+    assert "Preset: reference." in text  # read from the runs, whatever the command says
+    with pytest.raises(ConfigError, match="unknown preset 'theirs'; choose from ours, reference"):
+        run_study(tmp_path, 1, 2, ["none"], 1, preset="theirs")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["study", "cooperation", "--preset", "theirs"])
+    assert "choose from 'ours', 'reference'" in capsys.readouterr().err
+    assert set(PRESETS) == {"ours", "reference"}  # the CLI's choices
