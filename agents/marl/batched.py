@@ -18,8 +18,9 @@ a transition of agent i's decision d opens when i makes d and closes at i's next
 with the reward d's stream paid i in between (play: payoffs and fines; punish: punisher rewards;
 select: payoffs and fines of the game i chose).
 
-The centipede, whose games stop at different moves in different populations, trains through the
-collector; this module refuses it.
+Two transitions of the authors' code are built here only (options of the learner, see
+``agents/marl/dqn.py``): ``select_every_round`` and ``punish_as_bandit``. The centipede, whose games
+stop at different moves in different populations, trains through the collector; this module refuses it.
 """
 
 from __future__ import annotations
@@ -85,11 +86,11 @@ class SeedBatch:
 
     # ------------------------------------------------------------------ one step of every population
     def _decide(self, kind: np.ndarray, agents: np.ndarray, feats: np.ndarray, active: np.ndarray | None,
-                game: int, explore: bool) -> tuple[np.ndarray, np.ndarray]:
+                game: int, explore: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The decisions of one step: slot j of population p is agent ``agents[p, j]``'s decision of
         kind ``kind[j]`` on ``feats[p, j]`` (where ``active``). Acts, closes and opens transitions;
-        returns the actions (P, k) and the rows that stored a transition. Each population's decisions
-        go in agent order, as the collector's."""
+        returns the actions (P, k), the rows that stored a transition and the rows that acted. Each
+        population's decisions go in agent order, as the collector's."""
         pops, k = agents.shape
         active = np.ones(agents.shape, bool) if active is None else active
         order = np.argsort(np.where(active, agents, np.iinfo(np.int64).max), axis=1, kind="stable")
@@ -112,7 +113,7 @@ class SeedBatch:
         self.open_rew[rows], self.open_game[rows] = 0.0, games
         out = np.zeros(pops * k, dtype=np.int64)
         out[flat] = actions
-        return out.reshape(pops, k), closing
+        return out.reshape(pops, k), closing, rows
 
     def _reward(self, kind: int, values: np.ndarray) -> None:
         """Add (P, N) rewards of one stream to the open transitions of decision ``kind``."""
@@ -132,11 +133,22 @@ class SeedBatch:
                 losses[row // per_pop][self.learner.decisions_of_row(row)].append(loss)
 
     def _step(self, kind: np.ndarray, agents: np.ndarray, feats: np.ndarray, active: np.ndarray | None,
-              game: int, explore: bool, learn: bool, losses: Any, apply: Any) -> None:
-        actions, stored = self._decide(kind, agents, feats, active, game, explore)
+              game: int, explore: bool, learn: bool, losses: Any, apply: Any, at_once: bool = False) -> None:
+        """One step: decide, apply the actions to the game (``apply``), learn. ``at_once``: the
+        transitions opened in this step are stored now, their own state as the next state."""
+        actions, stored, acted = self._decide(kind, agents, feats, active, game, explore)
         apply(actions)
+        if at_once:
+            stored = np.concatenate([stored, acted])
+            self._close_now(acted, self.open_obs[acted])
         if learn and len(stored):
             self._learn(stored, losses)
+
+    def _close_now(self, rows: np.ndarray, obs_next: np.ndarray) -> None:
+        """Store the open transitions of ``rows`` (not terminal) and close them."""
+        self.replay.add_many(rows, self.open_obs[rows], self.open_act[rows], self.open_rew[rows],
+                             np.zeros(len(rows), bool), obs_next)
+        self.is_open[rows] = False
 
     # ------------------------------------------------------------------ episodes
     def play_episode(self, explore: bool, learn: bool, keep_memory: bool,
@@ -157,7 +169,7 @@ class SeedBatch:
                        losses, core.choose_partners)
         per_agent = core.per_agent
         for game in range(n):
-            for _ in range(rules.rounds_per_game):
+            for round_ in range(rules.rounds_per_game):
                 players = core.players(game)
 
                 def play(actions: np.ndarray, game: int = game, players: np.ndarray = players) -> None:
@@ -173,7 +185,24 @@ class SeedBatch:
                            losses, play)
                 if rules.punishing:
                     self._punish_phase(game, players, explore, learn, losses, per_agent)
+                if self.config.learner.select_every_round and rules.partner_selection:
+                    self._selection_round(game, round_ + 1 == rules.rounds_per_game, learn, losses)
         self.episode += 1
+
+    def _selection_round(self, game: int, last: bool, learn: bool, losses: Any) -> None:
+        """The reference's selection transition: after each round of the selector's game, the
+        selector's (state, choice) with that round's payoff and fines, the next state its view of
+        the reputations now; the selection stays open for the game's next round (not after its last)."""
+        rows = self.rows[:, _SELECT, game]
+        obs_next = np.zeros((self.n_pops, self.feature_size), dtype=np.float32)
+        feats = self.core.select_features()[:, game]
+        obs_next[:, :feats.shape[1]] = feats
+        self._close_now(rows, obs_next)
+        if not last:  # the same (state, choice) again for the game's next round
+            self.is_open[rows] = True
+            self.open_rew[rows] = 0.0
+        if learn:
+            self._learn(rows, losses)
 
     def _punish_phase(self, game: int, players: np.ndarray, explore: bool, learn: bool, losses: Any,
                       per_agent: dict[str, np.ndarray]) -> None:
@@ -214,9 +243,10 @@ class SeedBatch:
                 self._reward(_SELECT, selection)
             return apply
 
-        self._step(kind, agents_a, feats_a, ~later, game, explore, learn, losses, judge(~later))
+        bandit = self.config.learner.punish_as_bandit
+        self._step(kind, agents_a, feats_a, ~later, game, explore, learn, losses, judge(~later), bandit)
         if later.any():
-            self._step(kind, agents_a, feats_a, later, game, explore, learn, losses, judge(later))
+            self._step(kind, agents_a, feats_a, later, game, explore, learn, losses, judge(later), bandit)
 
     def results(self, losses: list[dict[str, list[float]]]) -> list[EpisodeResult]:
         """What each population's episode produced, for the run logs."""

@@ -22,19 +22,23 @@ has 64 hidden units, and which came last is not known). Deviations and options:
 - Transitions follow each agent's own timeline per decision: a transition (features, action) is
   closed at the agent's next decision of the same kind, with the reward of that decision's stream
   earned in between (play: payoffs and fines; punish: punisher rewards; select: payoffs and fines
-  of the game the agent chose). The reference instead builds next states by hand per decision
-  (punish transitions are bandit-like, and the selection transition is stored once per round).
+  of the game the agent chose). The reference instead builds next states by hand per decision.
   So a select network stores one transition per episode and starts learning at episode
   ``batch_size`` (100), when the default schedule has just finished exploring; the reference's,
   storing ten, starts at episode 10, four updates before its own schedule ends. In both the
-  selection network explores before it learns and learns greedily afterwards.
+  selection network explores before it learns and learns greedily afterwards. Two of the
+  reference's transitions are options (the IPD's trainer only): ``select_every_round: true`` stores a
+  selection transition after every round of the selector's game (that round's payoff and fines, the
+  next state the reputations after it; the chosen partner stores none), and ``punish_as_bandit:
+  true`` stores each punish decision at once with its own punisher reward and its own state as the
+  next state.
 - ``bootstrap_across_games`` (default true, as the reference's IPD, which never sets done): a
   transition whose next decision of its kind is in another game still bootstraps. False cuts every
   transition (select, play, punish) at game boundaries: the reference's centipede, which marks its
   transitions terminal at a game's last or stopping move (the centipede conditions' configs set it;
   a selection, once per episode, then is a one-step choice, as the reference's).
-- The replay buffers are tianshou ``ReplayBuffer``s, which sample with replacement; the reference
-  samples without replacement.
+- The replay buffers (``collector.PopulationReplay``) sample with replacement; the reference samples
+  without replacement.
 """
 
 from __future__ import annotations
@@ -99,6 +103,8 @@ class IndependentDQNConfig(BaseModel):
     epsilon_decay_episodes: int = Field(100, ge=1)  # linear decay length (default schedule)
     reference_epsilon_decay: bool = False  # reproduce the reference's per-update decay (a bug)
     bootstrap_across_games: bool = True  # transitions bootstrap into the next game
+    select_every_round: bool = False  # the reference's selection transition, one per round (IPD)
+    punish_as_bandit: bool = False  # the reference's punish transition, next state = its own (IPD)
     select: DecisionLearnerConfig = DecisionLearnerConfig(**DECISION_DEFAULTS["select"])
     play: DecisionLearnerConfig = DecisionLearnerConfig(**DECISION_DEFAULTS["play"])
     punish: DecisionLearnerConfig = DecisionLearnerConfig(**DECISION_DEFAULTS["punish"])

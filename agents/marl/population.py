@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from aligngym.agents.config import ConfigError, RunConfig
@@ -48,6 +48,14 @@ class Config(RunConfig):
     show_progress: bool = True  # progress bar on the terminal
     env: GameRules = GameRules()  # the game's rules
     learner: IndependentDQNConfig = IndependentDQNConfig()  # the learners
+
+    @model_validator(mode="after")
+    def _reference_transitions_need_the_ipd(self) -> Config:
+        chosen = [k for k in ("select_every_round", "punish_as_bandit") if getattr(self.learner, k)]
+        if chosen and self.env.game != "ipd":
+            raise ValueError(f"learner.{' and learner.'.join(chosen)}: the reference's transitions are "
+                             "offered for the IPD only (the centipede trains through the PettingZoo collector)")
+        return self
 
     def smoke(self) -> Config:
         learner = self.learner.model_copy(update={"batch_size": min(self.learner.batch_size, 8)})

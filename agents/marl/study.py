@@ -47,18 +47,31 @@ TABLE_METRICS = (
     ("in_degree_gini", "in-degree Gini (ostracism)"),
     ("mean_game_length", "rounds (centipede: moves) per game"),
 )
-# Settings applied to every condition. ``reference``: the mechanics of the authors' code that AlignGym
-# offers as options: their exploration (epsilon decremented after every gradient update, so it reaches
-# its floor within a few updates; punish exploration never below 0.2) and the raw cumulative reputation
-# fed to the networks. Not reproduced (see agents/marl/dqn.py): their selection network's transition
-# stored every round (here once per episode), the punish decision's transition as a one-step bandit,
-# replay sampled without replacement, inputs not padded to one width, the caveman selection among
-# neighbours only, the centipede's play reward.
-PRESETS: dict[str, tuple[str, ...]] = {
-    "ours": (),
-    "reference": ("learner.reference_epsilon_decay=true", "learner.punish.epsilon_end=0.2",
-                  "env.reputation_decay=1.0", "env.reputation_obs_scale=1.0"),
+# Settings applied to every condition ("ipd": to its IPD conditions only). ``reference``: the mechanics
+# of the authors' code that AlignGym offers as options: their exploration (epsilon decremented after
+# every gradient update, so it reaches its floor within a few updates; punish exploration never below
+# 0.2), the raw cumulative reputation fed to the networks, and (IPD) their selection transition stored
+# after every round and their punish transition as a one-step bandit. Not reproduced (see
+# agents/marl/dqn.py): the play transition's next state at a game's end, replay sampled without
+# replacement, inputs not padded to one width, the caveman selection among neighbours only, the
+# centipede's play reward.
+PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
+    "ours": {},
+    "reference": {"all": ("learner.reference_epsilon_decay=true", "learner.punish.epsilon_end=0.2",
+                          "env.reputation_decay=1.0", "env.reputation_obs_scale=1.0"),
+                  "ipd": ("learner.select_every_round=true", "learner.punish_as_bandit=true")},
 }
+
+
+def preset_settings(preset: str, condition: Path) -> tuple[str, ...]:
+    """The ``--set`` overrides that ``preset`` gives the condition config ``condition``."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset '{preset}'; choose from {', '.join(PRESETS)}")
+    parts = PRESETS[preset]
+    ipd = load_config(condition).env.game == "ipd"
+    return (*parts.get("all", ()), *(parts.get("ipd", ()) if ipd else ()))
+
+
 CURVE_METRICS = ("cooperation_rate", "punishment_rate_direct", "punishment_rate_third_party",
                  "mean_reward", "antisocial_punishment_rate")
 
@@ -100,9 +113,10 @@ def _newest_runs(condition_dir: Path) -> list[Path]:
 def _preset_of(run_dir: Path) -> str:
     """Which preset a run was trained under (by its config's settings)."""
     config = load_config(run_dir / "config.yaml")
-    for name, settings in reversed(PRESETS.items()):  # the most specific first
+    for name in reversed(PRESETS):  # the most specific first
+        settings = preset_settings(name, run_dir / "config.yaml")
         if not any(changed_keys(config, load_config(run_dir / "config.yaml", [text])) for text in settings):
-            return name if settings else "ours"
+            return name
     return "ours"
 
 
@@ -127,11 +141,9 @@ def run_study(out: Path, seeds: int, episodes: int | None, conditions: list[str]
         raise ConfigError(f"--tail must be >= 1, got {tail}")
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset '{preset}'; choose from {', '.join(PRESETS)}")
-    settings = PRESETS[preset]
+    settings = {c: preset_settings(preset, conditions_dir() / f"{c}.yaml") for c in chosen}
     for name in chosen:  # validate every config before starting any work
-        load_config(conditions_dir() / f"{name}.yaml", list(settings))
+        load_config(conditions_dir() / f"{name}.yaml", list(settings[name]))
     if report_only:
         found = {c: _newest_runs(out / "runs" / c) for c in chosen}
         found = {c: dirs for c, dirs in found.items() if dirs}
@@ -142,7 +154,7 @@ def run_study(out: Path, seeds: int, episodes: int | None, conditions: list[str]
     from aligngym.agents.sweep import Job, run_jobs
 
     length = [] if episodes is None else [f"episodes={episodes}"]
-    jobs = {Job(str(conditions_dir() / f"{c}.yaml"), (f"seed={s}", *length, *settings),
+    jobs = {Job(str(conditions_dir() / f"{c}.yaml"), (f"seed={s}", *length, *settings[c]),
                 out / "runs" / c / f"s{s}",
                 f"{c} seed {s}"): c for c in chosen for s in range(seeds)}
     failures = run_jobs(list(jobs), num_cpus=workers, desc="study")

@@ -130,3 +130,47 @@ def test_finish_seeds_trains_the_unfinished_seeds_together_and_reuses_the_rest(t
     for name, tensor in theirs["learner"]["online"].items():
         assert torch.equal(tensor, mine["learner"]["online"][name]), name
     assert finish_seeds(configs(tmp_path / "study", [0, 1, 2])) == dirs and built == [[1, 2]]
+
+
+def _played(extra, episodes):
+    """A one-seed batch after ``episodes`` episodes without learning (the same game whatever the options)."""
+    (config,) = _configs([5], *extra)
+    batch = SeedBatch([config], CPU)
+    for episode in range(episodes):
+        batch.play_episode(explore=True, learn=False, keep_memory=episode > 0)
+    return batch
+
+
+def test_select_every_round_stores_the_references_selection_transitions():
+    rounds = 4
+    per_round, per_episode = _played(["learner.select_every_round=true"], 2), _played([], 2)
+    for agent in range(5):
+        row = per_round.rows[0, 0, agent]
+        mine, theirs = per_round.replay.transitions(row), per_episode.replay.transitions(row)
+        assert len(mine["act"]) == 2 * rounds and len(theirs["act"]) == 1  # (the second still open)
+        first = slice(0, rounds)
+        assert (mine["act"][first] == theirs["act"][0]).all() and (mine["obs"][first] == theirs["obs"][0]).all()
+        # the rounds' rewards add up to what the episode's one transition earned in the agent's game
+        assert mine["rew"][first].sum() == pytest.approx(theirs["rew"][0])
+        assert not mine["terminated"].any()
+    # the next state is the selector's view of the reputations after the round: it moves
+    assert len({tuple(t) for t in per_round.replay.transitions(per_round.rows[0, 0, 0])["obs_next"]}) > 1
+    assert not per_round.is_open[per_round.rows[0, 0]].any()  # nothing left to close at the next selection
+
+
+def test_punish_as_bandit_stores_each_judgement_at_once_with_its_own_reward():
+    batch = _played(["learner.punish_as_bandit=true"], 1)
+    core, stored = batch.core, 0
+    for agent in range(5):
+        t = batch.replay.transitions(batch.rows[0, 2, agent])
+        np.testing.assert_array_equal(t["obs_next"], t["obs"])
+        victim_defected = t["obs"][:, 0] == 1
+        np.testing.assert_array_equal(t["rew"], np.where(t["act"] == 1, np.where(victim_defected, 2.0, -10.0), 0.0))
+        stored += len(t["act"])
+    assert stored == core.counters["direct_decisions"][0] + core.counters["third_party_decisions"][0]
+    assert not batch.is_open[batch.rows[0, 2]].any()
+
+
+def test_the_references_transitions_are_refused_for_the_centipede():
+    with pytest.raises(ConfigError, match="offered for the IPD only"):
+        load_config(QUICKSTART.parent / "cooperation" / "centipede_dp_s.yaml", ["learner.punish_as_bandit=true"])

@@ -242,7 +242,7 @@ def test_study_counts_below_one_are_refused_before_any_work(tmp_path, capsys, fl
 
 def test_the_reference_preset_sets_every_condition_and_the_report_names_it(tmp_path, capsys):
     from aligngym.agents.cli import main
-    from aligngym.agents.marl.study import PRESETS
+    from aligngym.agents.marl.study import PRESETS, preset_settings
 
     assert main(["study", "cooperation", "--preset", "reference", "--seeds", "1", "--episodes", "2",
                  "--conditions", "none", "tpdp_s", "--workers", "1", "--tail", "1",
@@ -252,7 +252,11 @@ def test_the_reference_preset_sets_every_condition_and_the_report_names_it(tmp_p
         config = load_config(run / "config.yaml")
         assert config.learner.reference_epsilon_decay and config.learner.punish.epsilon_end == 0.2
         assert config.env.reputation_decay == 1.0 and config.env.reputation_obs_scale == 1.0
+        assert config.learner.select_every_round and config.learner.punish_as_bandit
     assert "Preset: reference." in (tmp_path / "ref" / "study.md").read_text()
+    centipede = preset_settings("reference", conditions_dir() / "centipede_dp_s.yaml")
+    assert "learner.reference_epsilon_decay=true" in centipede and "learner.punish_as_bandit=true" not in centipede
+    load_config(conditions_dir() / "centipede_dp_s.yaml", list(centipede))  # valid there
     text = run_study(tmp_path / "ref", 1, None, ["none"], 1, tail=1, report_only=True).read_text()
     assert "Preset: reference." in text  # read from the runs, whatever the command says
     with pytest.raises(ConfigError, match="unknown preset 'theirs'; choose from ours, reference"):
