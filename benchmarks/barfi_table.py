@@ -36,8 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from doc_bandit import interval  # the t interval over seeds (benchmarks/doc_bandit.py)
 from offline_table import locked_results, mean_curve, read_results  # results.json under a lock; mean curves
+
+from aligngym.agents.marl.study import mean_ci  # the t interval over seeds (as the study's tables)
 
 METHODS = {"barfi": ("barfi", []), "primary": ("reinforce", ["reward=primary"]),
            "naive": ("reinforce", ["reward=naive"]), "potential": ("reinforce", ["reward=potential"])}
@@ -106,7 +107,7 @@ def write_outputs(out: Path, results: list[dict], tasks: list[str], auxes: list[
                 if not len(values):
                     row.append("")
                     continue
-                half = interval(values)
+                half = mean_ci(values)[1] if len(values) > 1 else float("nan")
                 text = f"{values.mean():.1f} [{values.mean() - half:.1f}, {values.mean() + half:.1f}]"
                 row.append(f"**{text}**" if m == best else text)
             seeds = max(len(cells[task, aux, m]) for m in METHODS)

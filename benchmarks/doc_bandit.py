@@ -26,22 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-# Student's t quantile 0.975 by degrees of freedom (no scipy here); beyond 30, the normal's 1.96
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
-         20: 2.086, 25: 2.060, 30: 2.042}
+from aligngym.agents.marl.study import mean_ci  # the t interval over seeds
+
 AGENTS = ("doc", "dt")
 NAMES = {"doc": "DoC (tabular)", "dt": "Decision Transformer (tabular)"}
-
-
-def interval(values: np.ndarray) -> float:
-    """Half the width of the 95 % interval of the mean of ``values``."""
-    n = len(values)
-    if n < 2:
-        return float("nan")
-    dof = n - 1
-    t = 1.96 if dof > 30 else T_975[max(k for k in T_975 if k <= dof)]  # (a slightly wider interval between rows)
-    return float(t * values.std(ddof=1) / np.sqrt(n))
 
 
 def expected_return(agent: str, p: float, seed: int, steps: int, runs: Path) -> float:
@@ -93,7 +81,7 @@ def main() -> None:
     for p in args.p:
         for agent in AGENTS:
             values = results[agent, p]
-            half = interval(values)
+            half = mean_ci(values)[1] if len(values) > 1 else float("nan")
             print(f"| {p:g} | {optimal_return(p):.2f} | {NAMES[agent]} | {values.mean():.3f} | "
                   f"[{values.mean() - half:.3f}, {values.mean() + half:.3f}] | {values.min():.3f}-{values.max():.3f} |")
 

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from doc_bandit import interval  # the t interval over seeds (benchmarks/doc_bandit.py)
+from aligngym.agents.marl.study import mean_ci  # the t interval over seeds
 
 AGENTS = ("doc", "dt")
 NAMES = {"doc": "DoC (sequence)", "dt": "Decision Transformer (sequence)"}
@@ -178,7 +178,7 @@ def main() -> None:
         for agent in AGENTS:
             rates = np.array([o.success for o in results[agent, q]])
             if len(rates) > 1:
-                half = interval(rates)
+                half = mean_ci(rates)[1]
                 low, high = rates.mean() - half, rates.mean() + half
             else:
                 low, high = wilson(rates[0] * args.episodes, args.episodes)
