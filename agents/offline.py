@@ -125,6 +125,9 @@ class OfflineConfig(RunConfig):
     log_every: int = Field(1_000, ge=1)  # mean losses logged every this many steps
     checkpoint_every: int = Field(10_000, ge=1)  # checkpoint every this many steps (and at the end)
     show_progress: bool = True  # progress bar on the terminal
+    # torch.compile the agent's networks (each child module of its algorithm); off by default: on a CPU
+    # it gained nothing measured (benchmarks/RESULTS.md, offline agents' speed); a GPU may differ
+    compile: bool = False
     _checked_data: OfflineDataset | None = PrivateAttr(None)  # read by preflight, taken by setup
 
     def preflight(self) -> None:
@@ -475,7 +478,19 @@ def setup(module: Any, config: OfflineConfig, state: dict[str, Any] | None, devi
     if state is not None:
         with checkpoint_errors():
             algorithm.load_state_dict(to_torch_state(state["algorithm"], device))
+    if config.compile:
+        compile_networks(algorithm)
     return env, dataset, algorithm
+
+
+def compile_networks(algorithm: Any) -> None:
+    """``torch.compile`` each network of ``algorithm`` in place: the modules with parameters directly
+    under the algorithm and under its policy (state dicts keep their keys: checkpoints are the same)."""
+    policy = getattr(algorithm, "policy", None)
+    for parent in (algorithm, policy):
+        for child in parent.children() if parent is not None else ():
+            if child is not policy and any(True for _ in child.parameters()):
+                child.compile()
 
 
 @contextmanager

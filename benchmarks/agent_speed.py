@@ -1,7 +1,7 @@
 """Offline agents' training speed at their papers' batch sizes, with peak memory; FISOR's acting speed.
 
     python benchmarks/agent_speed.py [--agents fisor a2pr td3bc] [--device auto|cpu|cuda] [--threads 1]
-                                     [--updates 20] [--rounds 3] [--states 20]
+                                     [--updates 20] [--rounds 3] [--states 20] [--compile] [--profile]
 
 1. Gradient updates per second at the paper's batch sizes, on synthetic buffers of 100k transitions:
    FISOR (2048 sampled; the actor's two updates on 1024 each; the critics on 256) on BallCircle's
@@ -22,6 +22,10 @@
 4. Peak memory while each agent is built and trained: CUDA's max allocated on a GPU; on a CPU the
    process's peak resident set over the agent's turn (Linux: the high-water mark is reset before
    it, ``/proc/self/clear_refs``), with the part the agent added to what the process held before it.
+
+With ``--profile``, each agent's CPU time by operation over 3 updates (torch.profiler). With
+``--compile`` each agent is timed twice, the second time with its networks compiled
+(``torch.compile``, as a config's ``compile: true``; the compilation happens in the warm-up).
 
 Every agent trains on ``--threads`` torch threads (default 1, as the runner trains them). Compare
 figures from one run on one machine: these machines are shared and noisy.
@@ -49,6 +53,7 @@ from aligngym.agents import a2pr, doc
 from aligngym.agents.baselines import dt, td3bc
 from aligngym.agents.fisor import FISOR
 from aligngym.agents.fisor import Config as FISORConfig
+from aligngym.agents.offline import compile_networks
 from aligngym.agents.train import resolve_device
 from aligngym.envs.data.dataset import OfflineDataset
 
@@ -239,16 +244,25 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=20, help="timed updates per agent and round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of turns")
     parser.add_argument("--states", type=int, default=20, help="FISOR's acting benchmark: states at once")
+    parser.add_argument("--profile", action="store_true",
+                        help="print where each agent's update spends its CPU time (torch.profiler, 3 updates)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time each agent with its networks torch.compile'd (the configs' compile: true)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}")
     trainees: list[Trainee] = []
-    for agent in dict.fromkeys(args.agents):  # each agent's peak over its build, warm-up and first round
+    variants = [(agent, compiled) for agent in dict.fromkeys(args.agents)
+                for compiled in (False, True)[:1 + args.compile]]
+    for agent, compiled in variants:  # each agent's peak over its build, warm-up and first round
         before = reset_peak(device)
         trainee = BUILDERS[agent](device)
-        timed_updates(trainee, 3, device)  # warm-up
+        if compiled:
+            compile_networks(trainee.algorithm)
+            trainee.name += " (compiled)"
+        timed_updates(trainee, 3, device)  # warm-up (and the compilation)
         trainee.cpu_ms.clear()
         trainee.rates.append(timed_updates(trainee, args.updates, device))
         trainee.memory = peak_memory(device, before)
@@ -266,6 +280,16 @@ def main() -> None:
         print(f"| {trainee.name} | {statistics.median(trainee.rates):.2f} | {statistics.median(trainee.cpu_ms):.1f} "
               f"| {ratio:.2f}x | {trainee.flops / 1e6:,.0f} "
               f"({trainee.flops / base.flops:.1f}x) | {trainee.memory} | {trainee.note} |")
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        for trainee in trainees:
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                timed_updates(trainee, 3, device)
+            events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+            total = sum(e.self_cpu_time_total for e in events)
+            shares = ", ".join(f"{e.key} {100 * e.self_cpu_time_total / total:.0f} %" for e in events[:6])
+            print(f"\n{trainee.name}, CPU time by operation: {shares}")
     fisor = next((t for t in trainees if t.name == "fisor"), None)
     if fisor is not None:
         config = fisor.algorithm.config

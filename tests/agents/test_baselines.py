@@ -579,3 +579,21 @@ def test_wrong_config_keys_and_values_are_refused():
         load_config(CONFIGS / "bc_safe" / "paper.yaml", ["phi=0.05"])  # a BCQ-Lag key on BC
     with pytest.raises(ConfigError, match="lambda_mix"):
         validate({"agent": "bcq_lag", "task": BALL_CIRCLE, "lambda_mix": 1.5}, "inline")
+
+
+def test_compile_true_trains_compiled_networks_into_the_same_checkpoint(tiny_data, tmp_path, monkeypatch):
+    """``compile: true`` torch.compiles the agent's networks; the run and its checkpoint are as without it."""
+    compiled = []
+    real = torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__)
+                        or real(self, *a, **k))
+    update = {"steps": 4}
+    plain = train(smoke_config("bc_all", tmp_path / "plain").model_copy(update=update))
+    assert compiled == []
+    fast = train(smoke_config("bc_all", tmp_path / "compiled", "compile=true").model_copy(update=update))
+    assert compiled  # the actor (under the algorithm or its policy)
+    (_, a), (_, b) = load_checkpoint(plain / "checkpoint.pt"), load_checkpoint(fast / "checkpoint.pt")
+    assert sorted(a["algorithm"]) == sorted(b["algorithm"])  # the same keys: no "_orig_mod" prefixes
+    for key, tensor in a["algorithm"].items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+            torch.testing.assert_close(tensor, b["algorithm"][key], rtol=1e-4, atol=1e-5)
