@@ -18,8 +18,8 @@ a transition of agent i's decision d opens when i makes d and closes at i's next
 with the reward d's stream paid i in between (play: payoffs and fines; punish: punisher rewards;
 select: payoffs and fines of the game i chose).
 
-Two transitions of the authors' code are built here only (options of the learner, see
-``agents/marl/dqn.py``): ``select_every_round`` and ``punish_as_bandit``. The centipede, whose games
+Three transitions of the authors' code are built here only (options of the learner, see
+``agents/marl/dqn.py``): ``select_every_round``, ``punish_as_bandit`` and ``play_next_state_in_game``. The centipede, whose games
 stop at different moves in different populations, trains through the collector; this module refuses it.
 """
 
@@ -185,9 +185,23 @@ class SeedBatch:
                            losses, play)
                 if rules.punishing:
                     self._punish_phase(game, players, explore, learn, losses, per_agent)
+                last = round_ + 1 == rules.rounds_per_game
                 if self.config.learner.select_every_round and rules.partner_selection:
-                    self._selection_round(game, round_ + 1 == rules.rounds_per_game, learn, losses)
+                    self._selection_round(game, last, learn, losses)
+                if last and self.config.learner.play_next_state_in_game:
+                    self._end_of_game(game, players, learn, losses)
         self.episode += 1
+
+    def _end_of_game(self, game: int, players: np.ndarray, learn: bool, losses: Any) -> None:
+        """The reference's play transition at a game's end: its next state is the same pair's play
+        state after the last round (as if the game went on), not the player's next play decision."""
+        rows = self.rows[self._pops[:, None], _PLAY, players].reshape(-1)
+        feats = self.core.play_features(game)
+        obs_next = np.zeros((len(rows), self.feature_size), dtype=np.float32)
+        obs_next[:, :feats.shape[2]] = feats.reshape(len(rows), -1)
+        self._close_now(rows, obs_next)
+        if learn:
+            self._learn(rows, losses)
 
     def _selection_round(self, game: int, last: bool, learn: bool, losses: Any) -> None:
         """The reference's selection transition: after each round of the selector's game, the

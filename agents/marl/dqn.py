@@ -26,12 +26,13 @@ has 64 hidden units, and which came last is not known). Deviations and options:
   So a select network stores one transition per episode and starts learning at episode
   ``batch_size`` (100), when the default schedule has just finished exploring; the reference's,
   storing ten, starts at episode 10, four updates before its own schedule ends. In both the
-  selection network explores before it learns and learns greedily afterwards. Two of the
+  selection network explores before it learns and learns greedily afterwards. Three of the
   reference's transitions are options (the IPD's trainer only): ``select_every_round: true`` stores a
   selection transition after every round of the selector's game (that round's payoff and fines, the
-  next state the reputations after it; the chosen partner stores none), and ``punish_as_bandit:
-  true`` stores each punish decision at once with its own punisher reward and its own state as the
-  next state.
+  next state the reputations after it; the chosen partner stores none), ``punish_as_bandit: true``
+  stores each punish decision at once with its own punisher reward and its own state as the next
+  state, and ``play_next_state_in_game: true`` ends a play transition at its game's last round with
+  the same pair's play state after it (as if the game went on) as the next state.
 - ``bootstrap_across_games`` (default true, as the reference's IPD, which never sets done): a
   transition whose next decision of its kind is in another game still bootstraps. False cuts every
   transition (select, play, punish) at game boundaries: the reference's centipede, which marks its
@@ -105,6 +106,7 @@ class IndependentDQNConfig(BaseModel):
     bootstrap_across_games: bool = True  # transitions bootstrap into the next game
     select_every_round: bool = False  # the reference's selection transition, one per round (IPD)
     punish_as_bandit: bool = False  # the reference's punish transition, next state = its own (IPD)
+    play_next_state_in_game: bool = False  # the reference's play transition at a game's end (IPD)
     select: DecisionLearnerConfig = DecisionLearnerConfig(**DECISION_DEFAULTS["select"])
     play: DecisionLearnerConfig = DecisionLearnerConfig(**DECISION_DEFAULTS["play"])
     punish: DecisionLearnerConfig = DecisionLearnerConfig(**DECISION_DEFAULTS["punish"])

@@ -51,7 +51,8 @@ class Config(RunConfig):
 
     @model_validator(mode="after")
     def _reference_transitions_need_the_ipd(self) -> Config:
-        chosen = [k for k in ("select_every_round", "punish_as_bandit") if getattr(self.learner, k)]
+        chosen = [k for k in ("select_every_round", "punish_as_bandit", "play_next_state_in_game")
+                  if getattr(self.learner, k)]
         if chosen and self.env.game != "ipd":
             raise ValueError(f"learner.{' and learner.'.join(chosen)}: the reference's transitions are "
                              "offered for the IPD only (the centipede trains through the PettingZoo collector)")

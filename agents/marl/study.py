@@ -51,15 +51,16 @@ TABLE_METRICS = (
 # of the authors' code that AlignGym offers as options: their exploration (epsilon decremented after
 # every gradient update, so it reaches its floor within a few updates; punish exploration never below
 # 0.2), the raw cumulative reputation fed to the networks, and (IPD) their selection transition stored
-# after every round and their punish transition as a one-step bandit. Not reproduced (see
-# agents/marl/dqn.py): the play transition's next state at a game's end, replay sampled without
-# replacement, inputs not padded to one width, the caveman selection among neighbours only, the
-# centipede's play reward.
+# after every round, their punish transition as a one-step bandit and their play transition's next
+# state at a game's end. Not reproduced (see agents/marl/dqn.py): replay sampled without replacement,
+# inputs not padded to one width, the caveman selection among neighbours only, the centipede's play
+# reward and transitions.
 PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
     "ours": {},
     "reference": {"all": ("learner.reference_epsilon_decay=true", "learner.punish.epsilon_end=0.2",
                           "env.reputation_decay=1.0", "env.reputation_obs_scale=1.0"),
-                  "ipd": ("learner.select_every_round=true", "learner.punish_as_bandit=true")},
+                  "ipd": ("learner.select_every_round=true", "learner.punish_as_bandit=true",
+                          "learner.play_next_state_in_game=true")},
 }
 
 

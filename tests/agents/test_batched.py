@@ -174,3 +174,20 @@ def test_punish_as_bandit_stores_each_judgement_at_once_with_its_own_reward():
 def test_the_references_transitions_are_refused_for_the_centipede():
     with pytest.raises(ConfigError, match="offered for the IPD only"):
         load_config(QUICKSTART.parent / "cooperation" / "centipede_dp_s.yaml", ["learner.punish_as_bandit=true"])
+
+
+def test_play_next_state_in_game_ends_a_games_play_transitions_in_that_game():
+    rounds = 4
+    ours, theirs = _played([], 1), _played(["learner.play_next_state_in_game=true"], 1)
+    for agent in range(5):
+        row = ours.rows[0, 1, agent]
+        mine, other = theirs.replay.transitions(row), ours.replay.transitions(row)
+        # one more transition: each game the agent played in ends with its own, none crosses games
+        games = len(mine["act"]) // rounds
+        assert len(mine["act"]) == games * rounds and len(other["act"]) == games * rounds - 1
+        assert not theirs.is_open[row]
+        # within a game the next state is the next round's state, as ours
+        np.testing.assert_array_equal(mine["obs_next"][:rounds - 1], other["obs_next"][:rounds - 1])
+        # at the game's end: the last moves just played (own move second, the opponent's first)
+        last = mine["obs_next"][rounds - 1]
+        assert last[1] == mine["act"][rounds - 1]

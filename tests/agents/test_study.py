@@ -253,6 +253,7 @@ def test_the_reference_preset_sets_every_condition_and_the_report_names_it(tmp_p
         assert config.learner.reference_epsilon_decay and config.learner.punish.epsilon_end == 0.2
         assert config.env.reputation_decay == 1.0 and config.env.reputation_obs_scale == 1.0
         assert config.learner.select_every_round and config.learner.punish_as_bandit
+        assert config.learner.play_next_state_in_game
     assert "Preset: reference." in (tmp_path / "ref" / "study.md").read_text()
     centipede = preset_settings("reference", conditions_dir() / "centipede_dp_s.yaml")
     assert "learner.reference_epsilon_decay=true" in centipede and "learner.punish_as_bandit=true" not in centipede
