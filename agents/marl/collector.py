@@ -1,10 +1,13 @@
-"""Multi-agent rollouts of the cooperation games into per-(agent, decision) tianshou replay buffers.
+"""Multi-agent rollouts of the cooperation games through the PettingZoo API, and the replay of every
+(agent, decision) network.
 
 tianshou's ``PettingZooEnv`` + ``MultiAgentOffPolicyAlgorithm`` store a simultaneous-move game as one
 interleaved stream and hand the first agent's rewards to the last agent (see
 ``../shared/reference/dependency-stack.md`` section 5.6). This collector steps the PettingZoo
-``ParallelEnv`` itself and keeps one tianshou ``ReplayBuffer`` per (decision, agent), so that every
-transition carries exactly the reward of the agent and decision it belongs to.
+``ParallelEnv`` itself and keeps one replay row per (decision, agent) (:class:`PopulationReplay`), so
+that every transition carries exactly the reward of the agent and decision it belongs to. It trains the
+centipede and plays every evaluation; the IPD trains on the batched core with the same transition rules
+(:mod:`aligngym.agents.marl.batched`).
 
 A transition of agent i's decision d opens when i makes d and closes at i's next decision of kind d
 (possibly in a later episode when the game's memory carries over), with the reward that d's stream

@@ -5,8 +5,10 @@ Musolesi's replication code: an MLP ``Linear(in, 128) -> ReLU -> Linear(128, out
 network, Adam, the Huber loss, one gradient update per stored transition once the network's buffer
 holds a batch. No parameters are shared. The networks are stored stacked (``QEnsemble``: one weight
 tensor per layer with a leading network axis), so the networks that learn at a step do so in one
-batched forward/backward (``torch.baddbmm``), and ``RowAdam`` is Adam with per-network learning
-rates and step counts that only moves the networks that learned.
+batched forward and backward pass (``torch.baddbmm``/``bmm``; the gradients written by hand, checked
+against autograd's in the tests), and ``RowAdam`` is Adam with per-network learning rates and step
+counts that only moves the networks that learned. The networks of several populations (seeds) of one
+game can share the stacks (``seed`` a list; :mod:`aligngym.agents.marl.batched`).
 
 Defaults are the reference's (hidden 128, gamma 0.9, batch 100, target sync every 200 updates of
 that network; learning rates select 0.01, play 0.1, punish 0.001; buffers 131072 / 131072 / 524288;

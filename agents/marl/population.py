@@ -6,8 +6,10 @@ carried from one episode to the next (``carry_memory``). Per episode it logs the
 the learners' losses (``loss/<decision>``) and exploration (``train/epsilon_<decision>``); every
 ``plot_every`` episodes the heatmaps of who chose and who punished whom (TensorBoard images and PNG
 files), and at the end the training curves; and it writes a checkpoint every ``checkpoint_every``
-episodes from which training resumes exactly. ``evaluate`` plays the trained population greedily,
-optionally with scripted partners in place of all but ``focal`` agents.
+episodes from which training resumes exactly. ``train_seeds`` trains several seeds of one condition
+at once, each into its own run folder (the IPD's in one :class:`~aligngym.agents.marl.batched.SeedBatch`,
+exactly as each would train alone). ``evaluate`` plays the trained population greedily, optionally
+with scripted partners in place of all but ``focal`` agents.
 """
 
 from __future__ import annotations
