@@ -107,7 +107,8 @@ class Job:
 
 def _finish_seeds(config: str, overrides: list[tuple[str, ...]], roots: list[str]) -> list[str]:
     """Train (or finish) the seeds of one setting in one process (``finish_seeds``); their folders."""
-    configs = [load_config(config, [*o, f"run_root={root}", "show_progress=false"]) for o, root in zip(overrides, roots)]
+    configs = [load_config(config, [*o, f"run_root={root}", "show_progress=false"])
+               for o, root in zip(overrides, roots)]
     return [str(d) for d in finish_seeds(configs)]
 
 
@@ -129,7 +130,7 @@ def run_jobs(jobs: list[Job], address: str | None = None, num_cpus: int | None =
     calls = {tuple(group): (group[0].config, [j.overrides for j in group], [str(j.root) for j in group])
              for group in groups.values()}
     failed = run_tasks(_finish_seeds, calls, address, num_cpus, cpus_per_job, desc,
-                       label=lambda group: group[0].label + (f" and {len(group) - 1} more seeds" if len(group) > 1 else ""))
+                       label=lambda group: group[0].label + (f" and {len(group) - 1} more" if len(group) > 1 else ""))
     return {job: message for group, message in failed.items() for job in group}
 
 

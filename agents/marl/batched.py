@@ -19,8 +19,9 @@ with the reward d's stream paid i in between (play: payoffs and fines; punish: p
 select: payoffs and fines of the game i chose).
 
 Three transitions of the authors' code are built here only (options of the learner, see
-``agents/marl/dqn.py``): ``select_every_round``, ``punish_as_bandit`` and ``play_next_state_in_game``. The centipede, whose games
-stop at different moves in different populations, trains through the collector; this module refuses it.
+``agents/marl/dqn.py``): ``select_every_round``, ``punish_as_bandit`` and ``play_next_state_in_game``.
+The centipede, whose games stop at different moves in different populations, trains through the
+collector; this module refuses it.
 """
 
 from __future__ import annotations

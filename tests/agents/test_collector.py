@@ -99,7 +99,8 @@ def test_streams_add_up_to_the_env_rewards():
     for i in range(5):
         def total(kind):
             row = policy.row(kind, i)
-            return float(replay.transitions(row)["rew"].sum()) + (collector.open[row].reward if row in collector.open else 0.0)
+            pending = collector.open[row].reward if row in collector.open else 0.0
+            return float(replay.transitions(row)["rew"].sum()) + pending
 
         assert total("play") == pytest.approx(core.per_agent["play_reward"][0, i] + core.per_agent["fine"][0, i])
         assert total("punish") == pytest.approx(core.per_agent["punisher_reward"][0, i])
