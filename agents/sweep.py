@@ -129,14 +129,14 @@ def run_jobs(jobs: list[Job], address: str | None = None, num_cpus: int | None =
         groups.setdefault(key, []).append(job)
     calls = {tuple(group): (group[0].config, [j.overrides for j in group], [str(j.root) for j in group])
              for group in groups.values()}
-    failed = run_tasks(_finish_seeds, calls, address, num_cpus, cpus_per_job, desc,
+    failed = run_tasks(_finish_seeds, calls, address, num_cpus, cpus_per_job, desc, say_interrupted=False,
                        label=lambda group: group[0].label + (f" and {len(group) - 1} more" if len(group) > 1 else ""))
     return {job: message for group, message in failed.items() for job in group}
 
 
 def run_tasks(fn: Callable[..., Any], calls: dict[K, tuple], address: str | None = None, num_cpus: int | None = None,
               cpus_per_task: float = 1.0, desc: str = "runs", on_result: Callable[[K, Any], None] | None = None,
-              label: Callable[[K], str] = str) -> dict[K, str]:
+              label: Callable[[K], str] = str, say_interrupted: bool = True) -> dict[K, str]:
     """``fn(*args)`` for every ``key: args`` of ``calls`` as a Ray task, under a progress bar;
     ``on_result(key, value)`` as each returns (in this process); returns the keys whose call failed,
     with their errors (the others go on). Uses the Ray this process has initialised, else starts one for
@@ -170,7 +170,8 @@ def run_tasks(fn: Callable[..., Any], calls: dict[K, tuple], address: str | None
                         on_result(key, value)
                 progress.update()
     except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume (runs go on from their last checkpoints)")
+        if say_interrupted:  # (the aligngym command says it itself)
+            print("interrupted: rerun the same command to resume (runs go on from their last checkpoints)")
         raise
     finally:
         if started:

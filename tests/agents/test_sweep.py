@@ -95,3 +95,18 @@ def test_a_sweep_on_local_ray_reports_every_trial_and_a_rerun_trains_nothing(loc
     assert again.read_text() == text
     with pytest.raises(ConfigError, match=r"--metrics eval/retrun: no run logged it; the runs logged .*eval/return"):
         run_sweep("reinforce/grid_world", 2, grid, TINY[:3], out, metrics=["eval/retrun"], report_only=True)
+
+
+@pytest.mark.parametrize("say", [True, False])
+def test_an_interrupted_run_of_tasks_says_so_once(local_ray, monkeypatch, capsys, say):
+    """Ctrl-C while tasks run: run_tasks says how to resume, unless its caller (the aligngym command,
+    which prints its own hint) asks it not to."""
+    from aligngym.agents.sweep import run_tasks
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local_ray, "wait", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_tasks(parse_grid, {"a": ([],)}, say_interrupted=say)
+    assert ("rerun the same command to resume" in capsys.readouterr().out) == say
