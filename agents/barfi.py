@@ -77,8 +77,10 @@ Deviations from the official code, each small and each named:
   Python loop; the same numbers.
 - Importance weights are not used (as the official code, which ignores the stored probabilities): the
   inner and Hessian batches are off-policy episodes treated as on-policy.
-- One schedule for every task, the gridworld's and CartPole's. The official MountainCar code takes no
-  ``first_mul`` extra inner steps (there ``first_mul`` only sets the warm-up's length); the official
+- One schedule for every task, the gridworld's and CartPole's, but for one switch: the official
+  MountainCar code takes no inner steps at all at the call that ends the warm-up (its ``first_mul`` only
+  sets the warm-up's length; ``inner_steps_at_warmup_end: false``, set by ``barfi/mountain_car``);
+  the official
   MuJoCo code has no naive warm-up steps (it waits ``first_mul + inner_mul`` episodes untrained),
   subtracts a running mean of the returns (not implemented) and clips every net's gradient norm to 1
   (``clip_norm`` clips the policy's; ``configs/barfi/half_cheetah.yaml`` sets it to 1).
@@ -168,6 +170,10 @@ class Config(PolicyGradientConfig):
     hess_mul: int = Field(15, ge=1)  # the Hessian batch: hess_mul x batch_size older episodes
     inner_mul: int = Field(5, ge=1)  # inner steps per update: delta x inner_mul
     first_mul: int = Field(150, ge=0)  # extra inner steps the first time; the warm-up lasts first_mul + inner_mul episodes
+    # the inner steps at the call that ends the warm-up (on the learned reward, not yet updated): the
+    # official gridworld and CartPole code takes delta x inner_mul + first_mul there, its MountainCar code
+    # none (false: the warm-up's naive step only; the outer step and inner steps start at the next call)
+    inner_steps_at_warmup_end: bool = True
 
     @model_validator(mode="after")
     def _older_episodes_exist(self) -> Config:
@@ -556,12 +562,15 @@ class BarfiLearner(Learner):
             stats["inner_objective"] = self.policy_step(last, returns)
         if self.episodes > config.first_mul + config.inner_mul:
             steps = config.delta * config.inner_mul + (0 if self.warm else config.first_mul)
+            if not self.warm and not config.inner_steps_at_warmup_end:
+                steps = 0
             phi, values = self.phi(), []
             for _ in range(steps):
                 batch = self.batch(self.buffer.sample(min(config.batch_size, self.buffer.size), self.rng))
                 returns = discounted_returns(self.reward.reward(phi, batch) * batch["mask"], self.reward.discount(phi))
                 values.append(self.policy_step(batch, returns))
-            stats["inner_objective"] = float(np.mean(values))
+            if values:
+                stats["inner_objective"] = float(np.mean(values))
             self.warm = True
         return stats
 

@@ -201,11 +201,13 @@ def test_the_outer_step_follows_the_hypergradient_and_the_penalties(tmp_path, mo
         assert torch.all(param.detach() < before[name]), name
 
 
-def test_the_schedule_of_updates(tmp_path, monkeypatch):
+@pytest.mark.parametrize("at_end", [True, False])
+def test_the_schedule_of_updates(tmp_path, monkeypatch, at_end):
     """Warm-up (first_mul + inner_mul episodes): one naive step per update; the first update after it:
-    the naive step and delta x inner_mul + first_mul inner steps, no outer step; then an outer step and
-    delta x inner_mul inner steps per update."""
-    learner = _tiny_learner(tmp_path, first_mul=4, inner_mul=2)
+    the naive step and delta x inner_mul + first_mul inner steps (none with
+    ``inner_steps_at_warmup_end: false``, the official MountainCar code's), no outer step; then an
+    outer step and delta x inner_mul inner steps per update."""
+    learner = _tiny_learner(tmp_path, first_mul=4, inner_mul=2, inner_steps_at_warmup_end=at_end)
     generator = torch.Generator().manual_seed(5)
     learner.batch = lambda slots: _episodes(generator, max(len(slots), 1))
     learner.buffer.size = 12
@@ -228,7 +230,7 @@ def test_the_schedule_of_updates(tmp_path, monkeypatch):
         calls.update(policy=0, outer=0)
         learner.update()
         seen.append((calls["policy"], calls["outer"]))
-    assert seen == [(1, 0), (1, 0), (1 + 3 * 2 + 4, 0), (3 * 2, 1), (3 * 2, 1)]
+    assert seen == [(1, 0), (1, 0), (1 + (3 * 2 + 4 if at_end else 0), 0), (3 * 2, 1), (3 * 2, 1)]
 
 
 @pytest.mark.parametrize("reward", ["primary", "naive", "potential"])
