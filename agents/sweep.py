@@ -35,9 +35,9 @@ from typing import Any, TypeVar
 import numpy as np
 from tqdm.auto import tqdm
 
-from aligngym.agents.config import ConfigError, agent_module, load_config
+from aligngym.agents.config import ConfigError, load_config
 from aligngym.agents.marl.study import mean_ci
-from aligngym.agents.train import finish_seeds, newest_run, read_curves
+from aligngym.agents.train import finish_seeds, newest_run, read_curves, trains_seeds_together
 
 REPORT = "sweep.md"
 K = TypeVar("K")
@@ -112,20 +112,17 @@ def _finish_seeds(config: str, overrides: list[tuple[str, ...]], roots: list[str
     return [str(d) for d in finish_seeds(configs)]
 
 
-def _trains_seeds_together(config: str) -> bool:
-    return hasattr(agent_module(load_config(config).agent), "train_seeds")
-
-
 def run_jobs(jobs: list[Job], address: str | None = None, num_cpus: int | None = None, cpus_per_job: float = 1.0,
              desc: str = "runs") -> dict[Job, str]:
     """Every job brought to its end as a Ray task (``finish``: a finished run is reused, an interrupted
     one resumes); the failed jobs with their errors (:func:`run_tasks`). The seeds of one setting of an
     agent that trains seeds together (the cooperation learners) are one task: one process trains them
     all (``finish_seeds``)."""
+    together = {c: trains_seeds_together(load_config(c).agent) for c in {job.config for job in jobs}}
     groups: dict[tuple[str, tuple[str, ...]], list[Job]] = {}
     for job in jobs:
         setting = tuple(o for o in job.overrides if not o.startswith("seed="))
-        key = (job.config, setting) if _trains_seeds_together(job.config) else (job.config, (*setting, str(job.root)))
+        key = (job.config, setting) if together[job.config] else (job.config, (*setting, str(job.root)))
         groups.setdefault(key, []).append(job)
     calls = {tuple(group): (group[0].config, [j.overrides for j in group], [str(j.root) for j in group])
              for group in groups.values()}

@@ -446,24 +446,31 @@ def _named(config: RunConfig, err: ConfigError) -> ConfigError:
     return err if not source or str(err).startswith(source) else ConfigError(f"{source}: {err}")
 
 
-def _training(config: RunConfig, run: Run, state: dict[str, Any] | None) -> None:
-    """The agent's own loop, with SIGINT/SIGTERM asking it to stop at a checkpoint."""
+@contextmanager
+def _training_scope(config: RunConfig) -> Iterator[None]:
+    """The agent's own loop runs inside: its torch threads, SIGINT/SIGTERM asking it to stop at a checkpoint."""
     before = apply_threads(config)
     try:
         with _stop_on_signals():
-            agent_module(config.agent).train(config, run, state)
+            yield
     finally:
         torch.set_num_threads(before)  # a caller's own setting (train() from Python) is left as it was
 
 
+def _training(config: RunConfig, run: Run, state: dict[str, Any] | None) -> None:
+    with _training_scope(config):
+        agent_module(config.agent).train(config, run, state)
+
+
 def _training_seeds(configs: list[RunConfig], runs: list[Run], states: list[dict[str, Any] | None]) -> None:
     """:func:`_training` for seeds of one condition trained together (the agent's ``train_seeds``)."""
-    before = apply_threads(configs[0])
-    try:
-        with _stop_on_signals():
-            agent_module(configs[0].agent).train_seeds(configs, runs, states)
-    finally:
-        torch.set_num_threads(before)
+    with _training_scope(configs[0]):
+        agent_module(configs[0].agent).train_seeds(configs, runs, states)
+
+
+def trains_seeds_together(agent: str) -> bool:
+    """Whether the agent trains several seeds in one process (its module's ``train_seeds``)."""
+    return hasattr(agent_module(agent), "train_seeds")
 
 
 def train(config: RunConfig, on_start: Callable[[Path], None] | None = None) -> Path:
@@ -503,8 +510,7 @@ def finish_seeds(configs: list[RunConfig]) -> list[Path]:
     """:func:`finish` for seeds of one condition (configs that differ in their seed and run root) of an
     agent that trains seeds together (its module's ``train_seeds``): the unfinished ones are trained in
     one process, those at the same step together. Returns the run folders in the order of ``configs``."""
-    module = agent_module(configs[0].agent)
-    if not hasattr(module, "train_seeds") or len(configs) == 1:
+    if not trains_seeds_together(configs[0].agent) or len(configs) == 1:
         return [finish(config) for config in configs]
     out: dict[int, Path] = {}
     groups: dict[int, list[tuple[int, RunConfig, Path | None]]] = {}

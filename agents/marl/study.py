@@ -113,10 +113,10 @@ def _newest_runs(condition_dir: Path) -> list[Path]:
 
 def _preset_of(run_dir: Path) -> str:
     """Which preset a run was trained under (by its config's settings)."""
-    config = load_config(run_dir / "config.yaml")
-    for name in reversed(PRESETS):  # the most specific first
-        settings = preset_settings(name, run_dir / "config.yaml")
-        if not any(changed_keys(config, load_config(run_dir / "config.yaml", [text])) for text in settings):
+    path = run_dir / "config.yaml"
+    config = load_config(path)
+    for name in reversed(PRESETS):  # the most specific first: the config holds all its settings already
+        if not changed_keys(config, load_config(path, list(preset_settings(name, path)))):
             return name
     return "ours"
 
