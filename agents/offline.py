@@ -78,7 +78,8 @@ from tianshou.utils.torch_utils import policy_within_training_step
 from tqdm import tqdm
 
 from aligngym.agents.config import ConfigError, RunConfig, agent_module
-from aligngym.agents.train import CheckpointError, Run, TrainingDiverged, resolve_device, to_numpy
+from aligngym.agents.train import (CheckpointError, Run, TrainingDiverged, checkpoint_errors, resolve_device,
+                                   to_numpy)
 from aligngym.envs.data.dataset import (D4RL_REFERENCE_RETURNS, LOCOMOTION_KINDS, DatasetError, OfflineDataset,
                                         d4rl_normalized_score, dataset_path, load_dataset, locomotion_task,
                                         reward_cost_figure)
@@ -491,16 +492,6 @@ def compile_networks(algorithm: Any) -> None:
         for child in parent.children() if parent is not None else ():
             if child is not policy and any(True for _ in child.parameters()):
                 child.compile()
-
-
-@contextmanager
-def checkpoint_errors() -> Iterator[None]:
-    """Restoring a checkpoint's state: a missing or ill-shaped entry is a CheckpointError."""
-    try:
-        yield
-    except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as err:
-        raise CheckpointError(f"the checkpoint does not fit this config or is incomplete "
-                              f"({type(err).__name__}: {(str(err).splitlines() or [''])[0][:160]})") from None
 
 
 def to_torch_state(state: Any, device: torch.device) -> Any:

@@ -173,6 +173,17 @@ def to_numpy(obj: Any) -> Any:
     return obj
 
 
+@contextmanager
+def checkpoint_errors(where: str = "") -> Iterator[None]:
+    """Restoring a checkpoint's state: a missing or ill-shaped entry is a CheckpointError (``where``:
+    what the message starts with, e.g. the run folder)."""
+    try:
+        yield
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as err:
+        raise CheckpointError(f"{where}the checkpoint does not fit this config or is incomplete "
+                              f"({type(err).__name__}: {(str(err).splitlines() or [''])[0][:160]})") from None
+
+
 def save_checkpoint(path: Path, config: RunConfig, state: dict[str, Any]) -> None:
     """Write ``state`` atomically (temporary file, fsync, rename: a crash keeps the previous one)."""
     payload = {"format": "aligngym-checkpoint-1", "version": package_version(),

@@ -27,7 +27,7 @@ from aligngym.agents.marl.batched import SeedBatch
 from aligngym.agents.marl.collector import PopulationCollector, PopulationReplay
 from aligngym.agents.marl.dqn import IndependentDQN, IndependentDQNConfig
 from aligngym.agents.marl.plots import curves, heatmap
-from aligngym.agents.train import CheckpointError, Run, read_curves, resolve_device, to_numpy
+from aligngym.agents.train import CheckpointError, Run, checkpoint_errors, read_curves, resolve_device, to_numpy
 from aligngym.envs.cooperation import punishment_v0
 from aligngym.envs.cooperation.core import METRIC_NAMES
 from aligngym.envs.cooperation.rules import DecisionKind, GameRules
@@ -170,11 +170,8 @@ def _train(trainer: Population | SeedBatch, configs: list[Config], runs: list[Ru
     for p, state in enumerate(states):
         if state is None:
             continue
-        try:
+        with checkpoint_errors(f"{runs[p].dir}: "):
             trainer.load_population_state(p, state)
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
-            raise CheckpointError(f"{runs[p].dir}: the checkpoint does not fit this config or is incomplete "
-                                  f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
     n = config.env.n_agents
     chosen = np.zeros((len(runs), n, n), dtype=np.int64)  # this plot window's chooser x chosen counts
     punished = np.zeros((len(runs), n, n), dtype=np.int64)  # ... and punisher x victim counts
@@ -274,11 +271,8 @@ def evaluate(config: Config, state: dict[str, Any], episodes: int, background: s
     elif focal is not None:
         raise ConfigError("--focal needs --background (who plays the other agents)")
     pop = Population(config, resolve_device(config.device))
-    try:
+    with checkpoint_errors():
         pop.learner.load_state_dict(state["learner"])
-    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
-        raise CheckpointError(f"the checkpoint does not fit this config or is incomplete "
-                              f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
     if background is not None:
         pop.collector.policy = BackgroundPolicy(pop.learner, config.env, focal, background)
     per_episode, focal_returns, background_returns, focal_plays, focal_coops = [], [], [], 0, 0
