@@ -548,7 +548,7 @@ def finish_seeds(configs: list[RunConfig]) -> list[Path]:
                     runs.append(Run.create(config))
                     states.append(None)
                 else:
-                    _, run, state = _reopen(run_dir)
+                    _, run, state = _reopen(run_dir, config)
                     runs.append(run)
                     states.append(state)
                 out[k] = runs[-1].dir

@@ -35,7 +35,7 @@ from aligngym.agents.config import ConfigError
 from aligngym.agents.marl.collector import PopulationReplay
 from aligngym.agents.marl.dqn import IndependentDQN
 from aligngym.agents.train import changed_keys
-from aligngym.envs.cooperation.core import METRIC_NAMES, PunishmentCore
+from aligngym.envs.cooperation.core import PunishmentCore
 from aligngym.envs.cooperation.rules import DECISIONS
 
 if TYPE_CHECKING:
@@ -124,10 +124,10 @@ class SeedBatch:
     def _learn(self, rows: np.ndarray, losses: list[dict[str, list[float]]] | None) -> None:
         """One stacked update of every network in ``rows`` whose buffer holds a batch."""
         batch = self.config.learner.batch_size
-        ready = self.replay.ready(rows, batch)
+        ready, sampled = self.replay.sample(rows, batch)
         if not len(ready):
             return
-        per_row = self.learner.update(ready, self.replay.sample(ready, batch))
+        per_row = self.learner.update(ready, sampled)
         if losses is not None:
             per_pop = self.learner.rows_per_population
             for row, loss in zip(ready.tolist(), per_row.tolist()):
@@ -265,18 +265,9 @@ class SeedBatch:
 
     def results(self, losses: list[dict[str, list[float]]]) -> list[EpisodeResult]:
         """What each population's episode produced, for the run logs."""
-        from aligngym.agents.marl.population import EpisodeResult
+        from aligngym.agents.marl.population import episode_results
 
-        core, learner = self.core, self.learner
-        metrics = core.episode_metrics()
-        returns, selections = core.episode_returns(), core.selections()
-        per_pop = learner.rows_per_population
-        return [EpisodeResult(
-            metrics={name: float(metrics[name][p]) for name in METRIC_NAMES}, returns=returns[p],
-            losses={d: float(np.mean(v)) for d, v in losses[p].items() if v},
-            epsilon={d: learner.mean_epsilon(d, p) for d in learner.decisions},
-            updates=int(learner.updates[p * per_pop:(p + 1) * per_pop].sum()),
-            selections=selections[p], punishments=core.punishments[p].copy()) for p in range(self.n_pops)]
+        return episode_results(self.core, self.learner, losses)
 
     # ------------------------------------------------------------------ checkpoints (one per seed)
     def population_state(self, p: int) -> dict[str, Any]:

@@ -131,23 +131,25 @@ class PopulationReplay:
         order = (np.arange(size) + (ptr if size == self.capacity[d] else 0)) % max(self.capacity[d], 1)
         return self._unpack(self.data[d][at, order])
 
-    def ready(self, rows: list[int] | np.ndarray, batch_size: int) -> np.ndarray:
+    def sample(self, rows: list[int] | np.ndarray, batch_size: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``(ready, batch)``: the rows of ``rows`` that hold at least ``batch_size`` transitions, and
+        arrays shaped (len(ready), batch_size, ...) drawn from each one's transitions (none drawn when
+        no row is ready). The draws of a population are one block, in the order its rows come."""
         rows = np.asarray(rows, dtype=np.int64)
-        return rows[self.sizes(rows) >= batch_size] if len(rows) else rows
-
-    def sample(self, rows: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
-        """Arrays shaped (len(rows), batch_size, ...) drawn from each row's transitions. The draws of
-        a population are one block, in the order its rows come."""
-        rows = np.asarray(rows, dtype=np.int64)
+        sizes = self.sizes(rows)
+        keep = sizes >= batch_size
+        rows, sizes = rows[keep], sizes[keep]
+        if not len(rows):
+            return rows, {}
         kinds, local = self._split(rows)
         pops = rows // (len(DECISIONS) * self.n_agents)
         u = blockwise_uniform(self.rngs, pops, batch_size)
-        idx = (u * self.sizes(rows)[:, None]).astype(np.int64)
+        idx = (u * sizes[:, None]).astype(np.int64)
         records = np.empty((len(rows), batch_size, 2 * self.feature_size + 3), np.float32)
         for d in np.unique(kinds):
             pick = kinds == d
             records[pick] = self.data[d][local[pick, None], idx[pick]]
-        return self._unpack(records)
+        return rows, self._unpack(records)
 
     def state_dict(self, population: int | None = None) -> dict[str, Any]:
         """Everything stored (of one population, as a one-population replay's state, if given)."""

@@ -29,7 +29,7 @@ from aligngym.agents.marl.dqn import IndependentDQN, IndependentDQNConfig
 from aligngym.agents.marl.plots import curves, heatmap
 from aligngym.agents.train import CheckpointError, Run, checkpoint_errors, read_curves, resolve_device, to_numpy
 from aligngym.envs.cooperation import punishment_v0
-from aligngym.envs.cooperation.core import METRIC_NAMES
+from aligngym.envs.cooperation.core import METRIC_NAMES, PunishmentCore
 from aligngym.envs.cooperation.rules import DecisionKind, GameRules
 from aligngym.envs.cooperation.scripted import BOTS, BotTeam
 
@@ -81,6 +81,20 @@ class EpisodeResult:
     punishments: np.ndarray  # (N, N) punisher x victim
 
 
+def episode_results(core: PunishmentCore, learner: IndependentDQN,
+                    losses: list[dict[str, list[float]]]) -> list[EpisodeResult]:
+    """What each population of ``core`` (one or many, as ``learner``'s) produced in its episode, for the
+    run logs; ``losses[p]``: population ``p``'s update losses per decision."""
+    metrics, returns, selections = core.episode_metrics(), core.episode_returns(), core.selections()
+    per_pop = learner.rows_per_population
+    return [EpisodeResult(
+        metrics={name: float(metrics[name][p]) for name in METRIC_NAMES}, returns=returns[p],
+        losses={d: float(np.mean(v)) for d, v in losses[p].items() if v},
+        epsilon={d: learner.mean_epsilon(d, p) for d in learner.decisions},
+        updates=int(learner.updates[p * per_pop:(p + 1) * per_pop].sum()),
+        selections=selections[p], punishments=core.punishments[p].copy()) for p in range(len(losses))]
+
+
 class Population:
     """The env, learners, replay and collector of one run through the PettingZoo API: the centipede's
     trainer (the IPD trains on :class:`~aligngym.agents.marl.batched.SeedBatch`, with the same
@@ -123,9 +137,9 @@ class Population:
         learner, batch = self.learner, self.config.learner.batch_size
 
         def on_stored(rows: list[int]) -> None:
-            ready = self.replay.ready(rows, batch)
+            ready, sampled = self.replay.sample(rows, batch)
             if len(ready):
-                per_row = learner.update(ready, self.replay.sample(ready, batch))
+                per_row = learner.update(ready, sampled)
                 if losses is not None:
                     for row, loss in zip(ready, per_row):
                         losses[0][learner.decisions_of_row(int(row))].append(float(loss))
@@ -135,14 +149,7 @@ class Population:
         self.episode += 1
 
     def results(self, losses: list[dict[str, list[float]]]) -> list[EpisodeResult]:
-        core, learner = self.env.core, self.learner
-        metrics = core.episode_metrics()
-        return [EpisodeResult(
-            metrics={name: float(metrics[name][0]) for name in METRIC_NAMES}, returns=core.episode_returns()[0],
-            losses={d: float(np.mean(v)) for d, v in losses[0].items() if v},
-            epsilon={d: learner.mean_epsilon(d) for d in learner.decisions},
-            updates=int(learner.updates.sum()), selections=core.selections()[0],
-            punishments=core.punishments[0].copy())]
+        return episode_results(self.env.core, self.learner, losses)
 
 
 def train(config: Config, run: Run, state: dict[str, Any] | None) -> None:
