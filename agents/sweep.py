@@ -136,7 +136,7 @@ def run_tasks(fn: Callable[..., Any], calls: dict[K, tuple], address: str | None
               label: Callable[[K], str] = str, say_interrupted: bool = True) -> dict[K, str]:
     """``fn(*args)`` for every ``key: args`` of ``calls`` as a Ray task, under a progress bar;
     ``on_result(key, value)`` as each returns (in this process); returns the keys whose call failed,
-    with their errors (the others go on). Uses the Ray this process has initialised, else starts one for
+    with their errors (the others go on; a call whose worker process dies fails the same way). Uses the Ray this process has initialised, else starts one for
     the call: on the cluster at ``address``, or locally with ``num_cpus`` CPUs (None: all of them).
     The workers find ``fn``'s own folder on their import path (a benchmark script's sibling modules)."""
     import ray
@@ -158,7 +158,7 @@ def run_tasks(fn: Callable[..., Any], calls: dict[K, tuple], address: str | None
                 key = pending.pop(done)
                 try:
                     value = ray.get(done)
-                except ray.exceptions.RayTaskError as err:
+                except ray.exceptions.RayError as err:  # the call raised, or its worker died (killed, out of memory)
                     cause = err.cause if getattr(err, "cause", None) is not None else err
                     failures[key] = f"{type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[-1][:300]}"
                     progress.write(f"{label(key)} failed: {failures[key]}")

@@ -97,6 +97,19 @@ def test_a_sweep_on_local_ray_reports_every_trial_and_a_rerun_trains_nothing(loc
         run_sweep("reinforce/grid_world", 2, grid, TINY[:3], out, metrics=["eval/retrun"], report_only=True)
 
 
+def test_a_task_whose_worker_dies_is_reported_and_the_others_go_on(local_ray):
+    """A worker killed mid-task (out of memory, a signal) fails its call alone, as an error raised in it."""
+    import subprocess
+
+    from aligngym.agents.sweep import run_tasks
+
+    returned = []
+    failed = run_tasks(subprocess.run, {"killed": (["sh", "-c", "kill -9 $PPID"],), "fine": (["true"],)},
+                       on_result=lambda key, value: returned.append(key))
+    assert returned == ["fine"]
+    assert list(failed) == ["killed"] and failed["killed"].startswith("WorkerCrashedError")
+
+
 @pytest.mark.parametrize("say", [True, False])
 def test_an_interrupted_run_of_tasks_says_so_once(local_ray, monkeypatch, capsys, say):
     """Ctrl-C while tasks run: run_tasks says how to resume, unless its caller (the aligngym command,
