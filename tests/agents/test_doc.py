@@ -499,6 +499,45 @@ def test_the_backbone_is_causal_and_the_future_encoder_anti_causal() -> None:
         assert torch.isfinite(net(returns, states, actions, timesteps, valid=valid, reverse=True)).all()
 
 
+@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+def test_the_latent_heads_kl_draws_and_samples(kind) -> None:
+    """Each latent kind's KL is torch.distributions'; its draws follow its parameters; a categorical
+    latent is a one-hot (straight through), so a prior draw is a latent the posterior can give."""
+    from torch.distributions import Categorical, Independent, Normal, kl_divergence
+
+    from aligngym.agents.doc import LatentHead
+
+    torch.manual_seed(0)
+    head = LatentHead(8, 5, kind)
+    q, p = head(torch.randn(3, 8)), head(torch.randn(3, 8))
+    if kind == "categorical":
+        assert q.shape == (3, 5)
+        torch.testing.assert_close(q.logsumexp(-1), torch.zeros(3))
+        expected = kl_divergence(Categorical(logits=q), Categorical(logits=p))
+    else:
+        assert q.shape == (3, 10)
+
+        def normal(params: torch.Tensor) -> Independent:
+            mean, logvar = params.chunk(2, -1)
+            return Independent(Normal(mean, (0.5 * logvar).exp()), 1)
+
+        expected = kl_divergence(normal(q), normal(p))
+    torch.testing.assert_close(head.kl(q, p), expected)
+    torch.testing.assert_close(head.kl(q, q), torch.zeros(3), atol=1e-6, rtol=0)
+    draws = head.draws(q.detach(), 20_000)
+    assert draws.shape == (3, 20_000, 5)
+    if kind == "categorical":
+        assert torch.equal(draws.sum(-1), torch.ones(3, 20_000)) and set(draws.unique().tolist()) == {0.0, 1.0}
+        torch.testing.assert_close(draws.mean(1), q.detach().exp(), atol=0.015, rtol=0)
+        z = head.sample(q)
+        torch.testing.assert_close(z.detach(), z.detach().round(), atol=1e-6, rtol=0)
+        assert z.requires_grad, "the straight-through draw passes the probabilities' gradient"
+    else:
+        mean, logvar = q.detach().chunk(2, -1)
+        torch.testing.assert_close(draws.mean(1), mean, atol=0.05 * float((0.5 * logvar).exp().max()), rtol=0)
+        torch.testing.assert_close(draws.std(1), (0.5 * logvar).exp(), rtol=0.03, atol=0)
+
+
 def test_the_infonce_estimate_is_higher_for_dependent_than_for_independent_pairs() -> None:
     """Critics fitted to ascend the estimate on 256 pairs ``(x, y)``: ``y = x + noise`` (dependent) or
     ``y`` drawn apart (independent); the estimate is a lower bound on the MI, at most log N."""
@@ -638,9 +677,11 @@ def test_the_decision_transformer_asks_for_the_datas_best_return_less_what_it_ea
     torch.testing.assert_close(seen["rtg"], torch.tensor([[1.0, 1.0, 0.75, 0.25]]))
 
 
-@pytest.mark.parametrize("name", ["doc/frozen_lake", "dt/frozen_lake"])
-def test_the_sequence_configs_run_smoke_end_to_end(lake_data, tmp_path, name, scalars, capsys) -> None:
-    assert main(["train", name, "--smoke", "--set", f"run_root={tmp_path}", "--set", "show_progress=false"]) == 0
+@pytest.mark.parametrize("name, extra", [("doc/frozen_lake", []), ("doc/frozen_lake", ["latent_kind=categorical"]),
+                                         ("dt/frozen_lake", [])])
+def test_the_sequence_configs_run_smoke_end_to_end(lake_data, tmp_path, name, extra, scalars, capsys) -> None:
+    sets = [arg for item in ["show_progress=false", *extra] for arg in ("--set", item)]
+    assert main(["train", name, "--smoke", "--set", f"run_root={tmp_path}", *sets]) == 0
     (run_dir,) = tmp_path.iterdir()
     assert main(["eval", str(run_dir), "--episodes", "5"]) == 0
     result = evaluate(run_dir, episodes=5)
