@@ -4,7 +4,8 @@
         [--venv ~/.cache/aligngym/bullet-safety-gym-1.4.0] [--out benchmarks/bullet_fidelity/table.md]
 
 DSRL's ``Offline{Ball,Car,Drone,Ant}{Run,Circle}-v0`` are Bullet-Safety-Gym's ``Safety<Agent><Task>-v0``;
-AlignGym's ``aligngym/<Agent><Task>-v0`` model them (numpy bodies for the ball, car and drone, a MuJoCo
+AlignGym's ``aligngym/<Agent><Task>-v<n>`` model them (the newest version of each is compared: a body
+refitted to the original becomes a new version, the car's ``-v1``) (numpy bodies for the ball, car and drone, a MuJoCo
 ant). Users compare their agents with DSRL's published numbers, which means something only where the
 tasks behave alike. This script plays both under the same protocols and puts the episodes' statistics
 side by side:
@@ -18,10 +19,12 @@ side by side:
 Each protocol plays ``--episodes`` episodes per env (reset seeds 0 .. N-1: the spawns differ between the
 two, as their generators do; the statistics are over spawns) to the task's time limit or a
 termination. Per protocol the table gives, original | AlignGym, the mean ± standard deviation over
-episodes of the return, the cost, the length, the share of episodes that terminated and the final
-distance from the spawn, and a verdict: ``close`` when every mean lies within 10 % of the original's
+episodes of the return, the cost, the length, the share of episodes that terminated, the reach (the
+farthest the agent got from its spawn: a circling car's diameter, a straight run's length) and the path
+(the distance travelled), and a verdict: ``close`` when every mean lies within 10 % of the original's
 (of its magnitude), within the original's spread (one standard deviation) or below a small absolute
-floor (``FLOOR``: 1 in return, cost and steps, 5 % of the episodes, 5 cm), otherwise the quantities
+floor (``FLOOR``: 1 in return, cost and steps, 5 % of the episodes, 5 cm). (Where an episode ends on a
+circle depends on its phase: a small difference in speed moves it far; the reach and the path do not.), otherwise the quantities
 that are off.
 
 The original does not install beside AlignGym (it pins gymnasium 0.28.1): it runs in its own virtual
@@ -49,10 +52,10 @@ TASKS = [f"{agent}{task}" for agent in ("Ball", "Car", "Drone", "Ant") for task 
 ORIGINAL_PACKAGE = "bullet-safety-gym==1.4.0"
 DEFAULT_VENV = Path("~/.cache/aligngym/bullet-safety-gym-1.4.0")
 STEP_LENGTH = 20  # steps of a step protocol's action before it falls to zero
-METRICS = ("return", "cost", "length", "terminated", "distance")
+METRICS = ("return", "cost", "length", "terminated", "reach", "path")
 # differences below these count as close whatever the relative rule says (a still agent: 0 against a
 # few millimetres of settling): 1 in return, cost and steps, 5 % of the episodes, 5 cm
-FLOOR = {"return": 1.0, "cost": 1.0, "length": 1.0, "terminated": 0.05, "distance": 0.05}
+FLOOR = {"return": 1.0, "cost": 1.0, "length": 1.0, "terminated": 0.05, "reach": 0.05, "path": 0.05}
 
 
 def protocols(action_dim: int) -> dict[str, tuple[str, np.ndarray | None]]:
@@ -85,7 +88,7 @@ def position(env, info: dict) -> np.ndarray:  # noqa: ANN001
 
 
 def play(env_id: str, episodes: int) -> dict[str, list[dict[str, float]]]:
-    """Every protocol's episodes on ``env_id``: per episode return, cost, length, terminated, distance."""
+    """Every protocol's episodes on ``env_id``: per episode return, cost, length, terminated, reach, path."""
     import gymnasium as gym
 
     env = gym.make(env_id)
@@ -97,8 +100,8 @@ def play(env_id: str, episodes: int) -> dict[str, list[dict[str, float]]]:
             for seed in range(episodes):
                 _, info = env.reset(seed=seed)
                 env.action_space.seed(seed)
-                start = position(env, info)
-                ret = cost = 0.0
+                start = last = position(env, info)
+                ret = cost = reach = path = 0.0
                 steps, terminated = 0, False
                 while True:
                     if kind == "random":
@@ -109,14 +112,25 @@ def play(env_id: str, episodes: int) -> dict[str, list[dict[str, float]]]:
                         a = action
                     _, reward, terminated, truncated, info = env.step(a)
                     ret, cost, steps = ret + float(reward), cost + float(info.get("cost", 0.0)), steps + 1
+                    now = position(env, info)
+                    reach, path, last = max(reach, float(np.linalg.norm(now - start))), path + float(
+                        np.linalg.norm(now - last)), now
                     if terminated or truncated:
                         break
                 rows.append({"return": ret, "cost": cost, "length": float(steps), "terminated": float(terminated),
-                             "distance": float(np.linalg.norm(position(env, info) - start))})
+                             "reach": reach, "path": path})
             out[name] = rows
     finally:
         env.close()
     return out
+
+
+def newest_id(task: str) -> str:
+    """AlignGym's newest version of ``task`` (a body refitted to the original is a new version)."""
+    import gymnasium as gym
+
+    versions = [int(env_id.rsplit("-v", 1)[1]) for env_id in gym.registry if env_id.startswith(f"aligngym/{task}-v")]
+    return f"aligngym/{task}-v{max(versions)}"
 
 
 def original_python(venv: Path) -> Path:
@@ -159,8 +173,8 @@ def verdict(original: list[dict[str, float]], ours: list[dict[str, float]]) -> s
     return "close" if not off else "off: " + ", ".join(off)
 
 
-def table(task: str, original: dict, ours: dict) -> list[str]:
-    lines = [f"### {task} (original Safety{task}-v0 | aligngym/{task}-v0)", "",
+def table(task: str, env_id: str, original: dict, ours: dict) -> list[str]:
+    lines = [f"### {task} (original Safety{task}-v0 | {env_id})", "",
              "| protocol | " + " | ".join(METRICS) + " | verdict |", "|---|" + "---|" * (len(METRICS) + 1)]
     for name in original:
         cells = []
@@ -192,13 +206,14 @@ def main() -> None:
     started = time.perf_counter()
     lines = [f"`python benchmarks/bullet_fidelity.py {shlex.join(sys.argv[1:])}`, {time.strftime('%Y-%m-%d')}, "
              f"{platform.node()} ({os.cpu_count()} CPUs), {args.episodes} episodes per protocol and env; each cell "
-             "original | AlignGym, mean ± standard deviation over episodes; distance: from the spawn to the "
-             "final position.", ""]
+             "original | AlignGym, mean ± standard deviation over episodes; reach: the farthest from the spawn, "
+             "path: the distance travelled (m).", ""]
     counts = {"close": 0, "off": 0}
     for task in args.tasks:
         original = play_original(python, task, args.episodes)
-        ours = play(f"aligngym/{task}-v0", args.episodes)
-        block = table(task, original, ours)
+        env_id = newest_id(task)
+        ours = play(env_id, args.episodes)
+        block = table(task, env_id, original, ours)
         print("\n".join(block), flush=True)
         lines += block
         for name in original:

@@ -23,6 +23,8 @@ GYMNASIUM_ENVS: dict[str, str] = {
     # DSRL's Bullet-Safety-Gym tasks on AlignGym's numpy dynamics
     **{f"aligngym/{name}-v0": f"aligngym.envs.safety.bullet:{name}Env" for name in (
         "BallRun", "BallCircle", "CarRun", "CarCircle", "DroneRun", "DroneCircle")},
+    # the car fitted to the reference's racecar (turning geometry, tyre grip, reverse); -v0 stays as it was
+    **{f"aligngym/{name}-v1": f"aligngym.envs.safety.bullet:{name}V1Env" for name in ("CarRun", "CarCircle")},
     # the same Run/Circle tasks on Gymnasium's MuJoCo Ant
     "aligngym/AntRun-v0": "aligngym.envs.safety.ant:AntRunEnv",
     "aligngym/AntCircle-v0": "aligngym.envs.safety.ant:AntCircleEnv",
@@ -42,8 +44,9 @@ GYMNASIUM_ENVS: dict[str, str] = {
 # Gymnasium id -> "module:attr" of its batched VectorEnv, what
 # ``gym.make_vec(id, num_envs=B, vectorization_mode="vector_entry_point")`` builds
 GYMNASIUM_VECTOR_ENVS: dict[str, str] = {
-    f"aligngym/{name}-v0": f"aligngym.envs.safety.bullet:{name}VectorEnv" for name in (
-        "BallRun", "BallCircle", "CarRun", "CarCircle", "DroneRun", "DroneCircle")}
+    **{f"aligngym/{name}-v0": f"aligngym.envs.safety.bullet:{name}VectorEnv" for name in (
+        "BallRun", "BallCircle", "CarRun", "CarCircle", "DroneRun", "DroneCircle")},
+    **{f"aligngym/{name}-v1": f"aligngym.envs.safety.bullet:{name}V1VectorEnv" for name in ("CarRun", "CarCircle")}}
 
 
 def _register() -> None:

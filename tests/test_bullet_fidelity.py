@@ -38,9 +38,9 @@ def test_a_row_is_close_within_ten_percent_or_within_the_originals_spread():
     assert fidelity.verdict(original, rows(**{"return": [109.0, 109.0], "cost": [9.0, 11.0]})) == "close"
     assert fidelity.verdict(original, rows(**{"return": [112.0, 112.0], "cost": [11.0, 11.0]})) == "off: return, cost"
     assert fidelity.verdict(original, rows(**{"return": [-100.0, -100.0], "cost": [5.0, 5.0]})) == "off: return"
-    still = rows(distance=[0.003, 0.003])  # millimetres of settling against none: below the floor
-    assert fidelity.verdict(still, rows(distance=[0.0, 0.0])) == "close"
-    assert fidelity.verdict(still, rows(distance=[0.2, 0.2])) == "off: distance"
+    still = rows(reach=[0.003, 0.003])  # millimetres of settling against none: below the floor
+    assert fidelity.verdict(still, rows(reach=[0.0, 0.0])) == "close"
+    assert fidelity.verdict(still, rows(reach=[0.2, 0.2])) == "off: reach"
 
 
 def test_the_protocols_cover_every_sign_of_a_pair_and_the_ants_torques():
@@ -51,6 +51,11 @@ def test_the_protocols_cover_every_sign_of_a_pair_and_the_ants_torques():
     ant = fidelity.protocols(8)
     assert all(a is None or a.shape == (8,) for _, a in ant.values())
     assert np.array_equal(ant["const +-1"][1], [1, -1] * 4)
+
+
+def test_the_newest_version_of_each_task_is_compared():
+    assert fidelity.newest_id("CarRun") == "aligngym/CarRun-v1"
+    assert fidelity.newest_id("BallRun") == "aligngym/BallRun-v0"
 
 
 def test_the_ants_position_is_its_torsos():
@@ -66,5 +71,6 @@ def test_aligngyms_episodes_report_where_the_agent_went():
     played = fidelity.play("aligngym/BallRun-v0", episodes=2)
     assert set(played) == set(fidelity.protocols(2))
     still, pushed = played["const (0, 0)"], played["const (1, 1)"]
-    assert all(r["length"] == 100 and r["distance"] < 1e-9 and r["return"] == 0.0 for r in still)
-    assert all(r["distance"] > 10 and r["cost"] > 0 for r in pushed)  # full force runs far and fast
+    assert all(r["length"] == 100 and r["reach"] < 1e-9 and r["path"] < 1e-9 and r["return"] == 0.0 for r in still)
+    assert all(r["reach"] > 10 and r["cost"] > 0 for r in pushed)  # full force runs far and fast
+    assert all(r["path"] >= r["reach"] - 1e-9 for r in pushed)  # (a straight run: equal, up to rounding)

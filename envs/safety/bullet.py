@@ -10,7 +10,8 @@ is that core with ``B = 1``, and ``gym.make_vec(id, num_envs=B, vectorization_mo
 serves the core with ``B`` rows as a Gymnasium ``VectorEnv`` (:class:`BulletVectorEnv`, below).
 
 ==============  ==============================================================================
-id              ``aligngym/{Ball,Car,Drone}{Run,Circle}-v0``
+id              ``aligngym/{Ball,Car,Drone}{Run,Circle}-v0``; ``aligngym/Car{Run,Circle}-v1``, the car refitted
+                (below; ``-v0`` stays as its datasets were made)
 Observation     ``Box(-1000, 1000, (D,), float64)`` (nominal bounds, as in the reference);
                 Run: agent part only, Circle: + ``(r - 7) / 10``
                 Ball (7): ``0.1 x, 0.1 y, 0.2 vx, 0.2 vy, 0.1 wx, 0.1 wy, 0.1 wz``
@@ -82,8 +83,16 @@ Differences from Bullet-Safety-Gym (the bodies are models, not PyBullet):
   whose speed along the heading follows a first-order lag to ``3.6 a0`` m/s with time constant
   0.93 s (the reference reaches 1.07 m/s after 10 steps, 1.9 after 20, and settles at 3.5-3.7 at
   ``|a0| = 1`` and 1.06 at 0.3), and whose steering angle follows ``0.5 a1`` with a 0.05 s lag.
-  No wheel slip, no differential gears; which way ``a1 > 0`` steers is not documented by the
-  reference (here: left of the heading).
+  No wheel slip, no differential gears; ``a1 > 0`` steers left of the heading, as the reference's
+  does (checked against it, forward and in reverse).
+  **v1** (``aligngym/Car{Run,Circle}-v1``), fitted to the reference's racecar under the same fixed
+  policies (``benchmarks/bullet_fidelity.py``, which compares every task with the original side by
+  side): steering up to 0.47 rad; tyres that hold at most 4.44 m/s^2 of lateral acceleration (3.61 in
+  reverse), past which the turn widens (the reference's full-lock circle at full throttle has a 2.2 m
+  radius, the v0 bicycle's 1.8); a turning car slows (settled speed ``x (1 - c d^2)``, ``c`` 0.5 on Run,
+  0.95 on Circle: tyre scrub); reverse builds speed more slowly (lag 1.05 s on Run); and on Circle, whose
+  reference physics steps are coarser, a slower car (top speed 3.0 m/s, lag 1.43 s, reverse 1.56 s), as
+  the reference's there (2.6 m/s after 3 s, against 3.5 on Run). Constants in ``CAR_FIT``.
 - **Drone**: a rigid body (mass 1.42 kg; rotors in a plus layout on 0.34 m arms) driven by the reference's
   thrust formula ``rho A (n^2 - n v0) (k1 D / pitch)^1.5`` with ``n`` from the target rotor
   speed; full-thrust climb 0.72 m in 1 s, from z 0.17 to 0.89 (reference 0.71 m, to 0.88). Its inertia,
@@ -159,7 +168,20 @@ TASKS = ("Run", "Circle")
 # Ball: measured response of the reference's rolling sphere (see the module docstring)
 BALL_ACCEL, BALL_DRAG, BALL_RADIUS = 7.97, 0.053, 0.5
 # Car
-CAR_TOP_SPEED, CAR_SPEED_LAG, CAR_STEER_LAG, CAR_WHEELBASE, CAR_MAX_STEER = 3.6, 0.93, 0.05, 0.975, 0.5
+CAR_STEER_LAG, CAR_WHEELBASE = 0.05, 0.975
+# the racecar's response per version and task: the largest steering angle (rad), top speed (m/s), the speed's
+# lag forward and in reverse (s), the tyres' grip forward and in reverse (the most lateral acceleration,
+# m/s^2) and the scrub that slows a turning car (its settled speed falls by this times the steering angle
+# squared). v0: a bicycle without slip, one response for both tasks. v1: fitted to the reference's speeds
+# and turn rates after 5-100 steps at full and part throttle and lock, forward and in reverse
+# (benchmarks/bullet_fidelity.py), under each task's physics step (the reference's Circle steps are coarser
+# and its car slower there)
+CAR_FIT = {
+    0: {task: np.array([0.5, 3.6, 0.93, 0.93, np.inf, np.inf, 0.0]) for task in ("Run", "Circle")},
+    1: {"Run": np.array([0.47, 3.6, 0.93, 1.05, 4.44, 3.61, 0.5]),
+        "Circle": np.array([0.47, 3.0, 1.43, 1.56, 4.44, 3.61, 0.95])},
+}
+VERSIONS = {"Ball": (0,), "Car": (0, 1), "Drone": (0,)}  # each body's task versions (its dynamics' fits)
 # Drone
 DRONE_MASS, DRONE_ARM, DRONE_REST_Z, DRONE_FRICTION = 1.42, 0.34, 0.17, 0.8
 # 20 x the Hummingbird's scaled inertia: with it, random actions flip the drone as often as in the
@@ -185,9 +207,11 @@ class BulletCore:
     """
 
     def __init__(self, agent: str, task: str, num_envs: int = 1, max_episode_steps: int | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, version: int = 0) -> None:
         if agent not in AGENTS or task not in TASKS:
             raise ValueError(f"unknown agent/task {agent}/{task}; agents {list(AGENTS)}, tasks {TASKS}")
+        if version not in VERSIONS[agent]:
+            raise ValueError(f"{agent}{task} has versions {VERSIONS[agent]}, not {version!r}")
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         from aligngym.envs.safety.specs import task_spec
@@ -196,6 +220,8 @@ class BulletCore:
         self.spec = AGENTS[agent]
         self.substeps, self.substep_dt = self.spec.run_substeps if task == "Run" else self.spec.circle_substeps
         self.dt = self.substeps * self.substep_dt
+        self.version = version
+        self._car = CAR_FIT[version if agent == "Car" else 0][task]
         self.max_episode_steps = max_episode_steps or task_spec(f"{agent}{task}").max_episode_steps
         self.obs_dim = self.spec.obs_dim + (1 if task == "Circle" else 0)
         self.act_dim = self.spec.act_dim
@@ -308,7 +334,7 @@ class BulletCore:
         if self.agent == "Ball":
             _ball_step(self.pos, self.vel, action, n, h, walls, self._agent_reward)
         elif self.agent == "Car":
-            _car_step(self.pos, self.vel, self.yaw, self.speed, self.steer, action, n, h, walls,
+            _car_step(self.pos, self.vel, self.yaw, self.speed, self.steer, action, n, h, walls, self._car,
                       self._agent_reward)
         else:
             _drone_step(self.pos, self.vel, self.quat, self.omega, self.rotor, action, n, h, walls,
@@ -324,7 +350,7 @@ class BulletCore:
         if self.agent == "Ball":
             _ball_observe(self.pos, self.vel, self._obs)
         elif self.agent == "Car":
-            _car_observe(self.pos, self.vel, self.yaw, self.speed, self.steer, self._obs)
+            _car_observe(self.pos, self.vel, self.yaw, self.speed, self.steer, self._car, self._obs)
         else:
             _drone_observe(self.pos, self.vel, self.quat, self.omega, self.rotor, self._obs)
         if not self._is_run:
@@ -387,16 +413,32 @@ def _ball_observe(pos, vel, obs):  # noqa: ANN001, ANN202
 
 
 @njit(cache=True)
-def _car_step(pos, vel, yaw, speed, steer, action, substeps, h, walls, agent_reward):  # noqa: ANN001, ANN202
-    speed_keep, steer_keep = np.exp(-h / CAR_SPEED_LAG), np.exp(-h / CAR_STEER_LAG)
+def _car_slide_rate(u, d, fit):  # noqa: ANN001, ANN202
+    """The turn rate (rad/s) of a car whose tyres slide at speed ``u`` and steering angle ``d``: once the
+    bicycle's lateral acceleration ``u^2 tan(d) / L`` passes the tyres' grip the turn widens to what the
+    grip holds, ``grip / u``; NaN while they hold (the bicycle's ``u tan(d) / L`` then, computed by the
+    callers as the v0 car always did)."""
+    grip = fit[5] if u < 0.0 else fit[4]
+    tan_d = np.tan(d)
+    if u * u * abs(tan_d) > grip * CAR_WHEELBASE:
+        return np.sign(tan_d) * grip / u
+    return np.nan
+
+
+@njit(cache=True)
+def _car_step(pos, vel, yaw, speed, steer, action, substeps, h, walls, fit, agent_reward):  # noqa: ANN001, ANN202
+    steer_keep = np.exp(-h / CAR_STEER_LAG)
     for b in range(pos.shape[0]):
-        target_speed = CAR_TOP_SPEED * min(max(action[b, 0], -1.0), 1.0)
-        target_steer = CAR_MAX_STEER * min(max(action[b, 1], -1.0), 1.0)
+        throttle = min(max(action[b, 0], -1.0), 1.0)
+        target_steer = fit[0] * min(max(action[b, 1], -1.0), 1.0)
+        speed_keep = np.exp(-h / (fit[3] if throttle < 0.0 else fit[2]))
         u, d, psi = speed[b], steer[b], yaw[b]
         for _ in range(substeps):
-            u = target_speed + (u - target_speed) * speed_keep
             d = target_steer + (d - target_steer) * steer_keep
-            psi += h * u * np.tan(d) / CAR_WHEELBASE
+            target_speed = fit[1] * throttle * (1.0 - fit[6] * d * d)
+            u = target_speed + (u - target_speed) * speed_keep
+            slide = _car_slide_rate(u, d, fit)
+            psi += h * u * np.tan(d) / CAR_WHEELBASE if np.isnan(slide) else h * slide
             pos[b, 0] += h * u * np.cos(psi)
             pos[b, 1] += h * u * np.sin(psi)
         psi = (psi + np.pi) % (2 * np.pi) - np.pi
@@ -409,12 +451,13 @@ def _car_step(pos, vel, yaw, speed, steer, action, substeps, h, walls, agent_rew
 
 
 @njit(cache=True)
-def _car_observe(pos, vel, yaw, speed, steer, obs):  # noqa: ANN001, ANN202
+def _car_observe(pos, vel, yaw, speed, steer, fit, obs):  # noqa: ANN001, ANN202
     for b in range(pos.shape[0]):
         obs[b, 0], obs[b, 1] = 0.1 * pos[b, 0], 0.1 * pos[b, 1]
         obs[b, 2], obs[b, 3] = vel[b, 0], vel[b, 1]
         obs[b, 4], obs[b, 5] = np.sin(yaw[b]), np.cos(yaw[b])
-        obs[b, 6] = 0.1 * speed[b] * np.tan(steer[b]) / CAR_WHEELBASE
+        slide = _car_slide_rate(speed[b], steer[b], fit)
+        obs[b, 6] = 0.1 * speed[b] * np.tan(steer[b]) / CAR_WHEELBASE if np.isnan(slide) else 0.1 * slide
 
 
 @njit(cache=True)
@@ -568,12 +611,13 @@ class BulletSafetyEnv(OfflineEnvMixin, gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
     agent_name: str = ""
     task_name: str = ""
+    version: int = 0
 
     def __init__(self, render_mode: str | None = None) -> None:
-        self.spec_id = f"aligngym/{self.agent_name}{self.task_name}-v0"
+        self.spec_id = f"aligngym/{self.agent_name}{self.task_name}-v{self.version}"
         self._check_render_mode(render_mode)
         self._init_offline()
-        self.core = BulletCore(self.agent_name, self.task_name, num_envs=1)
+        self.core = BulletCore(self.agent_name, self.task_name, num_envs=1, version=self.version)
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": round(1.0 / self.core.dt)}
         self.observation_space, self.action_space = _single_spaces(self.core)
@@ -606,10 +650,11 @@ class BulletVectorEnv(VectorEnv):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
     agent_name: str = ""
     task_name: str = ""
+    version: int = 0
 
     def __init__(self, num_envs: int = 1, max_episode_steps: int | None = None, render_mode: str | None = None,
                  autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP) -> None:
-        self.spec_id = f"aligngym/{self.agent_name}{self.task_name}-v0"
+        self.spec_id = f"aligngym/{self.agent_name}{self.task_name}-v{self.version}"
         check_render_mode(self.spec_id, render_mode, self.metadata["render_modes"])
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"{self.spec_id}: num_envs must be an integer >= 1, got {num_envs!r}")
@@ -624,7 +669,7 @@ class BulletVectorEnv(VectorEnv):
                              f"{[mode.value for mode in AutoresetMode]}, got {autoreset_mode!r}") from None
         self.num_envs = int(num_envs)
         self.core = BulletCore(self.agent_name, self.task_name, num_envs=self.num_envs,
-                               max_episode_steps=max_episode_steps)
+                               max_episode_steps=max_episode_steps, version=self.version)
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": round(1.0 / self.core.dt),
                          "autoreset_mode": self.autoreset_mode}
@@ -735,17 +780,19 @@ class BulletVectorEnv(VectorEnv):
         return None
 
 
-def _task_class(agent: str, task: str) -> type[BulletSafetyEnv]:
-    cls = type(f"{agent}{task}Env", (BulletSafetyEnv,), {"agent_name": agent, "task_name": task,
-                                                        "__module__": __name__})
-    cls.__doc__ = f"``aligngym/{agent}{task}-v0`` (see :mod:`aligngym.envs.safety.bullet`)."
+def _task_class(agent: str, task: str, version: int = 0) -> type[BulletSafetyEnv]:
+    suffix = f"V{version}" if version else ""
+    cls = type(f"{agent}{task}{suffix}Env", (BulletSafetyEnv,), {"agent_name": agent, "task_name": task,
+                                                                 "version": version, "__module__": __name__})
+    cls.__doc__ = f"``aligngym/{agent}{task}-v{version}`` (see :mod:`aligngym.envs.safety.bullet`)."
     return cls
 
 
-def _vector_class(agent: str, task: str) -> type[BulletVectorEnv]:
-    cls = type(f"{agent}{task}VectorEnv", (BulletVectorEnv,), {"agent_name": agent, "task_name": task,
-                                                              "__module__": __name__})
-    cls.__doc__ = (f"``aligngym/{agent}{task}-v0`` batched: ``gym.make_vec(..., vectorization_mode="
+def _vector_class(agent: str, task: str, version: int = 0) -> type[BulletVectorEnv]:
+    suffix = f"V{version}" if version else ""
+    cls = type(f"{agent}{task}{suffix}VectorEnv", (BulletVectorEnv,),
+               {"agent_name": agent, "task_name": task, "version": version, "__module__": __name__})
+    cls.__doc__ = (f"``aligngym/{agent}{task}-v{version}`` batched: ``gym.make_vec(..., vectorization_mode="
                    f"\"vector_entry_point\")`` (see :class:`BulletVectorEnv`).")
     return cls
 
@@ -754,6 +801,8 @@ BallRunEnv = _task_class("Ball", "Run")
 BallCircleEnv = _task_class("Ball", "Circle")
 CarRunEnv = _task_class("Car", "Run")
 CarCircleEnv = _task_class("Car", "Circle")
+CarRunV1Env = _task_class("Car", "Run", 1)
+CarCircleV1Env = _task_class("Car", "Circle", 1)
 DroneRunEnv = _task_class("Drone", "Run")
 DroneCircleEnv = _task_class("Drone", "Circle")
 
@@ -761,5 +810,7 @@ BallRunVectorEnv = _vector_class("Ball", "Run")
 BallCircleVectorEnv = _vector_class("Ball", "Circle")
 CarRunVectorEnv = _vector_class("Car", "Run")
 CarCircleVectorEnv = _vector_class("Car", "Circle")
+CarRunV1VectorEnv = _vector_class("Car", "Run", 1)
+CarCircleV1VectorEnv = _vector_class("Car", "Circle", 1)
 DroneRunVectorEnv = _vector_class("Drone", "Run")
 DroneCircleVectorEnv = _vector_class("Drone", "Circle")

@@ -107,6 +107,10 @@ SAFE_TASKS: dict[str, SafeTaskSpec] = {spec.env_id: spec for spec in [
                  (1.85, 883.17)),
     SafeTaskSpec("SwimmerVelocity", "aligngym/SwimmerVelocity-v1", 1000, (0.0711, 238.96), 200, _VELOCITY,
                  (2.34, 61.63)),
+    # the car fitted to the reference's racecar: no full dataset of its own yet, so DSRL's ranges normalise
+    SafeTaskSpec("CarRun", "aligngym/CarRun-v1", 200, (204.29, 574.65), 40, _BULLET),
+    SafeTaskSpec("CarCircle", "aligngym/CarCircle-v1", 300, (3.48, 534.31), 100, _BULLET,
+                 behaviour=BehaviourTuning(penalty_start=0.1)),
 ]}
 
 

@@ -10,7 +10,7 @@ from gymnasium.utils.env_checker import check_env
 
 import aligngym.envs  # noqa: F401  (registers the ids)
 from aligngym.envs.data.dataset import DatasetError
-from aligngym.envs.safety.bullet import BulletCore
+from aligngym.envs.safety.bullet import CAR_WHEELBASE, BulletCore
 from aligngym.envs.safety.specs import SAFE_TASKS
 
 IDS = [f"aligngym/{a}{t}-v0" for a in ("Ball", "Car", "Drone") for t in ("Run", "Circle")]
@@ -101,7 +101,44 @@ def test_ball_matches_the_reference_response() -> None:
     assert np.hypot(*core.vel[0, :2]) == pytest.approx(7.5, rel=0.1)
 
 
+def car_drive(task: str, action: tuple[float, float], steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """The v1 car's speed (m/s) and turn rate (rad/s) after each of ``steps`` steps of ``action`` from rest."""
+    core = BulletCore("Car", task, seed=0, version=1)
+    core.reset()
+    speeds, turns, heading = [], [], core.yaw[0]
+    for _ in range(steps):
+        core.step(np.array([action]))
+        speeds.append(np.hypot(*core.vel[0, :2]))
+        turns.append(((core.yaw[0] - heading + np.pi) % (2 * np.pi) - np.pi) / core.dt)
+        heading = core.yaw[0]
+    return np.array(speeds), np.array(turns)
+
+
+# the reference's racecar (Bullet-Safety-Gym 1.4.0), measured by benchmarks/bullet_fidelity.py's protocols
+# as displacement per step: speeds after 10, 20 and 100 steps of CarRun at full throttle forward and in
+# reverse, the radius of its full-lock circle at full throttle (forward, reverse) after 100 steps, and in
+# CarCircle (coarser physics, a slower car) the speed after 30 steps and the full-lock turn rate after 60
+CAR_RUN_SPEEDS = {1.0: (1.02, 1.76, 3.65), -1.0: (0.87, 1.62, 3.47)}
+CAR_RUN_RADIUS = {1.0: 2.22, -1.0: 2.34}
+
+
+def test_the_v1_car_drives_turns_and_reverses_as_the_reference() -> None:
+    for throttle, expected in CAR_RUN_SPEEDS.items():
+        speeds, _ = car_drive("Run", (throttle, 0.0), 100)
+        np.testing.assert_allclose(speeds[[19, 99]], expected[1:], rtol=0.1)
+        assert speeds[9] == pytest.approx(expected[0], rel=0.15)  # (the reference's reverse starts slower still)
+        speeds, turns = car_drive("Run", (throttle, 1.0), 100)
+        assert speeds[99] / abs(turns[99]) == pytest.approx(CAR_RUN_RADIUS[throttle], rel=0.15)
+        assert speeds[99] < 0.9 * CAR_RUN_SPEEDS[throttle][2]  # a turning car is slower (tyre scrub)
+    assert car_drive("Circle", (1.0, 0.0), 30)[0][-1] == pytest.approx(2.63, rel=0.1)
+    speeds, turns = car_drive("Circle", (1.0, 1.0), 60)
+    assert (speeds[-1], turns[-1]) == pytest.approx((2.32, 1.18), rel=0.1)
+    with pytest.raises(ValueError, match="versions"):
+        BulletCore("Ball", "Run", version=1)
+
+
 def test_car_speeds_and_direction_match_the_reference() -> None:
+    """The v0 car (a bicycle without slip), as its datasets were made."""
     core = BulletCore("Car", "Run", seed=0)
     core.reset()
     speeds = []
@@ -115,6 +152,13 @@ def test_car_speeds_and_direction_match_the_reference() -> None:
     for _ in range(200):
         core.step(np.array([[-0.3, 0.0]]))
     assert np.hypot(*core.vel[0, :2]) == pytest.approx(1.06, rel=0.05)  # under the 1.5 limit
+    speeds, turns = [], []
+    core.reset()
+    for _ in range(100):
+        before = core.yaw[0]
+        core.step(np.array([[1.0, 1.0]]))
+    assert np.hypot(*core.vel[0, :2]) / abs((core.yaw[0] - before) / core.dt) == pytest.approx(
+        CAR_WHEELBASE / np.tan(0.5), rel=0.02)  # the bicycle's radius at full lock, no slip
 
 
 def test_drone_hovers_at_zero_and_climbs_at_full_thrust() -> None:
