@@ -136,8 +136,9 @@ def run_tasks(fn: Callable[..., Any], calls: dict[K, tuple], address: str | None
               label: Callable[[K], str] = str, say_interrupted: bool = True) -> dict[K, str]:
     """``fn(*args)`` for every ``key: args`` of ``calls`` as a Ray task, under a progress bar;
     ``on_result(key, value)`` as each returns (in this process); returns the keys whose call failed,
-    with their errors (the others go on; a call whose worker process dies fails the same way). Uses the Ray this process has initialised, else starts one for
-    the call: on the cluster at ``address``, or locally with ``num_cpus`` CPUs (None: all of them).
+    with their errors (the others go on; a call whose worker process dies fails the same way). Uses the
+    Ray this process has initialised, else starts one for the call: on the cluster at ``address``, or
+    locally with ``num_cpus`` CPUs (None: all of them).
     The workers find ``fn``'s own folder on their import path (a benchmark script's sibling modules)."""
     import ray
 

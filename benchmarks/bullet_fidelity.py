@@ -23,9 +23,9 @@ episodes of the return, the cost, the length, the share of episodes that termina
 farthest the agent got from its spawn: a circling car's diameter, a straight run's length) and the path
 (the distance travelled), and a verdict: ``close`` when every mean lies within 10 % of the original's
 (of its magnitude), within the original's spread (one standard deviation) or below a small absolute
-floor (``FLOOR``: 1 in return, cost and steps, 5 % of the episodes, 5 cm). (Where an episode ends on a
-circle depends on its phase: a small difference in speed moves it far; the reach and the path do not.), otherwise the quantities
-that are off.
+floor (``FLOOR``: 1 in return, cost and steps, 5 % of the episodes, 5 cm), otherwise the quantities
+that are off. (Where an episode ends on a circle depends on its phase: a small difference in speed moves
+it far; the reach and the path do not.)
 
 The original does not install beside AlignGym (it pins gymnasium 0.28.1): it runs in its own virtual
 environment (Python 3.11), which the script creates at ``--venv`` on first use (``pip install

@@ -152,7 +152,6 @@ def test_car_speeds_and_direction_match_the_reference() -> None:
     for _ in range(200):
         core.step(np.array([[-0.3, 0.0]]))
     assert np.hypot(*core.vel[0, :2]) == pytest.approx(1.06, rel=0.05)  # under the 1.5 limit
-    speeds, turns = [], []
     core.reset()
     for _ in range(100):
         before = core.yaw[0]
