@@ -4,6 +4,7 @@
                                                                   config's name (fisor/cpu, quickstart)
     aligngym train --resume RUN_DIR [--set steps=N ...]
     aligngym eval RUN_DIR [--episodes N] [--device D] [--background BOT --focal K] [--selection RULE]
+                          [--score-range own|dsrl]
     aligngym study cooperation [--seeds N] [--episodes E] [--conditions ...] [--workers W]
                                [--preset ours|reference] [--tail T] [--out DIR] [--report-only]
     aligngym data generate TASK [--size tiny|small|full] [--seed S] [--out PATH] [--force]
@@ -70,8 +71,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from aligngym.agents.evaluate import evaluate
 
-    result = evaluate(Path(args.run_dir), args.episodes, args.device, background=args.background,
-                      focal=args.focal, selection=args.selection)
+    result = evaluate(Path(args.run_dir), args.episodes, args.device, score_range=args.score_range,
+                      background=args.background, focal=args.focal, selection=args.selection)
     written = result.pop("written_to")
     per_episode = [k for k in result if k.startswith("episode_")]  # long lists: in the file only
     print(json.dumps({k: v for k, v in result.items() if k not in per_episode}, indent=2, sort_keys=True))
@@ -178,8 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a run folder's last checkpoint",
                        description="Rebuild the agent from RUN_DIR alone, play greedy episodes and "
-                                   "write RUN_DIR/eval.json (with --background, --focal or "
-                                   "--selection: RUN_DIR/eval_<option>-<value>....json, e.g. "
+                                   "write RUN_DIR/eval.json (with --background, --focal, --selection or "
+                                   "--score-range: RUN_DIR/eval_<option>-<value>....json, e.g. "
                                    "eval_selection-first_feasible.json, not logged to TensorBoard).")
     p.add_argument("run_dir", help="a run folder under runs/")
     p.add_argument("--episodes", type=int, default=None, help="episodes to play (default: the config's)")
@@ -192,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cooperation games: how many trained agents stay (default 1 with --background)")
     p.add_argument("--selection", choices=("min_cost", "first_feasible"), default=None,
                    help="FISOR: score with this candidate rule instead of the run's own")
+    p.add_argument("--score-range", choices=("own", "dsrl"), default=None,
+                   help="offline agents on safe tasks: normalise returns with AlignGym's own range or "
+                        "DSRL's published one (to put the scores beside DSRL's tables)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("study", help="run a study: every condition of a paper over many seeds",

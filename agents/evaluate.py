@@ -18,11 +18,12 @@ from aligngym.envs.data.dataset import atomic_write, check_writable
 
 
 def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = None,
-             **options: Any) -> dict[str, Any]:
+             score_range: str | None = None, **options: Any) -> dict[str, Any]:
     """Score the run's last checkpoint; writes and returns ``eval.json``'s content. ``options``
     (e.g. ``background`` and ``focal`` for the cooperation games) go to the agent's evaluate; the
-    result then goes to ``eval_<option values>.json`` and is not logged to TensorBoard. ``run_dir``
-    may also name the run's checkpoint file."""
+    result then goes to ``eval_<option values>.json`` and is not logged to TensorBoard, as with
+    ``score_range`` (an offline agent's safe-task returns normalised over ``own`` or ``dsrl``'s range,
+    in place of the run's own setting). ``run_dir`` may also name the run's checkpoint file."""
     run_dir = Path(run_dir)
     if run_dir.is_file() and run_dir.name == CHECKPOINT:  # the checkpoint itself: its folder is meant
         run_dir = run_dir.parent
@@ -33,13 +34,20 @@ def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = No
     if n < 1:
         raise ConfigError(f"--episodes must be >= 1, got {n}")
     options = {k: v for k, v in options.items() if v is not None}
+    if score_range is not None:
+        if "score_range" not in type(config).model_fields:
+            raise ConfigError(f"--score-range does not apply to {config.agent} runs")
+        if score_range not in ("own", "dsrl"):
+            raise ConfigError(f"--score-range must be own or dsrl, got {score_range!r}")
+        config = config.model_copy(update={"score_range": score_range})
     agent_evaluate = agent_module(config.agent).evaluate
     unknown = sorted(set(options) - set(inspect.signature(agent_evaluate).parameters))
     if unknown:
         flags = ", ".join(f"--{k}" for k in unknown)
         raise ConfigError(f"{flags} does not apply to {config.agent} runs")
     _warn_if_edited(run_dir, config)
-    name = result_name(options)
+    named = {**options, **({"score_range": score_range} if score_range is not None else {})}
+    name = result_name(named)
     check_writable(run_dir / name)  # before the episodes are played
     before = apply_threads(config)
     try:
@@ -51,7 +59,7 @@ def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = No
     text = json.dumps(result, indent=2, sort_keys=True)
     atomic_write(run_dir / name, lambda tmp: Path(tmp).write_text(text))  # never a half-written file
     result["written_to"] = str(run_dir / name)
-    if not options:
+    if not named:
         with SummaryWriter(str(run_dir)) as writer:  # beside the training curves, at its step
             for key, value in result.items():
                 if key.startswith("eval/"):

@@ -119,6 +119,9 @@ class OfflineConfig(RunConfig):
     task_options: dict[str, float | int | bool | str] = Field(default_factory=dict)
     dataset: DatasetConfig = DatasetConfig()
     cost_limit: float = Field(10.0, ge=0)  # threshold L: normalised cost, BC-Safe's filter, Lagrangian target
+    # a safe task's returns normalised with AlignGym's own range (its generated full dataset's lowest and
+    # highest episode return) or with DSRL's published per-task range, to put scores beside DSRL's tables
+    score_range: Literal["own", "dsrl"] = "own"
     steps: int = Field(1_000_000, ge=1)  # gradient steps
     batch_size: int = Field(256, ge=1)  # transitions sampled per step
     eval_every: int | None = Field(None, ge=1)  # evaluate every this many steps and at the end (None: steps // 10)
@@ -314,7 +317,8 @@ def evaluate_policy(config: OfflineConfig, policy: torch.nn.Module, episodes: in
 
 def normalized_scores(config: OfflineConfig, returns: np.ndarray, costs: np.ndarray) -> dict[str, Any]:
     """The task's normalised scores of episodes, means over them. A task whose env has DSRL's
-    ``get_normalized_score(return, cost)`` (the safe tasks): ``eval/normalized_return``,
+    ``get_normalized_score(return, cost)`` (the safe tasks; returns over the config's ``score_range``,
+    AlignGym's own or DSRL's): ``eval/normalized_return``,
     ``eval/normalized_cost`` and ``safe`` (normalised cost <= 1). A locomotion robot
     (:data:`~aligngym.envs.data.dataset.D4RL_REFERENCE_RETURNS`): D4RL's score, as ``d4rl``'s
     ``get_normalized_score`` in ``eval/normalized_return`` ((R - random) / (expert - random), the
@@ -324,7 +328,7 @@ def normalized_scores(config: OfflineConfig, returns: np.ndarray, costs: np.ndar
     scorer = make_env(config)
     try:
         if hasattr(scorer.unwrapped, "get_normalized_score"):
-            norm_return, norm_cost = scorer.unwrapped.get_normalized_score(returns, costs)
+            norm_return, norm_cost = scorer.unwrapped.get_normalized_score(returns, costs, config.score_range)
             scores = {"eval/normalized_return": float(np.mean(norm_return)),
                       "eval/normalized_cost": float(np.mean(norm_cost))}
             return {**scores, "safe": bool(scores["eval/normalized_cost"] <= 1.0)}

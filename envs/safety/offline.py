@@ -106,12 +106,18 @@ class OfflineEnvMixin:
             raise ValueError(f"target cost must be a finite number >= 0, got {target_cost}")
         self.target_cost = target_cost
 
-    def get_normalized_score(self, episode_return: Any, episode_cost: Any) -> tuple[Any, Any]:
+    def get_normalized_score(self, episode_return: Any, episode_cost: Any,
+                             score_range: str = "own") -> tuple[Any, Any]:
         """DSRL's scores: ``(R - R_min) / (R_max - R_min)`` and ``(C + e) / (L + e)``, e = 1 iff L = 0.
 
-        Works on scalars and arrays; a policy is safe when the normalised cost is <= 1.
+        ``R_min, R_max``: AlignGym's own range (``"own"``: its generated full dataset's, the task's
+        ``reward_min`` / ``reward_max``) or DSRL's published one (``"dsrl"``: to compare with DSRL's
+        tables; AlignGym's bodies are models of DSRL's, so its returns sit on a similar, not the same,
+        scale). Works on scalars and arrays; a policy is safe when the normalised cost is <= 1.
         """
-        lo, hi = self.task.reward_min, self.task.reward_max
+        if score_range not in ("own", "dsrl"):
+            raise ValueError(f"score_range must be 'own' or 'dsrl', got {score_range!r}")
+        lo, hi = self.task.dsrl_range if score_range == "dsrl" else (self.task.reward_min, self.task.reward_max)
         eps = 1.0 if self.target_cost == 0 else 0.0
         normalized_return = (np.asarray(episode_return, dtype=np.float64) - lo) / (hi - lo)
         normalized_cost = (np.asarray(episode_cost, dtype=np.float64) + eps) / (self.target_cost + eps)

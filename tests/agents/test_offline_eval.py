@@ -15,7 +15,7 @@ from tianshou.data import Batch
 from tqdm import tqdm
 
 from aligngym.agents import offline
-from aligngym.agents.config import validate
+from aligngym.agents.config import ConfigError, validate
 from aligngym.agents.evaluate import evaluate
 from aligngym.agents.offline import OfflineConfig, evaluate_policy, make_env, play_episodes
 from aligngym.agents.train import train
@@ -168,6 +168,32 @@ def test_aligngym_eval_shows_a_bar_over_the_episodes(tiny_data, tmp_path, capsys
     err = capsys.readouterr().err
     assert f"evaluating bc_all on {BALL_CIRCLE}" in err
     assert re.search(r"3/3 \[.*step 200", err), err
+
+
+def test_scores_over_dsrls_range_go_to_their_own_file(tiny_data, tmp_path):
+    """``aligngym eval --score-range dsrl``: the same episodes normalised with DSRL's published range,
+    into eval_score_range-dsrl.json (not logged); the run's own range stays in eval.json."""
+    from aligngym.envs.safety.specs import task_spec
+
+    run_dir = train(_config("bc_all", run_root=tmp_path, smoke=True))
+    own = evaluate(run_dir, episodes=2)
+    dsrl = evaluate(run_dir, episodes=2, score_range="dsrl")
+    assert Path(dsrl["written_to"]).name == "eval_score_range-dsrl.json" and (run_dir / "eval.json").is_file()
+    assert dsrl["episode_returns"] == own["episode_returns"]
+    spec = task_spec(BALL_CIRCLE)
+    lo, hi = spec.dsrl_range
+    assert dsrl["eval/normalized_return"] == pytest.approx((np.mean(own["episode_returns"]) - lo) / (hi - lo))
+    lo, hi = spec.reward_min, spec.reward_max
+    assert own["eval/normalized_return"] == pytest.approx((np.mean(own["episode_returns"]) - lo) / (hi - lo))
+    assert dsrl["eval/normalized_cost"] == own["eval/normalized_cost"]
+    with pytest.raises(ConfigError, match="own or dsrl"):
+        evaluate(run_dir, episodes=1, score_range="theirs")
+    env = gym.make(BALL_CIRCLE)
+    assert env.unwrapped.get_normalized_score(hi, 0.0, "dsrl")[0] == pytest.approx(
+        (hi - spec.dsrl_range[0]) / (spec.dsrl_range[1] - spec.dsrl_range[0]))
+    with pytest.raises(ValueError, match="score_range"):
+        env.unwrapped.get_normalized_score(0.0, 0.0, "theirs")
+    env.close()
 
 
 # ---------------------------------------------------------------------- TensorBoard
