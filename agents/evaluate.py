@@ -39,6 +39,12 @@ def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = No
             raise ConfigError(f"--score-range does not apply to {config.agent} runs")
         if score_range not in ("own", "dsrl"):
             raise ConfigError(f"--score-range must be own or dsrl, got {score_range!r}")
+        from aligngym.envs.safety.specs import task_spec
+
+        try:
+            task_spec(config.task)
+        except KeyError:
+            raise ConfigError(f"--score-range applies to the safe tasks, not {config.task}") from None
         config = config.model_copy(update={"score_range": score_range})
     agent_evaluate = agent_module(config.agent).evaluate
     unknown = sorted(set(options) - set(inspect.signature(agent_evaluate).parameters))

@@ -188,6 +188,15 @@ def test_scores_over_dsrls_range_go_to_their_own_file(tiny_data, tmp_path):
     assert dsrl["eval/normalized_cost"] == own["eval/normalized_cost"]
     with pytest.raises(ConfigError, match="own or dsrl"):
         evaluate(run_dir, episodes=1, score_range="theirs")
+    from aligngym.envs.stochastic.data import generate_stochastic, stochastic_dataset_path
+
+    bandit = "aligngym/BernoulliBandit-v0"
+    if not stochastic_dataset_path(bandit, "tiny", 0).exists():
+        generate_stochastic(bandit, "tiny", 0)
+    config = _config("dt", task=bandit, run_root=tmp_path / "bandit", smoke=True)
+    with pytest.raises(ConfigError, match="applies to the safe tasks, not aligngym/BernoulliBandit-v0"):
+        evaluate(train(config.model_copy(update={"dataset": config.dataset.model_copy(update={"size": "tiny"})})),
+                 episodes=1, score_range="dsrl")
     env = gym.make(BALL_CIRCLE)
     assert env.unwrapped.get_normalized_score(hi, 0.0, "dsrl")[0] == pytest.approx(
         (hi - spec.dsrl_range[0]) / (spec.dsrl_range[1] - spec.dsrl_range[0]))
