@@ -137,6 +137,26 @@ def test_the_v1_car_drives_turns_and_reverses_as_the_reference() -> None:
         BulletCore("Ball", "Run", version=1)
 
 
+# where the car is after 20 steps at full throttle and lock and 20 random ones (seeded), per version and task:
+# v0's are the values of the code its datasets were made with (a change to them makes those datasets stale)
+CAR_TRACES = {(0, "Run"): ((-1.601748021, -0.5164527561), -2.7515251733, 1.2711571094),
+              (0, "Circle"): ((-2.6888498666, 2.4281520397), 2.8120052468, 1.038862884),
+              (1, "Run"): ((-1.498398494, -0.405959307), -2.8118829395, 1.2262944675),
+              (1, "Circle"): ((1.8346485431, 2.5221561319), 1.6378846206, 0.9308954919)}
+
+
+@pytest.mark.parametrize("version, task", list(CAR_TRACES))
+def test_each_cars_trajectory_is_the_stored_one(version: int, task: str) -> None:
+    core = BulletCore("Car", task, seed=0, version=version)
+    core.reset()
+    rng = np.random.default_rng(0)
+    for t in range(40):
+        core.step(np.array([[1.0, 1.0]]) if t < 20 else rng.uniform(-1, 1, (1, 2)))
+    xy, yaw, speed = CAR_TRACES[version, task]
+    np.testing.assert_allclose(core.pos[0, :2], xy, rtol=0, atol=1e-9)
+    assert (core.yaw[0], core.speed[0]) == pytest.approx((yaw, speed), abs=1e-9)
+
+
 def test_car_speeds_and_direction_match_the_reference() -> None:
     """The v0 car (a bicycle without slip), as its datasets were made."""
     core = BulletCore("Car", "Run", seed=0)
