@@ -220,8 +220,7 @@ class BulletCore:
         self.spec = AGENTS[agent]
         self.substeps, self.substep_dt = self.spec.run_substeps if task == "Run" else self.spec.circle_substeps
         self.dt = self.substeps * self.substep_dt
-        self.version = version
-        self._car = CAR_FIT[version if agent == "Car" else 0][task]
+        self._car = CAR_FIT[version][task] if agent == "Car" else None  # the car's response (its version's fit)
         self.max_episode_steps = max_episode_steps or task_spec(f"{agent}{task}").max_episode_steps
         self.obs_dim = self.spec.obs_dim + (1 if task == "Circle" else 0)
         self.act_dim = self.spec.act_dim
