@@ -193,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cooperation games: how many trained agents stay (default 1 with --background)")
     p.add_argument("--selection", choices=("min_cost", "first_feasible"), default=None,
                    help="FISOR: score with this candidate rule instead of the run's own")
+    # (envs.safety.offline.SCORE_RANGES, spelled out: the command's start does not import the envs)
     p.add_argument("--score-range", choices=("own", "dsrl"), default=None,
                    help="offline agents on safe tasks: normalise returns with AlignGym's own range or "
                         "DSRL's published one (to put the scores beside DSRL's tables)")

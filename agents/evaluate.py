@@ -37,10 +37,11 @@ def evaluate(run_dir: Path, episodes: int | None = None, device: str | None = No
     if score_range is not None:
         if "score_range" not in type(config).model_fields:
             raise ConfigError(f"--score-range does not apply to {config.agent} runs")
-        if score_range not in ("own", "dsrl"):
-            raise ConfigError(f"--score-range must be own or dsrl, got {score_range!r}")
+        from aligngym.envs.safety.offline import SCORE_RANGES
         from aligngym.envs.safety.specs import task_spec
 
+        if score_range not in SCORE_RANGES:
+            raise ConfigError(f"--score-range must be {' or '.join(SCORE_RANGES)}, got {score_range!r}")
         try:
             task_spec(config.task)
         except KeyError:

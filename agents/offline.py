@@ -83,6 +83,7 @@ from aligngym.agents.train import (CheckpointError, Run, TrainingDiverged, check
 from aligngym.envs.data.dataset import (D4RL_REFERENCE_RETURNS, LOCOMOTION_KINDS, DatasetError, OfflineDataset,
                                         d4rl_normalized_score, dataset_path, load_dataset, locomotion_task,
                                         reward_cost_figure)
+from aligngym.envs.safety.offline import ScoreRange
 from aligngym.envs.stochastic.data import STOCHASTIC_TASKS, load_stochastic
 from aligngym.envs.stochastic.data import task_options as stochastic_options
 
@@ -121,7 +122,7 @@ class OfflineConfig(RunConfig):
     cost_limit: float = Field(10.0, ge=0)  # threshold L: normalised cost, BC-Safe's filter, Lagrangian target
     # a safe task's returns normalised with AlignGym's own range (its generated full dataset's lowest and
     # highest episode return) or with DSRL's published per-task range, to put scores beside DSRL's tables
-    score_range: Literal["own", "dsrl"] = "own"
+    score_range: ScoreRange = "own"
     steps: int = Field(1_000_000, ge=1)  # gradient steps
     batch_size: int = Field(256, ge=1)  # transitions sampled per step
     eval_every: int | None = Field(None, ge=1)  # evaluate every this many steps and at the end (None: steps // 10)

@@ -19,11 +19,15 @@ from __future__ import annotations
 import numbers
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from aligngym.envs.safety.specs import SafeTaskSpec, task_spec
+
+# the ranges a safe task's returns are normalised over: AlignGym's own (its generated full dataset's) or DSRL's
+ScoreRange = Literal["own", "dsrl"]
+SCORE_RANGES: tuple[str, ...] = get_args(ScoreRange)
 
 
 def checked_action(action: Any, shape: tuple[int, ...], env_name: str,
@@ -107,7 +111,7 @@ class OfflineEnvMixin:
         self.target_cost = target_cost
 
     def get_normalized_score(self, episode_return: Any, episode_cost: Any,
-                             score_range: str = "own") -> tuple[Any, Any]:
+                             score_range: ScoreRange = "own") -> tuple[Any, Any]:
         """DSRL's scores: ``(R - R_min) / (R_max - R_min)`` and ``(C + e) / (L + e)``, e = 1 iff L = 0.
 
         ``R_min, R_max``: AlignGym's own range (``"own"``: its generated full dataset's, the task's
@@ -115,8 +119,8 @@ class OfflineEnvMixin:
         tables; AlignGym's bodies are models of DSRL's, so its returns sit on a similar, not the same,
         scale). Works on scalars and arrays; a policy is safe when the normalised cost is <= 1.
         """
-        if score_range not in ("own", "dsrl"):
-            raise ValueError(f"score_range must be 'own' or 'dsrl', got {score_range!r}")
+        if score_range not in SCORE_RANGES:
+            raise ValueError(f"score_range must be one of {SCORE_RANGES}, got {score_range!r}")
         lo, hi = self.task.dsrl_range if score_range == "dsrl" else (self.task.reward_min, self.task.reward_max)
         eps = 1.0 if self.target_cost == 0 else 0.0
         normalized_return = (np.asarray(episode_return, dtype=np.float64) - lo) / (hi - lo)
