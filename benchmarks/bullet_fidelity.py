@@ -173,16 +173,18 @@ def verdict(original: list[dict[str, float]], ours: list[dict[str, float]]) -> s
     return "close" if not off else "off: " + ", ".join(off)
 
 
-def table(task: str, env_id: str, original: dict, ours: dict) -> list[str]:
+def table(task: str, env_id: str, original: dict, ours: dict) -> tuple[list[str], list[str]]:
+    """The task's markdown table and each protocol's verdict."""
+    verdicts = [verdict(original[name], ours[name]) for name in original]
     lines = [f"### {task} (original Safety{task}-v0 | {env_id})", "",
              "| protocol | " + " | ".join(METRICS) + " | verdict |", "|---|" + "---|" * (len(METRICS) + 1)]
-    for name in original:
+    for name, said in zip(original, verdicts):
         cells = []
         for key in METRICS:
             (m0, s0), (m1, s1) = stats(original[name], key), stats(ours[name], key)
             cells.append(f"{m0:.3g} ± {s0:.2g} \\| {m1:.3g} ± {s1:.2g}")
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {verdict(original[name], ours[name])} |")
-    return lines + [""]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {said} |")
+    return lines + [""], verdicts
 
 
 def main() -> None:
@@ -208,17 +210,16 @@ def main() -> None:
              f"{platform.node()} ({os.cpu_count()} CPUs), {args.episodes} episodes per protocol and env; each cell "
              "original | AlignGym, mean ± standard deviation over episodes; reach: the farthest from the spawn, "
              "path: the distance travelled (m).", ""]
-    counts = {"close": 0, "off": 0}
+    verdicts: list[str] = []
     for task in args.tasks:
         original = play_original(python, task, args.episodes)
         env_id = newest_id(task)
         ours = play(env_id, args.episodes)
-        block = table(task, env_id, original, ours)
+        block, said = table(task, env_id, original, ours)
         print("\n".join(block), flush=True)
         lines += block
-        for name in original:
-            counts["close" if verdict(original[name], ours[name]) == "close" else "off"] += 1
-    lines.append(f"{counts['close']} of {sum(counts.values())} rows close; {time.perf_counter() - started:.0f} s.")
+        verdicts += said
+    lines.append(f"{verdicts.count('close')} of {len(verdicts)} rows close; {time.perf_counter() - started:.0f} s.")
     print(lines[-1])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
